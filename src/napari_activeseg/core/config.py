@@ -1,0 +1,206 @@
+"""Configuration dataclasses with a JSON round trip.
+
+The defaults are chosen for a laptop/workstation CPU (measured on a 2-core machine, see the
+README): a small U-Net on small patches with a short cosine schedule learns more in a 90-second
+round than a large one, because on a CPU the number of optimiser steps per second decides.
+Bigger settings are one field away, and are the natural choice on a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T", bound="_JsonConfig")
+
+
+class _JsonConfig:
+    """Mixin: ``to_dict`` / ``from_dict`` / ``to_json`` / ``from_json`` for flat dataclasses."""
+
+    _kind: ClassVar[str] = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        # tuples become lists in JSON; keep them lists here so a round trip is exact
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(
+                f"Unknown {cls._kind} field(s) {unknown}; valid fields are {sorted(names)}."
+            )
+        kwargs = {}
+        for k, v in data.items():
+            default = names[k].default
+            if isinstance(default, tuple) and isinstance(v, list):
+                v = tuple(v)
+            kwargs[k] = v
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        return cls.from_dict(json.loads(text))
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_JsonConfig):
+    """Architecture of the U-Net.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input image (1 gray, 3 RGB, ...).
+    n_classes : int
+        Output classes including background (2 for a binary foreground/background task).
+    depth : int
+        Number of down-sampling steps (the input is padded to a multiple of ``2**depth``).
+    width : int
+        Channels of the first level; doubled at every level.
+    dropout : float
+        Drop probability used by the dropout layers (training and MC sampling).
+    dropout_head : bool
+        Dropout on the last feature map, just before the 1x1 classifier. Alone, it makes
+        T MC samples cost about one forward pass (the rest of the network runs once).
+    dropout_decoder : int
+        How many of the last decoder stages get dropout on their input (0 = none).
+    dropout_bottleneck : bool
+        Dropout on the bottleneck output (classic MC-dropout U-Net placement; every MC sample
+        then re-runs the whole decoder).
+    """
+
+    _kind: ClassVar[str] = "model"
+
+    in_channels: int = 3
+    n_classes: int = 2
+    depth: int = 3
+    width: int = 16
+    dropout: float = 0.2
+    dropout_head: bool = True
+    dropout_decoder: int = 0
+    dropout_bottleneck: bool = False
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.in_channels <= 64, f"in_channels must be 1..64, got {self.in_channels}.")
+        _check(2 <= self.n_classes <= 65535, f"n_classes must be >= 2 (background + at least one "
+               f"class), got {self.n_classes}.")
+        _check(1 <= self.depth <= 6, f"depth must be 1..6, got {self.depth}.")
+        _check(2 <= self.width <= 256, f"width must be 2..256, got {self.width}.")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
+        _check(0 <= self.dropout_decoder <= self.depth,
+               f"dropout_decoder must be 0..depth ({self.depth}), got {self.dropout_decoder}.")
+
+    @property
+    def multiple(self) -> int:
+        """Spatial size multiple the network needs (inputs are padded to it)."""
+        return 2 ** self.depth
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonConfig):
+    """How one training round runs.
+
+    A round stops at whichever comes first: ``max_steps`` optimiser steps, ``time_budget_s``
+    seconds, early stopping on held-back images, or a stop request. The learning-rate schedule
+    (linear warm-up, cosine decay) follows the fraction of the budget used, so it completes
+    whichever budget binds.
+    """
+
+    _kind: ClassVar[str] = "training"
+
+    patch_size: int = 128
+    batch_size: int = 16
+    max_steps: int | None = 300
+    time_budget_s: float | None = 90.0
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    final_lr_fraction: float = 0.02
+    dice_weight: float = 1.0
+    class_weights: tuple[float, ...] | None = None
+    # augmentation
+    flips: bool = True
+    rot90: bool = True
+    intensity_jitter: float = 0.1
+    gamma_jitter: float = 0.2
+    invert_p: float = 0.0
+    # patch sampling: fraction of patches centred on a reviewed foreground (non-zero) pixel
+    foreground_p: float = 0.5
+    # validation / early stopping on held-back labelled images
+    val_fraction: float = 0.2
+    min_val_images: int = 5
+    val_every: int = 50
+    patience: int = 4
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.patch_size >= 16 and self.patch_size % 8 == 0,
+               f"patch_size must be a multiple of 8 and >= 16, got {self.patch_size}.")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
+        _check(self.max_steps is None or self.max_steps >= 1,
+               f"max_steps must be >= 1 or None, got {self.max_steps}.")
+        _check(self.time_budget_s is None or self.time_budget_s > 0,
+               f"time_budget_s must be > 0 or None, got {self.time_budget_s}.")
+        _check(self.max_steps is not None or self.time_budget_s is not None,
+               "Set max_steps or time_budget_s (or both); otherwise training never ends.")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}.")
+        _check(0.0 <= self.invert_p <= 1.0, f"invert_p must be in [0, 1], got {self.invert_p}.")
+        _check(0.0 <= self.foreground_p <= 1.0,
+               f"foreground_p must be in [0, 1], got {self.foreground_p}.")
+        _check(0.0 <= self.val_fraction < 1.0,
+               f"val_fraction must be in [0, 1), got {self.val_fraction}.")
+
+
+@dataclass(frozen=True)
+class InferenceConfig(_JsonConfig):
+    """Tiled prediction settings."""
+
+    _kind: ClassVar[str] = "inference"
+
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    mc_samples: int = 8
+    device: str = "auto"
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.tile_size >= 32, f"tile_size must be >= 32, got {self.tile_size}.")
+        _check(0 <= self.overlap < self.tile_size // 2,
+               f"overlap must be in [0, tile_size/2), got {self.overlap}.")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
+        _check(self.mc_samples >= 1, f"mc_samples must be >= 1, got {self.mc_samples}.")
+
+
+@dataclass(frozen=True)
+class QueryConfig(_JsonConfig):
+    """How candidates are scored and picked (used by the query strategies)."""
+
+    _kind: ClassVar[str] = "query"
+
+    strategy: str = "entropy"
+    aggregation: str = "topk"
+    topk_fraction: float = 0.1
+    foreground_only: bool = False
+    batch_size: int = 1
+    region_size: int = 256
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,413 @@
+"""Reading, writing and normalising images and label maps.
+
+Images come from TIFF (any bit depth, multichannel) or PNG/JPEG files and leave as ``(H, W)`` or
+channels-last ``(H, W, C)`` arrays (see :func:`~napari_activeseg.core.validation.check_image`).
+Writes are atomic: a crash never leaves a half-written label file behind, and a failed write
+leaves the previous file untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import numpy.typing as npt
+import tifffile
+
+from .validation import check_choice, check_image, check_labels, check_positive
+
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "list_images",
+    "normalize_image",
+    "read_image",
+    "read_labels",
+    "write_labels",
+    "write_tiff",
+]
+
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_COMPRESSIONS = (None, "zlib")
+
+#: Percentiles are estimated on a strided subsample of at most about this many pixels.
+_PERCENTILE_MAX_PIXELS = 4 * 1024 * 1024
+#: Pixels per chunk in the normalisation arithmetic (bounds the temporary float buffer).
+_CHUNK_PIXELS = 1024 * 1024
+#: Normalised values are clipped to this range, see :func:`normalize_image`.
+_CLIP_RANGE = (-0.5, 1.5)
+
+
+def _supported() -> str:
+    return ", ".join(SUPPORTED_SUFFIXES)
+
+
+def _check_readable(path: Path, what: str) -> None:
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise ValueError(
+            f"Cannot read {what} {str(path)!r}: unsupported file type {path.suffix or '(none)'!r}; "
+            f"supported: {_supported()}."
+        )
+    if not path.exists():
+        raise ValueError(f"Cannot read {what} {str(path)!r}: file not found.")
+    if not path.is_file():
+        raise ValueError(f"Cannot read {what} {str(path)!r}: not a file.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"Cannot read {what} {str(path)!r}: the file is empty (0 bytes).")
+
+
+def _drop_constant_alpha(array: np.ndarray) -> np.ndarray:
+    """Drop a last-axis alpha channel that carries no information.
+
+    A constant alpha (usually 255 everywhere) is an artefact of how the file was saved; a varying
+    alpha may hold data, so it is kept as an extra channel.
+    """
+    alpha = array[..., -1]
+    if alpha.min() != alpha.max():
+        return array
+    colour = array[..., :-1]
+    return colour[..., 0] if colour.shape[-1] == 1 else colour
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, bool]:
+    """Return the pixels, tifffile's samples ('S') axis if any, and whether it ends in alpha."""
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        array = series.asarray()
+        axes = series.axes
+        has_alpha = bool(series.keyframe.extrasamples)
+    # tifffile names the samples-per-pixel axis 'S': it holds channels by definition.
+    sample_axis = axes.index("S") if "S" in axes and len(axes) == array.ndim else None
+    has_alpha = has_alpha and sample_axis is not None
+    return array, sample_axis, has_alpha
+
+
+def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
+    """Return the first frame and the number of frames."""
+    with iio.imopen(path, "r", plugin="pillow") as file:
+        n_frames = file.properties(index=...).n_images or 1
+        return file.read(index=0), n_frames
+
+
+def _read_raw(path: str | os.PathLike, what: str) -> tuple[Path, np.ndarray, int | None, bool]:
+    """Decode a file: (path, pixels, channel axis known from the format, alpha channel last)."""
+    path = Path(path)
+    _check_readable(path, what)
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            return (path, *_read_tiff(path))
+        array, n_frames = _read_pillow(path)
+    except MemoryError:
+        raise
+    except Exception as err:
+        kind = "TIFF" if path.suffix.lower() in _TIFF_SUFFIXES else path.suffix.lstrip(".").upper()
+        raise ValueError(
+            f"Cannot read {what} {str(path)!r} as {kind}: {err}. The file may be corrupt or "
+            f"truncated, or not really a {kind}; supported: {_supported()}."
+        ) from err
+    if n_frames > 1:
+        raise ValueError(
+            f"Cannot read {what} {str(path)!r}: it is an animation of {n_frames} frames; "
+            "save each frame as its own file."
+        )
+    # PNG/JPEG decode to (H, W) or (H, W, C): gray+alpha has 2 channels, RGBA 4.
+    if array.ndim == 3:
+        return path, array, 2, array.shape[-1] in (2, 4)
+    return path, array, None, False
+
+
+def _same_axis(axis: object, other: int | None, ndim: int) -> bool:
+    """Whether `axis` (possibly negative, possibly invalid) designates axis `other`."""
+    if other is None or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        return False
+    return axis % ndim == other
+
+
+def read_image(path: str | os.PathLike, *, channel_axis: int | None = None) -> np.ndarray:
+    """Read an image file as ``(H, W)`` or channels-last ``(H, W, C)``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TIFF (8/16/32-bit integer, 16/32/64-bit float; RGB or multichannel), PNG (8/16-bit)
+        or JPEG file.
+    channel_axis : int, optional
+        For TIFF stacks, the axis of the stored array that holds channels (e.g. 0 for ``(C, H,
+        W)``); moved last. Not needed for RGB(A) TIFFs, whose sample axis tifffile reports, nor
+        for PNG/JPEG, which are channels-last by definition (it is ignored for them).
+
+    Returns
+    -------
+    image : (H, W) or (H, W, C) ndarray
+        The stored dtype (bool becomes uint8). A constant alpha channel is dropped; a varying one
+        is kept as the last channel. Gray stored as R=G=B keeps its 3 channels, so that every
+        image of a dataset keeps the channel count it was saved with.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it is missing, empty, of an unsupported type, unreadable, or its
+        pixels fail :func:`~napari_activeseg.core.validation.check_image`.
+    """
+    path, array, format_axis, has_alpha = _read_raw(path, "image")
+    is_tiff = path.suffix.lower() in _TIFF_SUFFIXES
+    if not is_tiff or channel_axis is None or _same_axis(channel_axis, format_axis, array.ndim):
+        channel_axis = format_axis
+    # Only an axis the file itself declares as samples can end in alpha.
+    if has_alpha and channel_axis == format_axis:
+        array = _drop_constant_alpha(np.moveaxis(array, format_axis, -1))
+        channel_axis = -1 if array.ndim == 3 else None
+    return check_image(array, name=str(path), channel_axis=channel_axis)
+
+
+def read_labels(path: str | os.PathLike, *, n_classes: int | None = None) -> np.ndarray:
+    """Read a class map written by :func:`write_labels` (or a PNG / TIFF mask).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A 2D single-channel TIFF or PNG.
+    n_classes : int, optional
+        Number of classes including background; see
+        :func:`~napari_activeseg.core.validation.check_labels`.
+
+    Returns
+    -------
+    labels : (H, W) ndarray of uint8 or uint16
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it cannot be read or does not hold a valid class map.
+    """
+    path, array, _, _ = _read_raw(path, "labels")
+    return check_labels(array, n_classes=n_classes, name=str(path))
+
+
+def write_tiff(
+    path: str | os.PathLike, array: npt.ArrayLike, *, compression: str | None = "zlib"
+) -> Path:
+    """Write an array to a TIFF file atomically.
+
+    The data go to a hidden temporary file in the same directory, which is flushed, fsync'ed and
+    then renamed over `path` (``os.replace`` is atomic on POSIX and Windows). If anything fails,
+    the temporary file is removed and an existing file at `path` is left untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination ending in ``.tif`` or ``.tiff``; its directory must exist.
+    array : (H, W) or (H, W, C) array_like
+        Numeric data; ``(H, W, 3|4)`` uint8/uint16 are stored as RGB(A), as tifffile does.
+    compression : {'zlib', None}, optional
+        Lossless zlib (deflate) compression, readable by Fiji and tifffile, or none.
+
+    Returns
+    -------
+    path : Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        On a bad suffix, missing directory, empty or non-numeric array, or unknown compression.
+    """
+    path = Path(path)
+    check_choice(compression, _COMPRESSIONS, name="compression")
+    if path.suffix.lower() not in _TIFF_SUFFIXES:
+        raise ValueError(f"Cannot write {str(path)!r}: a TIFF path must end in .tif or .tiff.")
+    if not path.parent.is_dir():
+        raise ValueError(
+            f"Cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist; "
+            "create it first."
+        )
+    data = np.asarray(array)
+    if data.size == 0 or data.dtype.kind not in "biuf":
+        raise ValueError(
+            f"Cannot write {str(path)!r}: expected a non-empty numeric array, got shape "
+            f"{data.shape} and dtype {data.dtype}."
+        )
+
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)  # reopened by name: tifffile wants a file object with a real path as its name
+    tmp = Path(tmp_name)
+    try:
+        with open(tmp, "wb") as fh:
+            tifffile.imwrite(fh, data, compression=compression)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the rename itself; not possible (nor needed) on every platform."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def write_labels(
+    path: str | os.PathLike, labels: npt.ArrayLike, *, n_classes: int | None = None
+) -> Path:
+    """Check a class map and write it atomically as a zlib-compressed TIFF.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination ``.tif`` / ``.tiff`` file.
+    labels : (H, W) array_like
+        Class map, see :func:`~napari_activeseg.core.validation.check_labels`.
+    n_classes : int, optional
+        Number of classes including background, to reject out-of-range values before writing.
+
+    Returns
+    -------
+    path : Path
+        The written file (uint8, or uint16 above 255 classes).
+
+    Raises
+    ------
+    ValueError
+        If the labels are invalid; nothing is written then.
+    """
+    labels = check_labels(labels, n_classes=n_classes)
+    return write_tiff(path, labels)
+
+
+def _percentile_sample(channel: np.ndarray) -> np.ndarray:
+    """A strided subsample of at most about ``_PERCENTILE_MAX_PIXELS`` pixels."""
+    step = int(np.ceil(np.sqrt(channel.size / _PERCENTILE_MAX_PIXELS)))
+    return channel[::step, ::step] if step > 1 else channel
+
+
+def normalize_image(
+    image: npt.ArrayLike,
+    *,
+    low: float = 1.0,
+    high: float = 99.8,
+    channel_axis: int | None = None,
+) -> np.ndarray:
+    """Rescale each channel by its percentiles and return it channels-first as float32.
+
+    Each channel's `low` percentile maps to 0 and its `high` percentile to 1. Values beyond are
+    clipped to [-0.5, 1.5] rather than [0, 1], so saturated and very dark structures remain
+    distinguishable while outliers (hot pixels) cannot dominate the network's input. If the two
+    percentiles coincide (e.g. sparse bright spots on a flat background) the channel's min and
+    max are used instead; a constant channel becomes all zeros.
+
+    Percentiles are estimated on a strided subsample of at most ~4 M pixels, and the arithmetic
+    runs chunk-wise, so a 4096 x 4096 image needs no float64 copy of itself.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) array_like
+        Any image accepted by :func:`~napari_activeseg.core.validation.check_image`.
+    low, high : float, optional
+        Percentiles in [0, 100] with ``low < high``.
+    channel_axis : int, optional
+        Passed to :func:`~napari_activeseg.core.validation.check_image`.
+
+    Returns
+    -------
+    normalized : (C, H, W) ndarray of float32
+        ``C = 1`` for a 2D image.
+
+    Raises
+    ------
+    ValueError
+        If the image is invalid or the percentiles are out of range.
+    """
+    check_positive(low, name="low", allow_zero=True)
+    check_positive(high, name="high")
+    if not 0 <= low < high <= 100:
+        raise ValueError(
+            f"Expected 0 <= low < high <= 100, got low={low!r}, high={high!r} "
+            "(the defaults are low=1.0, high=99.8)."
+        )
+    image = check_image(image, channel_axis=channel_axis)
+    channels = image[..., np.newaxis] if image.ndim == 2 else image
+    height, width, n_channels = channels.shape
+    # float64 input (or wide integers) keep float64 precision for the subtraction, chunk by chunk.
+    work_dtype = np.float32 if channels.dtype.itemsize <= 2 else np.float64
+    rows_per_chunk = max(1, _CHUNK_PIXELS // width)
+
+    out = np.zeros((n_channels, height, width), dtype=np.float32)
+    for c in range(n_channels):
+        channel = channels[..., c]
+        lo, hi = np.percentile(_percentile_sample(channel), [low, high])
+        if hi <= lo:
+            lo, hi = channel.min(), channel.max()
+            if hi <= lo:
+                continue  # constant channel: leave zeros
+        lo = work_dtype(lo)
+        scale = work_dtype(1.0) / (work_dtype(hi) - lo)
+        for start in range(0, height, rows_per_chunk):
+            block = channel[start : start + rows_per_chunk].astype(work_dtype)
+            block -= lo
+            block *= scale
+            np.clip(block, *_CLIP_RANGE, out=block)
+            out[c, start : start + rows_per_chunk] = block
+    return out
+
+
+def list_images(
+    folder: str | os.PathLike, *, pattern: str = "*", recursive: bool = False
+) -> list[Path]:
+    """List the supported image files of a folder, sorted by path.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder to search.
+    pattern : str, optional
+        Glob pattern matched against file names (e.g. ``"*_dapi*"``).
+    recursive : bool, optional
+        Also search sub-folders.
+
+    Returns
+    -------
+    paths : list of Path
+        Files whose suffix (case-insensitive) is in ``SUPPORTED_SUFFIXES``; hidden files and
+        files in hidden folders (names starting with ".") are skipped.
+
+    Raises
+    ------
+    ValueError
+        If the folder does not exist or holds no matching image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(
+            f"Image folder {str(folder)!r} does not exist or is not a folder; "
+            f"expected a folder of {_supported()} files."
+        )
+    matches = folder.rglob(pattern) if recursive else folder.glob(pattern)
+    paths = sorted(
+        p
+        for p in matches
+        if p.suffix.lower() in SUPPORTED_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    )
+    if not paths:
+        where = " (searched recursively)" if recursive else ""
+        raise ValueError(
+            f"No images matching {pattern!r} in {str(folder)!r}{where}; "
+            f"supported file types: {_supported()}."
+        )
+    return paths

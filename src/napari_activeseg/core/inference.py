@@ -1,0 +1,333 @@
+"""Tiled, overlap-blended prediction of images of any size, with uncertainty maps.
+
+An image is cut into tiles of ``tile_size`` (overlapping by ``overlap`` pixels), tiles are
+predicted in batches, and the per-tile probabilities and uncertainty maps are blended with a
+weight that ramps down towards the tile borders, where a convolutional network sees the least
+context. Peak memory therefore depends on the tile and batch size, not on the image size
+(apart from the output arrays themselves).
+
+Stochastic predictions (MC dropout, test-time augmentation, an ensemble) produce T samples per
+tile; the uncertainty maps are computed per tile from those samples (:func:`uncertainty.compute_maps`)
+and blended like the probabilities, so T full-size probability maps never exist at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import uncertainty as unc
+from .config import InferenceConfig
+from .device import autocast, choose_device, empty_cache, is_oom
+
+MODES = ("single", "mc", "tta", "ensemble")
+# maps that are a disagreement between samples, named after the source of the samples
+_DISAGREEMENT_ALIASES = {"tta": "tta_disagreement", "ensemble": "ensemble_disagreement"}
+
+
+@dataclass
+class Prediction:
+    """Result of :func:`predict`.
+
+    Attributes
+    ----------
+    probs : (C, H, W) float32 ndarray
+        Class probabilities (mean over samples for stochastic modes).
+    labels : (H, W) uint8 or uint16 ndarray
+        Arg-max class map.
+    uncertainty : dict of str -> (H, W) float32 ndarray
+        The requested maps (``entropy``, ``margin``, ``least_confidence``, ``bald``,
+        ``variance``, ``expected_entropy``, ``tta``, ``ensemble``).
+    seconds : float
+        Wall time.
+    notes : list of str
+        Anything the user should know (e.g. the tile was halved after an out-of-memory error).
+    """
+
+    probs: np.ndarray
+    labels: np.ndarray
+    uncertainty: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TileProgress:
+    """Yielded by :func:`predict_iter` after each batch of tiles."""
+
+    done: int
+    total: int
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets along one axis so tiles of ``min(tile, size)`` cover ``[0, size)``."""
+    tile = min(tile, size)
+    if size <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, size - tile, stride))
+    starts.append(size - tile)
+    return starts
+
+
+def blend_weights(th: int, tw: int, overlap: int) -> np.ndarray:
+    """(th, tw) float32 weights: 1 inside, a linear ramp over ``overlap`` px to the borders.
+
+    The ramp never reaches 0, so pixels on the image border (covered by one tile only) keep a
+    positive weight and the normalised blend is exact there.
+    """
+
+    def ramp(n: int) -> np.ndarray:
+        r = np.ones(n, np.float32)
+        k = min(overlap, n // 2)
+        if k > 0:
+            edge = (np.arange(1, k + 1, dtype=np.float32)) / (k + 1)
+            r[:k] = edge
+            r[n - k:] = edge[::-1]
+        return r
+
+    return np.outer(ramp(th), ramp(tw))
+
+
+def _check_input(image: np.ndarray, in_channels: int) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(
+            f"Expected a normalised image of shape (C, H, W) or (H, W), got {image.shape}; "
+            "use core.imageio.normalize_image first."
+        )
+    if image.shape[0] != in_channels:
+        raise ValueError(
+            f"The model expects {in_channels} channel(s) but the image has {image.shape[0]} "
+            f"(shape {image.shape}). Convert the image (e.g. gray -> RGB) or train a model with "
+            f"in_channels={image.shape[0]}."
+        )
+    if image.size == 0:
+        raise ValueError(f"Empty image of shape {image.shape}.")
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+# --- samplers: (B, C_in, h, w) tensor -> (T, B, K, h, w) probabilities ------------------------
+
+Sampler = Callable[[torch.Tensor], torch.Tensor]
+
+_DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def _single(model: nn.Module) -> Sampler:
+    return lambda x: torch.softmax(model(x).float(), dim=1).unsqueeze(0)
+
+
+def _mc(model: nn.Module, samples: int) -> Sampler:
+    if not hasattr(model, "mc_forward"):
+        raise ValueError("MC-dropout sampling needs a model with mc_forward (core.model.UNet).")
+    return lambda x: torch.softmax(model.mc_forward(x, samples).float(), dim=2)
+
+
+def _tta(model: nn.Module) -> Sampler:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for k, flip in _DIHEDRAL:
+            xt = torch.rot90(x, k, dims=(-2, -1))
+            if flip:
+                xt = torch.flip(xt, dims=(-1,))
+            p = torch.softmax(model(xt).float(), dim=1)
+            if flip:
+                p = torch.flip(p, dims=(-1,))
+            outs.append(torch.rot90(p, -k, dims=(-2, -1)))
+        return torch.stack(outs)
+
+    return run
+
+
+def _ensemble(models: Sequence[nn.Module]) -> Sampler:
+    return lambda x: torch.stack([torch.softmax(m(x).float(), dim=1) for m in models])
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else None
+
+
+def predict_iter(
+    model: nn.Module | Sequence[nn.Module],
+    image: np.ndarray,
+    *,
+    mode: str = "single",
+    maps: Sequence[str] = ("entropy",),
+    config: InferenceConfig | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Generator[TileProgress, None, Prediction | None]:
+    """Predict ``image`` tile by tile, yielding progress; return the :class:`Prediction`.
+
+    Parameters
+    ----------
+    model : UNet, or a sequence of models for ``mode="ensemble"``
+    image : (C, H, W) or (H, W) float32 ndarray
+        A normalised image (:func:`core.imageio.normalize_image`).
+    mode : {"single", "mc", "tta", "ensemble"}
+        How samples are drawn: one deterministic pass, ``config.mc_samples`` MC-dropout
+        samples, the 8 flips/rotations, or one pass per ensemble member.
+    maps : sequence of str
+        Uncertainty maps to compute. One-pass maps (entropy, margin, least_confidence) work in
+        every mode; the others need samples (mode != "single").
+    config : InferenceConfig
+    stop : callable returning bool, optional
+        Checked between tile batches; when it returns True the generator returns None.
+    """
+    config = config or InferenceConfig()
+    if mode not in MODES:
+        raise ValueError(f"Unknown prediction mode {mode!r}; choose one of {list(MODES)}.")
+    models = list(model) if isinstance(model, list | tuple) else [model]
+    if mode != "ensemble" and len(models) != 1:
+        raise ValueError(f"mode={mode!r} takes one model, got {len(models)}; "
+                         "use mode='ensemble' for several.")
+    maps = list(maps)
+    internal = [_DISAGREEMENT_ALIASES.get(m, m) for m in maps]
+    valid = set(unc.MAP_NAMES) | set(_DISAGREEMENT_ALIASES)
+    bad = [m for m in maps if m not in valid]
+    if bad:
+        raise ValueError(f"Unknown uncertainty map(s) {bad}; valid maps are {sorted(valid)}.")
+    if mode == "single":
+        needs_samples = [m for m in maps if m not in (*unc.MAPS_ONE_PASS, "raw_margin")]
+        if needs_samples:
+            raise ValueError(f"Map(s) {needs_samples} need several samples; use mode='mc', "
+                             "'tta' or 'ensemble'.")
+
+    cfg0 = models[0].config if hasattr(models[0], "config") else None
+    in_ch = cfg0.in_channels if cfg0 is not None else np.asarray(image).shape[0]
+    image = _check_input(image, in_ch)
+    device = _model_device(models[0]) if config.device == "auto" else None
+    if device is None or (config.device == "auto" and device.type == "cpu"):
+        device = choose_device(config.device)
+    for m in models:
+        m.to(device).eval()
+
+    if mode == "single":
+        sampler = _single(models[0])
+    elif mode == "mc":
+        sampler = _mc(models[0], config.mc_samples)
+    elif mode == "tta":
+        sampler = _tta(models[0])
+    else:
+        sampler = _ensemble(models)
+
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    tile, batch = config.tile_size, config.batch_size
+    while True:
+        try:
+            result = yield from _run_tiles(
+                sampler, image, internal, maps, tile, config.overlap, batch, device,
+                config.amp, stop,
+            )
+            break
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+            if not is_oom(exc):
+                raise
+            empty_cache(device)
+            if batch > 1:
+                batch //= 2
+                notes.append(f"Out of memory: tile batch halved to {batch}.")
+            elif tile > 64:
+                tile //= 2
+                notes.append(f"Out of memory: tile size halved to {tile}.")
+            else:
+                raise MemoryError(
+                    f"Out of memory on {device} even with one {tile}x{tile} tile; "
+                    "close other programs or use device='cpu'."
+                ) from exc
+    if result is None:
+        return None
+    probs, out_maps = result
+    k = probs.shape[0]
+    labels = probs.argmax(axis=0).astype(np.uint8 if k <= 256 else np.uint16)
+    return Prediction(probs, labels, out_maps, time.perf_counter() - t0, notes)
+
+
+def _run_tiles(
+    sampler: Sampler,
+    image: np.ndarray,
+    internal: list[str],
+    names: list[str],
+    tile: int,
+    overlap: int,
+    batch: int,
+    device: torch.device,
+    amp: bool,
+    stop: Callable[[], bool] | None,
+) -> Generator[TileProgress, None, tuple[np.ndarray, dict[str, np.ndarray]] | None]:
+    _, height, width = image.shape
+    th, tw = min(tile, height), min(tile, width)
+    ov = min(overlap, th // 2 - 1 if th > 2 else 0, tw // 2 - 1 if tw > 2 else 0)
+    ov = max(ov, 0)
+    ys, xs = tile_starts(height, th, ov), tile_starts(width, tw, ov)
+    coords = [(y, x) for y in ys for x in xs]
+    weight = torch.from_numpy(blend_weights(th, tw, ov if len(coords) > 1 else 0))
+    single_tile = len(coords) == 1
+
+    probs_acc: torch.Tensor | None = None
+    maps_acc = {n: torch.zeros(height, width) for n in names}
+    wsum = torch.zeros(height, width)
+    src = torch.from_numpy(image)
+    uniq = list(dict.fromkeys(internal))
+    total = len(coords)
+    for b0 in range(0, total, batch):
+        if stop is not None and stop():
+            return None
+        chunk = coords[b0:b0 + batch]
+        # inference mode only around the compute: a generator must not leave it switched on
+        # for its consumer between yields
+        with torch.inference_mode():
+            x = torch.stack([src[:, y:y + th, x0:x0 + tw] for y, x0 in chunk]).to(device)
+            with autocast(device, amp):
+                samples = sampler(x)  # (T, B, K, th, tw)
+            samples = samples.float()
+            mean = samples.mean(dim=0).cpu()
+            computed = {k: v.cpu() for k, v in unc.compute_maps(samples, uniq).items()} \
+                if uniq else {}
+            del samples
+        if probs_acc is None:
+            probs_acc = torch.zeros(mean.shape[1], height, width)
+        for i, (y, x0) in enumerate(chunk):
+            if single_tile:
+                probs_acc[:, y:y + th, x0:x0 + tw] = mean[i]
+                for n, key in zip(names, internal, strict=True):
+                    maps_acc[n][y:y + th, x0:x0 + tw] = computed[key][i]
+                wsum[y:y + th, x0:x0 + tw] = 1.0
+                continue
+            probs_acc[:, y:y + th, x0:x0 + tw] += mean[i] * weight
+            for n, key in zip(names, internal, strict=True):
+                maps_acc[n][y:y + th, x0:x0 + tw] += computed[key][i] * weight
+            wsum[y:y + th, x0:x0 + tw] += weight
+        yield TileProgress(min(b0 + batch, total), total)
+    assert probs_acc is not None
+    if not single_tile:
+        probs_acc /= wsum
+        for n in names:
+            maps_acc[n] /= wsum
+    return probs_acc.numpy(), {n: v.numpy() for n, v in maps_acc.items()}
+
+
+def predict(
+    model: nn.Module | Sequence[nn.Module],
+    image: np.ndarray,
+    *,
+    mode: str = "single",
+    maps: Sequence[str] = ("entropy",),
+    config: InferenceConfig | None = None,
+) -> Prediction:
+    """Predict ``image`` (see :func:`predict_iter`, which this runs to the end)."""
+    gen = predict_iter(model, image, mode=mode, maps=maps, config=config)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

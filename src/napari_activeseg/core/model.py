@@ -1,0 +1,242 @@
+"""A compact U-Net with MC-dropout sampling that reuses the deterministic part of the network.
+
+The network is the classic encoder/decoder with skip connections (two 3x3 conv + BatchNorm +
+ReLU per block, max-pool down, transposed-conv up). Dropout can sit at three places:
+the bottleneck output, the input of the last ``dropout_decoder`` decoder stages, and the last
+feature map before the 1x1 classifier (``dropout_head``).
+
+MC dropout: :meth:`UNet.mc_forward` runs everything up to the first dropout layer *once*, then
+repeats that activation T times along the batch and runs only the remaining, stochastic part
+for the T samples in one batched call. With the default placement (head only) the T samples
+cost one forward pass plus T tiny 1x1 convolutions; with bottleneck dropout they cost the encoder
+once plus T decoders. BatchNorm always stays in eval mode while sampling (the statistics of a
+single image would otherwise replace the learned ones).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """U-Net for 2D semantic segmentation.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture; ``config.multiple`` is the size multiple inputs are padded to.
+
+    Notes
+    -----
+    ``forward(x)`` takes ``x : (N, in_channels, H, W)`` of any H, W (reflect-padded to the
+    multiple it needs and cropped back) and returns logits ``(N, n_classes, H, W)``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.width
+        widths = [w * 2**i for i in range(config.depth + 1)]
+        self.encoders = nn.ModuleList()
+        cin = config.in_channels
+        for cout in widths[:-1]:
+            self.encoders.append(ConvBlock(cin, cout))
+            cin = cout
+        self.bottleneck = ConvBlock(widths[-2], widths[-1])
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for i in range(config.depth, 0, -1):
+            self.ups.append(nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2))
+            self.decoders.append(ConvBlock(2 * widths[i - 1], widths[i - 1]))
+        self.head = nn.Conv2d(widths[0], config.n_classes, 1)
+        self.mc_dropout = False
+        self._points = self._drop_points()
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    # -- dropout placement ------------------------------------------------------------------
+    def _drop_points(self) -> list[int]:
+        """Indices of the stages whose *input* gets dropout.
+
+        Stages: 0 = first decoder stage (its input is the bottleneck output), ...,
+        depth-1 = last decoder stage, depth = head.
+        """
+        cfg = self.config
+        if cfg.dropout <= 0:
+            return []
+        points = set()
+        if cfg.dropout_bottleneck:
+            points.add(0)
+        for k in range(cfg.dropout_decoder):
+            points.add(cfg.depth - 1 - k)
+        if cfg.dropout_head:
+            points.add(cfg.depth)
+        return sorted(points)
+
+    @property
+    def has_dropout(self) -> bool:
+        return bool(self._drop_points())
+
+    def _maybe_drop(self, h: torch.Tensor, stage: int) -> torch.Tensor:
+        if stage in self._points:
+            active = self.training or self.mc_dropout
+            return F.dropout(h, self.config.dropout, training=active)
+        return h
+
+    # -- forward ------------------------------------------------------------------------------
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        m = self.config.multiple
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            # reflect needs pad < size; fall back to replicate for tiny inputs
+            mode = "reflect" if (ph < h and pw < w) else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        return x, (h, w)
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips = []
+        for enc in self.encoders:
+            x = enc(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        return self.bottleneck(x), skips
+
+    def _decode_from(
+        self, h: torch.Tensor, skips: list[torch.Tensor], start: int, repeat: int = 1
+    ) -> torch.Tensor:
+        """Run decoder stages ``start..depth-1`` and the head on ``h``.
+
+        ``repeat`` > 1 means ``h`` holds ``repeat`` copies per image (MC samples, sample-major),
+        and the skips, computed once, are repeated to match.
+        """
+        depth = self.config.depth
+        for i in range(start, depth):
+            h = self._maybe_drop(h, i)
+            skip = skips[depth - 1 - i]
+            if repeat > 1:
+                skip = skip.repeat(repeat, 1, 1, 1)
+            h = self.decoders[i](torch.cat([self.ups[i](h), skip], dim=1))
+        h = self._maybe_drop(h, depth)
+        return self.head(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, (h0, w0) = self._pad(x)
+        h, skips = self._encode(x)
+        logits = self._decode_from(h, skips, 0)
+        return logits[..., :h0, :w0]
+
+    def mc_forward(self, x: torch.Tensor, samples: int) -> torch.Tensor:
+        """T stochastic forward passes sharing the deterministic part.
+
+        Parameters
+        ----------
+        x : (N, C_in, H, W) tensor
+        samples : int
+            Number of MC-dropout samples T.
+
+        Returns
+        -------
+        (T, N, n_classes, H, W) tensor of logits.
+            With no dropout layer the T samples are identical (one pass, expanded).
+        """
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}.")
+        x, (h0, w0) = self._pad(x)
+        n = x.shape[0]
+        points = self._points
+        prev = self.mc_dropout
+        self.mc_dropout = True
+        try:
+            h, skips = self._encode(x)
+            if not points:
+                logits = self._decode_from(h, skips, 0)[..., :h0, :w0]
+                return logits.unsqueeze(0).expand(samples, *logits.shape)
+            first = points[0]
+            depth = self.config.depth
+            # deterministic part: decoder stages before the first dropout point, run once
+            for i in range(first):
+                skip = skips[depth - 1 - i]
+                h = self.decoders[i](torch.cat([self.ups[i](h), skip], dim=1))
+            # sample-major repeat: rows [t*n:(t+1)*n] are sample t
+            h = h.repeat(samples, 1, 1, 1)
+            logits = self._decode_from(h, skips, first, repeat=samples)
+        finally:
+            self.mc_dropout = prev
+        logits = logits[..., :h0, :w0]
+        return logits.reshape(samples, n, *logits.shape[1:])
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Global-average-pooled bottleneck features, ``(N, width * 2**depth)``.
+
+        Used as image descriptors by diversity-based query strategies.
+        """
+        x, _ = self._pad(x)
+        h, _ = self._encode(x)
+        return h.mean(dim=(-2, -1))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_model(config: ModelConfig) -> UNet:
+    """A fresh U-Net for ``config`` (in eval mode, on the CPU)."""
+    return UNet(config).eval()
+
+
+def unet_gflops(config: ModelConfig, height: int, width: int) -> float:
+    """Multiply-accumulates x 2 of one forward pass on an (H, W) input, in GFLOP.
+
+    Counts convolutions and transposed convolutions (the BatchNorm/ReLU/pooling terms are
+    memory-bound and small); used to express speed as a fraction of the hardware's GFLOP/s.
+    """
+    model = UNet(config)
+    total = 0
+    m = config.multiple
+    h = -(-height // m) * m
+    w = -(-width // m) * m
+
+    sizes: dict[int, tuple[int, int]] = {}
+    hooks = []
+
+    def hook(mod, inp, out):  # noqa: ANN001
+        sizes[id(mod)] = (out.shape[-2], out.shape[-1])
+
+    for mod in model.modules():
+        if isinstance(mod, nn.Conv2d | nn.ConvTranspose2d):
+            hooks.append(mod.register_forward_hook(hook))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, config.in_channels, min(h, 64), min(w, 64)))
+    for hk in hooks:
+        hk.remove()
+    scale = (h * w) / (min(h, 64) * min(w, 64))
+    for mod in model.modules():
+        if isinstance(mod, nn.Conv2d):
+            oh, ow = sizes[id(mod)]
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            total += 2 * mod.in_channels * mod.out_channels * k * oh * ow * scale
+        elif isinstance(mod, nn.ConvTranspose2d):
+            ih, iw = sizes[id(mod)]
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            total += 2 * mod.in_channels * mod.out_channels * k * (ih * iw / 4) * scale
+    return total / 1e9

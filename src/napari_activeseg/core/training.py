@@ -1,0 +1,448 @@
+"""Training rounds as a generator of progress records.
+
+``Trainer.fit`` is a generator: it yields a :class:`TrainProgress` after every optimiser step
+and returns a :class:`TrainResult` (``result = yield from trainer.fit(...)``, or
+:func:`run_to_end`). The napari widget wraps it in a thread worker, the CLI in a progress bar;
+neither holds training logic of its own. :meth:`Trainer.request_stop` (thread-safe) ends the
+round after the step under way, and the result still holds the best weights seen so far.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ModelConfig, TrainConfig
+from .device import autocast, choose_device, empty_cache, is_oom
+from .losses import dice_score, segmentation_loss
+from .model import UNet
+
+# at most this many candidate crop centres are kept per image (bounded memory on huge images)
+_MAX_CENTRES = 200_000
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One step of a training round.
+
+    ``fraction`` is the share of the round's budget (steps or seconds, whichever binds) used so
+    far; ``eta_s`` the estimated seconds left. ``val_dice`` is set on validation steps only.
+    """
+
+    step: int
+    fraction: float
+    epoch: float
+    loss: float
+    loss_smooth: float
+    lr: float
+    patches_per_s: float
+    elapsed_s: float
+    eta_s: float | None
+    val_dice: float | None = None
+    best_val_dice: float | None = None
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) round produced."""
+
+    state_dict: dict[str, torch.Tensor]
+    model_config: ModelConfig
+    train_config: TrainConfig
+    steps: int
+    seconds: float
+    stop_reason: str  # "budget", "early_stopping", "stop_requested"
+    best_val_dice: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    n_train_images: int = 0
+    n_val_images: int = 0
+
+    def build_model(self) -> UNet:
+        model = UNet(self.model_config)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+class _PatchSampler:
+    """Random crops weighted towards reviewed (labelled) pixels, with augmentation."""
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        reviewed: Sequence[np.ndarray | None],
+        cfg: TrainConfig,
+        rng: np.random.Generator,
+    ) -> None:
+        self.images, self.labels, self.cfg, self.rng = images, labels, cfg, rng
+        self.reviewed: list[np.ndarray | None] = []
+        self.centres: list[np.ndarray] = []
+        self.fg_centres: list[np.ndarray] = []
+        counts = []
+        for lab, rev in zip(labels, reviewed, strict=True):
+            if rev is not None and rev.all():
+                rev = None
+            self.reviewed.append(rev)
+            valid = np.ones(lab.shape, bool) if rev is None else rev
+            n_valid = int(valid.sum())
+            counts.append(n_valid)
+            self.centres.append(self._subsample(np.flatnonzero(valid)))
+            self.fg_centres.append(self._subsample(np.flatnonzero(valid & (lab > 0))))
+        total = sum(counts)
+        if total == 0:
+            raise ValueError("No reviewed pixel in any training image: review (label) at least "
+                             "part of one image before training.")
+        # images are picked in proportion to their reviewed area, so every reviewed pixel has
+        # about the same chance to be seen, whatever the image sizes
+        self.p_image = np.asarray(counts, float) / total
+        self.total_pixels = total
+
+    def _subsample(self, idx: np.ndarray) -> np.ndarray:
+        if idx.size > _MAX_CENTRES:
+            idx = np.sort(self.rng.choice(idx, _MAX_CENTRES, replace=False))
+        return idx
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ps = self.cfg.patch_size
+        c = self.images[0].shape[0]
+        x = np.empty((n, c, ps, ps), np.float32)
+        y = np.zeros((n, ps, ps), np.int64)
+        ign = np.ones((n, ps, ps), bool)
+        for b in range(n):
+            i = int(self.rng.choice(len(self.images), p=self.p_image))
+            pool = self.fg_centres[i]
+            if pool.size == 0 or self.rng.random() >= self.cfg.foreground_p:
+                pool = self.centres[i]
+            centre = int(pool[self.rng.integers(pool.size)])
+            xi, yi, ii = self._crop(i, centre)
+            x[b], y[b], ign[b] = self._augment(xi, yi, ii)
+        return x, y, ign
+
+    def _crop(self, i: int, centre: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        img, lab, rev = self.images[i], self.labels[i], self.reviewed[i]
+        h, w = lab.shape
+        ps = self.cfg.patch_size
+        cy, cx = divmod(centre, w)
+        # jitter the centre so the labelled pixel is not always in the middle of the patch
+        cy += int(self.rng.integers(-ps // 4, ps // 4 + 1))
+        cx += int(self.rng.integers(-ps // 4, ps // 4 + 1))
+        y0 = int(np.clip(cy - ps // 2, 0, max(h - ps, 0)))
+        x0 = int(np.clip(cx - ps // 2, 0, max(w - ps, 0)))
+        xi = img[:, y0:y0 + ps, x0:x0 + ps]
+        yi = lab[y0:y0 + ps, x0:x0 + ps]
+        ii = np.zeros(yi.shape, bool) if rev is None else ~rev[y0:y0 + ps, x0:x0 + ps]
+        ph, pw = ps - yi.shape[0], ps - yi.shape[1]
+        if ph or pw:
+            # image smaller than a patch: pad, and ignore the padding in the loss
+            mode = "reflect" if (ph < yi.shape[0] and pw < yi.shape[1]) else "edge"
+            xi = np.pad(xi, ((0, 0), (0, ph), (0, pw)), mode=mode)
+            yi = np.pad(yi, ((0, ph), (0, pw)))
+            ii = np.pad(ii, ((0, ph), (0, pw)), constant_values=True)
+        return xi, yi, ii
+
+    def _augment(self, x: np.ndarray, y: np.ndarray, ign: np.ndarray):
+        cfg, rng = self.cfg, self.rng
+        if cfg.rot90:
+            k = int(rng.integers(4))
+            if k:
+                x, y, ign = (np.rot90(x, k, axes=(-2, -1)), np.rot90(y, k), np.rot90(ign, k))
+        if cfg.flips and rng.random() < 0.5:
+            x, y, ign = x[..., ::-1], y[:, ::-1], ign[:, ::-1]
+        x = np.array(x, np.float32)  # contiguous copy; the source image stays untouched
+        if cfg.invert_p > 0 and rng.random() < cfg.invert_p:
+            x = 1.0 - x
+        if cfg.gamma_jitter > 0:
+            g = float(np.exp(rng.uniform(-cfg.gamma_jitter, cfg.gamma_jitter)))
+            np.clip(x, 0.0, None, out=x)
+            np.power(x, g, out=x)
+        if cfg.intensity_jitter > 0:
+            j = cfg.intensity_jitter
+            x *= rng.uniform(1 - j, 1 + j)
+            x += rng.uniform(-j, j)
+        return x, y, ign
+
+
+def _lr_factor(frac: float, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to ``final_lr_fraction``, over the budget fraction."""
+    w = cfg.warmup_fraction
+    if w > 0 and frac < w:
+        return max(frac / w, 0.05)
+    t = min(max((frac - w) / max(1 - w, 1e-9), 0.0), 1.0)
+    f = cfg.final_lr_fraction
+    return f + (1 - f) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _val_crops(
+    images: Sequence[np.ndarray], labels: Sequence[np.ndarray], size: int, rng: np.random.Generator,
+    max_crops: int = 32,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fixed crops of the held-back images: validation cost stays bounded whatever their size."""
+    crops = []
+    per_image = max(1, max_crops // max(len(images), 1))
+    for img, lab in zip(images, labels, strict=True):
+        h, w = lab.shape
+        for _ in range(per_image):
+            y0 = int(rng.integers(0, max(h - size, 0) + 1))
+            x0 = int(rng.integers(0, max(w - size, 0) + 1))
+            crops.append((img[:, y0:y0 + size, x0:x0 + size], lab[y0:y0 + size, x0:x0 + size]))
+    return crops
+
+
+class Trainer:
+    """Fits a U-Net on labelled images, one round at a time.
+
+    Parameters
+    ----------
+    model_config : ModelConfig
+    train_config : TrainConfig
+
+    Examples
+    --------
+    >>> trainer = Trainer(ModelConfig(in_channels=1), TrainConfig(max_steps=100))
+    >>> result = run_to_end(trainer.fit(images, labels))          # doctest: +SKIP
+    """
+
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig | None = None) -> None:
+        self.model_config = model_config
+        self.train_config = train_config or TrainConfig()
+        self._stop = threading.Event()
+
+    def request_stop(self) -> None:
+        """Ask the running round to stop after the current step (safe from any thread)."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def _check_data(self, images, labels, reviewed):
+        if len(images) == 0:
+            raise ValueError("No labelled image to train on: submit at least one label first.")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} label maps.")
+        reviewed = list(reviewed) if reviewed is not None else [None] * len(images)
+        if len(reviewed) != len(images):
+            raise ValueError(f"{len(images)} images but {len(reviewed)} reviewed masks.")
+        mc = self.model_config
+        imgs, labs = [], []
+        for i, (img, lab, rev) in enumerate(zip(images, labels, reviewed, strict=True)):
+            img = np.asarray(img, np.float32)
+            if img.ndim == 2:
+                img = img[None]
+            lab = np.asarray(lab)
+            if img.ndim != 3 or img.shape[0] != mc.in_channels:
+                raise ValueError(f"Training image {i} has shape {img.shape}; the model expects "
+                                 f"(C={mc.in_channels}, H, W). Normalise it with "
+                                 "core.imageio.normalize_image and check in_channels.")
+            if lab.shape != img.shape[1:]:
+                raise ValueError(f"Labels {i} have shape {lab.shape} but image {i} is "
+                                 f"{img.shape[1:]}; they must match.")
+            if rev is not None and np.shape(rev) != lab.shape:
+                raise ValueError(f"Reviewed mask {i} has shape {np.shape(rev)}, expected "
+                                 f"{lab.shape}.")
+            if lab.size and int(lab.max()) >= mc.n_classes:
+                raise ValueError(f"Labels {i} contain class {int(lab.max())} but the model has "
+                                 f"n_classes={mc.n_classes} (0..{mc.n_classes - 1}); raise "
+                                 "n_classes or fix the labels.")
+            imgs.append(img)
+            labs.append(lab.astype(np.int64, copy=False))
+        return imgs, labs, [None if r is None else np.asarray(r, bool) for r in reviewed]
+
+    def fit(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        reviewed: Sequence[np.ndarray | None] | None = None,
+        *,
+        val_images: Sequence[np.ndarray] | None = None,
+        val_labels: Sequence[np.ndarray] | None = None,
+        init_state: dict[str, torch.Tensor] | None = None,
+    ) -> Generator[TrainProgress, None, TrainResult]:
+        """Train one round; yields :class:`TrainProgress`, returns :class:`TrainResult`.
+
+        Parameters
+        ----------
+        images : sequence of (C, H, W) float32 ndarray
+            Normalised images.
+        labels : sequence of (H, W) int ndarray
+            Class maps (0 = background).
+        reviewed : sequence of (H, W) bool ndarray or None, optional
+            Which pixels are ground truth; None = the whole image. Others count for nothing.
+        val_images, val_labels : optional
+            Held-back images for validation Dice and early stopping. When omitted and at least
+            ``min_val_images`` fully reviewed images are given, ``val_fraction`` of them are
+            held back (deterministically for the seed).
+        init_state : state dict, optional
+            Warm start from earlier weights (same architecture).
+        """
+        cfg, mc = self.train_config, self.model_config
+        self._stop.clear()
+        images, labels, reviewed = self._check_data(images, labels, reviewed)
+        rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        device = choose_device(cfg.device)
+
+        # hold back validation images only when there are enough to spare
+        if val_images is None:
+            full = [i for i, r in enumerate(reviewed) if r is None or r.all()]
+            n_val = int(round(len(images) * cfg.val_fraction))
+            if len(images) >= cfg.min_val_images and n_val >= 1 and len(full) > n_val:
+                held = set(rng.choice(full, n_val, replace=False).tolist())
+                val_images = [images[i] for i in sorted(held)]
+                val_labels = [labels[i] for i in sorted(held)]
+                keep = [i for i in range(len(images)) if i not in held]
+                images = [images[i] for i in keep]
+                labels = [labels[i] for i in keep]
+                reviewed = [reviewed[i] for i in keep]
+        elif val_labels is None or len(val_labels) != len(val_images):
+            raise ValueError("val_images and val_labels must be given together, same length.")
+        val = _val_crops(val_images, val_labels, max(cfg.patch_size * 2, 128), rng) \
+            if val_images else []
+
+        sampler = _PatchSampler(images, labels, reviewed, cfg, rng)
+        model = UNet(mc)
+        if init_state is not None:
+            try:
+                model.load_state_dict(init_state)
+            except RuntimeError as exc:
+                raise ValueError(
+                    "The warm-start weights do not fit this model configuration (different "
+                    f"width/depth/channels/classes?): {str(exc).splitlines()[0]}"
+                ) from exc
+        model.to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+        weights = None
+        if cfg.class_weights is not None:
+            if len(cfg.class_weights) != mc.n_classes:
+                raise ValueError(f"class_weights has {len(cfg.class_weights)} values but there "
+                                 f"are {mc.n_classes} classes.")
+            weights = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
+
+        batch = cfg.batch_size
+        step, smooth = 0, None
+        best_dice, best_state, bad_evals = None, None, 0
+        history: list[dict[str, Any]] = []
+        stop_reason = "budget"
+        message = ""
+        t0 = time.perf_counter()
+        patch_area = cfg.patch_size**2
+        seen = 0
+        while True:
+            elapsed = time.perf_counter() - t0
+            frac = 0.0
+            if cfg.max_steps is not None:
+                frac = step / cfg.max_steps
+            if cfg.time_budget_s is not None:
+                frac = max(frac, elapsed / cfg.time_budget_s)
+            if frac >= 1.0:
+                break
+            if self._stop.is_set():
+                stop_reason = "stop_requested"
+                break
+            lr = cfg.lr * _lr_factor(frac, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y, ign = sampler.batch(batch)
+            try:
+                loss_v = self._step(model, opt, scaler, device, x, y, ign, weights)
+            except Exception as exc:  # noqa: BLE001 - OOM halves the batch, the rest re-raised
+                if not is_oom(exc) or batch == 1:
+                    raise
+                opt.zero_grad(set_to_none=True)
+                empty_cache(device)
+                batch = max(1, batch // 2)
+                message = f"Out of memory on {device}: batch halved to {batch}."
+                continue
+            step += 1
+            seen += batch
+            smooth = loss_v if smooth is None else 0.9 * smooth + 0.1 * loss_v
+            elapsed = time.perf_counter() - t0
+            frac_now = max(step / cfg.max_steps if cfg.max_steps else 0.0,
+                           elapsed / cfg.time_budget_s if cfg.time_budget_s else 0.0)
+            eta = elapsed * (1 - frac_now) / frac_now if frac_now > 0 else None
+            val_dice = None
+            last = frac_now >= 1.0 or self._stop.is_set()
+            if val and (step % cfg.val_every == 0 or last):
+                val_dice = self._validate(model, val, device)
+                model.train()
+                if best_dice is None or val_dice > best_dice + 1e-4:
+                    best_dice, bad_evals = val_dice, 0
+                    best_state = {k: v.detach().cpu().clone() for k, v in
+                                  model.state_dict().items()}
+                else:
+                    bad_evals += 1
+            rec = TrainProgress(
+                step=step, fraction=min(frac_now, 1.0),
+                epoch=seen * patch_area / sampler.total_pixels,
+                loss=loss_v, loss_smooth=float(smooth), lr=lr,
+                patches_per_s=seen / max(elapsed, 1e-9), elapsed_s=elapsed, eta_s=eta,
+                val_dice=val_dice, best_val_dice=best_dice, message=message,
+            )
+            message = ""
+            history.append({k: v for k, v in rec.__dict__.items() if k != "message"})
+            yield rec
+            if val and bad_evals >= cfg.patience:
+                stop_reason = "early_stopping"
+                break
+
+        final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if best_state is not None:
+            # the held-back images pick the weights the round keeps
+            final_dice = self._validate(model, val, device)
+            if final_dice >= best_dice:
+                best_dice, best_state = final_dice, final_state
+            final_state = best_state
+        model.eval()
+        return TrainResult(
+            state_dict=final_state, model_config=mc, train_config=cfg, steps=step,
+            seconds=time.perf_counter() - t0, stop_reason=stop_reason, best_val_dice=best_dice,
+            history=history, n_train_images=len(images),
+            n_val_images=len(val_images) if val_images else 0,
+        )
+
+    @staticmethod
+    def _step(model, opt, scaler, device, x, y, ign, weights) -> float:
+        xt = torch.from_numpy(x).to(device, non_blocking=True)
+        yt = torch.from_numpy(y).to(device, non_blocking=True)
+        it = torch.from_numpy(ign).to(device, non_blocking=True)
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, scaler.is_enabled()):
+            logits = model(xt)
+        loss = segmentation_loss(logits.float(), yt, ignore=it, class_weights=weights)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return float(loss.detach())
+
+    def _validate(self, model, crops, device) -> float:
+        model.eval()
+        scores = []
+        with torch.inference_mode():
+            for img, lab in crops:
+                logits = model(torch.from_numpy(np.ascontiguousarray(img))[None].to(device))
+                pred = logits.argmax(1)[0].cpu().numpy()
+                scores.append(dice_score(pred, lab))
+        return float(np.mean(scores)) if scores else 0.0
+
+
+def run_to_end(gen: Generator[Any, None, Any], callback=None) -> Any:
+    """Exhaust a progress generator (calling ``callback`` on each record); return its result."""
+    while True:
+        try:
+            rec = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(rec)
+

@@ -1,0 +1,160 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_activeseg.core.inference import predict
+from napari_activeseg.core.losses import dice_score
+from napari_activeseg.core.training import Trainer, TrainProgress, run_to_end
+
+from ..conftest import make_blobs
+
+TINY = ModelConfig(in_channels=1, n_classes=2, depth=2, width=8, dropout=0.1)
+
+
+def test_tiny_unet_overfits_one_image(blobs):
+    img, lab = blobs
+    cfg = TrainConfig(patch_size=64, batch_size=4, max_steps=150, time_budget_s=None, lr=1e-2,
+                      intensity_jitter=0, gamma_jitter=0, seed=0)
+    records = []
+    result = run_to_end(Trainer(TINY, cfg).fit([img[None]], [lab]), records.append)
+    assert result.steps == 150 and result.stop_reason == "budget"
+    assert isinstance(records[0], TrainProgress) and records[-1].step == 150
+    assert records[-1].loss < records[0].loss
+    pred = predict(result.build_model(), img[None])
+    assert dice_score(pred.labels, lab) > 0.95
+
+
+def test_progress_records_are_complete(blob_set):
+    images, labels = blob_set
+    cfg = TrainConfig(patch_size=32, batch_size=2, max_steps=5, time_budget_s=None)
+    recs = []
+    run_to_end(Trainer(TINY, cfg).fit(images, labels), recs.append)
+    assert [r.step for r in recs] == [1, 2, 3, 4, 5]
+    assert recs[-1].fraction == pytest.approx(1.0)
+    assert all(r.patches_per_s > 0 and r.eta_s is not None and r.epoch > 0 for r in recs)
+    assert recs[2].eta_s > recs[3].eta_s >= 0
+
+
+def test_stop_request_honoured_within_one_step(blob_set):
+    images, labels = blob_set
+    trainer = Trainer(TINY, TrainConfig(patch_size=32, batch_size=2, max_steps=10_000,
+                                        time_budget_s=None))
+    gen = trainer.fit(images, labels)
+    steps = []
+    result = None
+    while True:
+        try:
+            rec = next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        steps.append(rec.step)
+        if rec.step == 3:
+            # from another thread, as the GUI's Cancel button does
+            t = threading.Thread(target=trainer.request_stop)
+            t.start()
+            t.join()
+    assert steps[-1] == 3
+    assert result.stop_reason == "stop_requested" and result.steps == 3
+
+
+def test_deterministic_with_a_seed(blob_set):
+    images, labels = blob_set
+    cfg = TrainConfig(patch_size=32, batch_size=2, max_steps=6, time_budget_s=None, seed=7)
+    a = run_to_end(Trainer(TINY, cfg).fit(images, labels))
+    b = run_to_end(Trainer(TINY, cfg).fit(images, labels))
+    c = run_to_end(Trainer(TINY, cfg.replace(seed=8)).fit(images, labels))
+    for k in a.state_dict:
+        assert torch.equal(a.state_dict[k], b.state_dict[k])
+    assert any(not torch.equal(a.state_dict[k], c.state_dict[k]) for k in a.state_dict)
+
+
+def test_warm_start_continues_from_earlier_weights(blobs):
+    img, lab = blobs
+    cfg = TrainConfig(patch_size=64, batch_size=4, max_steps=80, time_budget_s=None, lr=1e-2)
+    first = run_to_end(Trainer(TINY, cfg).fit([img[None]], [lab]))
+    short = cfg.replace(max_steps=1, lr=1e-6)
+    warm = run_to_end(Trainer(TINY, short).fit([img[None]], [lab], init_state=first.state_dict))
+    cold = run_to_end(Trainer(TINY, short).fit([img[None]], [lab]))
+    d_warm = dice_score(predict(warm.build_model(), img[None]).labels, lab)
+    d_cold = dice_score(predict(cold.build_model(), img[None]).labels, lab)
+    assert d_warm > 0.9 > d_cold
+    bad = TINY.replace(width=4)
+    with pytest.raises(ValueError, match="warm-start weights do not fit"):
+        run_to_end(Trainer(bad, short).fit([img[None]], [lab], init_state=first.state_dict))
+
+
+def test_unreviewed_pixels_are_ignored():
+    """Labels outside the reviewed mask are garbage; training must not learn from them."""
+    img, lab = make_blobs(shape=(64, 64), seed=3)
+    garbage = lab.copy()
+    reviewed = np.zeros_like(lab, bool)
+    reviewed[:, :32] = True
+    garbage[:, 32:] = 1 - garbage[:, 32:]  # inverted truth where not reviewed
+    cfg = TrainConfig(patch_size=32, batch_size=4, max_steps=150, time_budget_s=None, lr=1e-2,
+                      intensity_jitter=0, gamma_jitter=0)
+    res = run_to_end(Trainer(TINY, cfg).fit([img[None]], [garbage], [reviewed]))
+    pred = predict(res.build_model(), img[None]).labels
+    assert dice_score(pred[:, 32:], lab[:, 32:]) > 0.8
+
+
+def test_validation_split_and_early_stopping(blob_set):
+    images, labels = blob_set
+    cfg = TrainConfig(patch_size=32, batch_size=2, max_steps=400, time_budget_s=None,
+                      min_val_images=4, val_fraction=0.25, val_every=5, patience=2, lr=1e-6)
+    recs = []
+    res = run_to_end(Trainer(TINY, cfg).fit(images, labels), recs.append)
+    assert res.n_val_images == 1 and res.n_train_images == 3
+    assert any(r.val_dice is not None for r in recs)
+    # lr ~ 0: validation Dice cannot improve, so patience ends the round early
+    assert res.stop_reason == "early_stopping" and res.steps < 400
+    assert res.best_val_dice is not None
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda i, l: ([], []), "No labelled image"),
+    (lambda i, l: (i, l[:1]), "label maps"),
+    (lambda i, l: ([np.zeros((3, 8, 8), np.float32)], [np.zeros((8, 8), np.uint8)]), "expects"),
+    (lambda i, l: (i[:1], [np.zeros((5, 5), np.uint8)]), "must match"),
+    (lambda i, l: (i[:1], [np.full(l[0].shape, 7, np.uint8)]), "n_classes=2"),
+])
+def test_bad_training_input_raises(blob_set, bad, match):
+    images, labels = bad(*blob_set)
+    with pytest.raises(ValueError, match=match):
+        run_to_end(Trainer(TINY, TrainConfig(max_steps=1)).fit(images, labels))
+
+
+def test_nothing_reviewed_raises(blobs):
+    img, lab = blobs
+    with pytest.raises(ValueError, match="No reviewed pixel"):
+        run_to_end(Trainer(TINY, TrainConfig(max_steps=1)).fit(
+            [img[None]], [lab], [np.zeros_like(lab, bool)]))
+
+
+def test_small_images_are_padded_and_time_budget_ends_round():
+    img, lab = make_blobs(shape=(20, 24), n=2, radius=(2, 4))
+    cfg = TrainConfig(patch_size=32, batch_size=2, max_steps=None, time_budget_s=0.5)
+    res = run_to_end(Trainer(TINY, cfg).fit([img[None]], [lab]))
+    assert res.stop_reason == "budget" and res.steps >= 1 and 0.4 < res.seconds < 5
+
+
+def test_training_oom_halves_the_batch(blob_set, monkeypatch):
+    images, labels = blob_set
+    seen = []
+    real = Trainer._step
+
+    def flaky(model, opt, scaler, device, x, *rest):
+        seen.append(len(x))
+        if len(x) > 2:
+            raise RuntimeError("CUDA out of memory")
+        return real(model, opt, scaler, device, x, *rest)
+
+    monkeypatch.setattr(Trainer, "_step", staticmethod(flaky))
+    recs = []
+    run_to_end(Trainer(TINY, TrainConfig(patch_size=32, batch_size=8, max_steps=3,
+                                         time_budget_s=None)).fit(images, labels), recs.append)
+    assert seen[:3] == [8, 4, 2] and len(recs) == 3
+    assert "batch halved to 2" in recs[0].message

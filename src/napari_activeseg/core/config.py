@@ -82,6 +82,9 @@ class ModelConfig(_JsonConfig):
     dropout_bottleneck : bool
         Dropout on the bottleneck output (classic MC-dropout U-Net placement; every MC sample
         then re-runs the whole decoder).
+    polarity : {"auto", "none"}
+        Preprocessing saved with the model: "auto" inverts images with a bright background
+        (see :mod:`core.preprocess`), so mixed fluorescence/brightfield pools look alike.
     """
 
     _kind: ClassVar[str] = "model"
@@ -89,13 +92,16 @@ class ModelConfig(_JsonConfig):
     in_channels: int = 3
     n_classes: int = 2
     depth: int = 3
-    width: int = 16
+    width: int = 8
     dropout: float = 0.2
     dropout_head: bool = True
     dropout_decoder: int = 0
     dropout_bottleneck: bool = False
+    polarity: str = "auto"
 
     def __post_init__(self) -> None:
+        _check(self.polarity in ("auto", "none"),
+               f"polarity must be 'auto' or 'none', got {self.polarity!r}.")
         _check(1 <= self.in_channels <= 64, f"in_channels must be 1..64, got {self.in_channels}.")
         _check(2 <= self.n_classes <= 65535, f"n_classes must be >= 2 (background + at least one "
                f"class), got {self.n_classes}.")

@@ -106,3 +106,13 @@ def test_config_validation_and_json_round_trip():
     with pytest.raises(ValueError, match="Unknown model field"):
         ModelConfig.from_dict({"widht": 3})
     assert np.isfinite(unet_gflops(cfg, 100, 100))
+
+
+def test_forward_with_features_matches_forward_and_head():
+    model = _model()
+    x = torch.randn(2, 1, 30, 34)
+    with torch.no_grad():
+        logits, feats = model.forward_with_features(x)
+        assert torch.allclose(logits, model(x), atol=1e-6)
+        assert feats.shape == (2, 4, 30, 34)
+        assert torch.allclose(model.head(feats), logits, atol=1e-6)

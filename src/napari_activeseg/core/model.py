@@ -185,6 +185,26 @@ class UNet(nn.Module):
         logits = logits[..., :h0, :w0]
         return logits.reshape(samples, n, *logits.shape[1:])
 
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the last feature map (the 1x1 head's input), both cropped to H, W.
+
+        Returns
+        -------
+        logits : (N, n_classes, H, W) tensor
+        feats : (N, width, H, W) tensor
+            With ``logits = head(feats)`` (no dropout in eval mode): gradient embeddings of the
+            head (BADGE, ALGES) are ``(softmax(logits) - onehot) x feats`` per pixel.
+        """
+        x, (h0, w0) = self._pad(x)
+        h, skips = self._encode(x)
+        depth = self.config.depth
+        for i in range(depth):
+            h = self._maybe_drop(h, i)
+            h = self.decoders[i](torch.cat([self.ups[i](h), skips[depth - 1 - i]], dim=1))
+        feats = h
+        logits = self.head(self._maybe_drop(h, depth))
+        return logits[..., :h0, :w0], feats[..., :h0, :w0]
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Global-average-pooled bottleneck features, ``(N, width * 2**depth)``.
 

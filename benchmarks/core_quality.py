@@ -63,6 +63,11 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=_ints, default=[4, 8])
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2])
     p.add_argument("--budget", type=float, default=90.0, help="seconds per round (N images)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="fixed optimiser steps per round instead of the time budget (results "
+                        "then do not depend on the machine's load; wall time is still reported)")
+    p.add_argument("--full-steps", type=int, default=None,
+                   help="fixed steps for the whole-pool run instead of --full-budget")
     p.add_argument("--rf", action="store_true", help="also run the random-forest baseline")
     p.add_argument("--full", action="store_true", help="also train on the whole pool (seed 0)")
     p.add_argument("--full-budget", type=float, default=600.0)
@@ -83,7 +88,8 @@ def main(argv=None) -> int:
     mcfg = ModelConfig(in_channels=ds.in_channels, n_classes=ds.n_classes, width=args.width,
                        depth=args.depth, polarity=args.polarity)
     base = TrainConfig(patch_size=args.patch, batch_size=args.batch, lr=args.lr,
-                       invert_p=args.invert_p, max_steps=None, time_budget_s=args.budget)
+                       invert_p=args.invert_p, max_steps=args.steps,
+                       time_budget_s=None if args.steps else args.budget)
     out = {"label": args.label, "machine": f"{platform.node()} {platform.processor()} "
            f"{torch.get_num_threads()} threads, torch {torch.__version__}",
            "model": mcfg.to_dict(), "params": count_parameters(__import__(
@@ -113,7 +119,8 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
     if args.full:
         pool, test = split_dataset(len(ds), seed=0)
-        tcfg = base.replace(time_budget_s=args.full_budget, seed=0, val_every=200, patience=1000)
+        tcfg = base.replace(time_budget_s=None if args.full_steps else args.full_budget,
+                            max_steps=args.full_steps, seed=0, val_every=200, patience=1000)
         result, info = train_unet(mcfg, tcfg, [images[i] for i in pool],
                                   [ds.masks[i] for i in pool])
         dice = evaluate(result.build_model(), [images[i] for i in test],

@@ -25,6 +25,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import napari
+
+    viewer = napari.Viewer(title="napari-activeseg demo")
+    viewer.open_sample("napari-activeseg", "nuclei")
+    if args.screenshot:
+        viewer.window._qt_window.resize(1400, 900)
+        viewer.screenshot(args.screenshot, canvas_only=False)
+        viewer.close()
+        return 0
+    napari.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="activeseg",
@@ -33,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser("info", help="versions and the device that would be used")
     info.set_defaults(func=_cmd_info)
+    demo = sub.add_parser("demo", help="open napari with the plugin on the bundled nuclei images")
+    demo.add_argument("--screenshot", default=None, help=argparse.SUPPRESS)
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -1,0 +1,426 @@
+"""Model checkpoints of a project: safetensors weights + a JSON description, never pickles.
+
+A version ``vNNNN`` exists when ``models/vNNNN.json`` exists and parses and
+``models/vNNNN.safetensors`` has a safetensors header; its checksum (in the JSON) is verified
+when it is loaded. Weights are written first and the JSON last, each atomically, so an
+interrupted save leaves at most weights without a JSON, which are not a version (and are
+removed by the integrity check).
+
+Nothing here ever calls ``torch.load`` or ``pickle``: a file is read as bytes, its framing is
+checked (:func:`~napari_activeseg.core._store_files.sniff_safetensors`), and only then is it
+parsed by safetensors, which holds plain tensors and no code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import _store_files as sf
+from ._store_common import (
+    ModelInfo,
+    ProjectError,
+    UnsafeCheckpointError,
+    _jsonable,
+)
+from .config import ModelConfig
+
+__all__ = ["ModelStore", "check_state_dict", "load_state_dict"]
+
+MODELS_DIR = "models"
+_MODEL_FORMAT = "napari-activeseg-model"
+_VERSION_RE = re.compile(r"^v(\d{4,})$")
+#: meta keys the store sets in what :meth:`ModelStore.load_model` returns (ignored on save).
+_RESERVED_META = ("version", "created_at", "classes", "colors")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a ``.safetensors`` file into a state dict of CPU tensors, refusing anything else.
+
+    Nothing is ever unpickled: ``.pt`` / ``.pth`` / ``.ckpt`` / ``.pkl`` files (and a pickle or
+    torch.save archive renamed to ``.safetensors``) are refused by name and by content.
+
+    Raises
+    ------
+    UnsafeCheckpointError
+        If the file is, or looks like, a pickle-based checkpoint.
+    ProjectError
+        If it is missing or a corrupt safetensors file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in sf.PICKLE_SUFFIXES:
+        raise UnsafeCheckpointError(
+            f"Refusing to load {str(path)!r}: {suffix} checkpoints are Python pickles, and "
+            "unpickling runs whatever code the file's author put in it. Only .safetensors "
+            "weights are loaded. If you trust the file, convert it yourself in a separate, "
+            "trusted environment: safetensors.torch.save_file(torch.load(path, "
+            "weights_only=True), 'model.safetensors')."
+        )
+    if suffix != ".safetensors":
+        raise UnsafeCheckpointError(
+            f"Refusing to load {str(path)!r}: only .safetensors weight files are accepted, got "
+            f"{suffix or 'no suffix'!r}."
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ProjectError(f"Cannot read checkpoint {str(path)!r}: {err}.") from err
+    return _tensors_from_bytes(data, str(path))
+
+
+def _tensors_from_bytes(data: bytes, name: str) -> dict[str, Any]:
+    problem = sf.sniff_safetensors(data, repr(name))
+    if problem is not None:
+        raise UnsafeCheckpointError(
+            f"Refusing to load {problem}. It was not opened; only genuine safetensors files "
+            "(which hold plain tensors, no code) are loaded."
+        )
+    from safetensors.torch import load as st_load
+
+    try:
+        return dict(st_load(data))
+    except Exception as err:  # the Rust parser's errors are not a stable type
+        raise ProjectError(f"Checkpoint {name} is a corrupt safetensors file: {err}.") from err
+
+
+def check_state_dict(state_dict: Mapping[str, Any], config: ModelConfig) -> None:
+    """Check that a state dict fits ``UNet(config)``: same keys, same shapes.
+
+    Raises
+    ------
+    ProjectError
+        Naming the missing/unexpected keys and mismatched shapes, and what they imply (class
+        count, input channels, width, depth), so the fix is obvious.
+    """
+    import torch
+
+    from .model import UNet
+
+    if not isinstance(config, ModelConfig):
+        raise ProjectError(f"Expected a ModelConfig, got {type(config).__name__}.")
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        expected = {k: tuple(v.shape) for k, v in UNet(config).state_dict().items()}
+    got = {}
+    for k, v in state_dict.items():
+        if not isinstance(v, torch.Tensor):
+            raise ProjectError(
+                f"State dict entry {k!r} is a {type(v).__name__}, not a tensor; pass "
+                "model.state_dict()."
+            )
+        got[k] = tuple(v.shape)
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    mismatched = [(k, got[k], expected[k]) for k in sorted(set(got) & set(expected))
+                  if got[k] != expected[k]]  # fmt: skip
+    if not (missing or unexpected or mismatched):
+        return
+    hints = []
+    head = got.get("head.weight")
+    if head is not None and len(head) == 4 and head[0] != config.n_classes:
+        hints.append(f"the weights predict {head[0]} classes, the config {config.n_classes}")
+    first = got.get("encoders.0.0.weight")
+    if first is not None and len(first) == 4:
+        if first[1] != config.in_channels:
+            hints.append(
+                f"the weights take {first[1]} input channels, the config {config.in_channels}"
+            )
+        if first[0] != config.width:
+            hints.append(f"the weights have width {first[0]}, the config {config.width}")
+    depth = len({k.split(".")[1] for k in got if k.startswith("encoders.")})
+    if depth and depth != config.depth:
+        hints.append(f"the weights have depth {depth}, the config {config.depth}")
+    parts = []
+    if mismatched:
+        shown = ", ".join(f"{k}: weights {a} vs model {b}" for k, a, b in mismatched[:4])
+        parts.append(f"{len(mismatched)} shape mismatch(es) ({shown})")
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) (e.g. {missing[:3]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]})")
+    raise ProjectError(
+        "These weights do not fit the model configuration: " + "; ".join(parts) + "."
+        + (f" In short: {'; '.join(hints)}." if hints else "")
+        + " Use the ModelConfig the weights were trained with (stored in the model's .json), "
+        "or train a new model for this class list."
+    )
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class ModelStore:
+    """The model half of :class:`~napari_activeseg.core.project.Project` (a mixin).
+
+    It relies on the project's ``folder``, ``read_only``, ``repairs``, ``classes``,
+    ``n_classes``, ``colors``, ``_lock``, ``_check_writable()`` and ``_note()``.
+    """
+
+    def _model_files(self) -> dict[str, dict[str, Path]]:
+        """``{version: {"json": path, "weights": path}}`` of every version-named file."""
+        found: dict[str, dict[str, Path]] = {}
+        for path in (self.folder / MODELS_DIR).glob("v*.*"):
+            kind = {".json": "json", ".safetensors": "weights"}.get(path.suffix)
+            if kind and _VERSION_RE.match(path.stem):
+                found.setdefault(path.stem, {})[kind] = path
+        return dict(sorted(found.items(), key=lambda kv: int(kv[0][1:])))
+
+    def save_model(
+        self,
+        state_dict: Mapping[str, Any],
+        model_config: ModelConfig,
+        meta: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Save weights as a new model version; returns its name (``"v0001"``, ...).
+
+        Writes ``models/<version>.safetensors`` then ``models/<version>.json`` (the config,
+        classes, colours, weights checksum and `meta`: training history, metrics, ...), each
+        atomically; a version exists only once its JSON is there. Keys ``version``,
+        ``created_at``, ``classes`` and ``colors`` of `meta` are set by the store.
+
+        Raises
+        ------
+        ProjectError
+            If the weights do not fit ``UNet(model_config)``, the config's class count differs
+            from the project's, or `meta` is not JSON; nothing is written then.
+        """
+        self._check_writable()
+        import torch
+        from safetensors.torch import save as st_save
+
+        if isinstance(model_config, Mapping):
+            model_config = ModelConfig.from_dict(dict(model_config))
+        if not isinstance(model_config, ModelConfig):
+            raise ProjectError(f"model_config must be a ModelConfig, got {model_config!r}.")
+        if model_config.n_classes != self.n_classes:
+            raise ProjectError(
+                f"The model predicts {model_config.n_classes} classes but the project has "
+                f"{self.n_classes} ({', '.join(self.classes)}); use ModelConfig(n_classes="
+                f"{self.n_classes})."
+            )
+        check_state_dict(state_dict, model_config)
+        meta_doc = {k: v for k, v in dict(meta or {}).items() if k not in _RESERVED_META}
+        meta_doc = _jsonable(meta_doc, "meta")
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+        n_params = int(sum(v.numel() for v in tensors.values() if torch.is_floating_point(v)))
+        with self._lock:
+            files = self._model_files()
+            number = max((int(v[1:]) for v in files), default=0) + 1
+            version = f"v{number:04d}"
+            data = st_save(tensors, metadata={"format": _MODEL_FORMAT, "version": version})
+            weights = self.folder / MODELS_DIR / f"{version}.safetensors"
+            doc = {
+                "format": _MODEL_FORMAT,
+                "format_version": 1,
+                "version": version,
+                "created_at": sf.utc_now(),
+                "model_config": model_config.to_dict(),
+                "classes": self.classes,
+                "colors": self.colors,
+                "weights": weights.name,
+                "weights_sha256": sf.sha256_bytes(data),
+                "n_parameters": n_params,
+                "meta": meta_doc,
+            }
+            sf.atomic_write_bytes(weights, data)
+            try:
+                sf.atomic_write_bytes(
+                    weights.with_suffix(".json"),
+                    json.dumps(doc, indent=1, allow_nan=False).encode(),
+                )
+            except BaseException:
+                weights.unlink(missing_ok=True)
+                raise
+            return version
+
+    def import_model(
+        self,
+        path: str | os.PathLike,
+        model_config: ModelConfig | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Import weights from a ``.safetensors`` file (e.g. another project's model).
+
+        The config comes from `model_config`, or from the sibling ``.json`` written by
+        :meth:`save_model`. Pickle-based files are refused (:func:`load_state_dict`).
+        """
+        self._check_writable()
+        tensors = load_state_dict(path)
+        doc: dict[str, Any] = {}
+        sidecar = Path(path).with_suffix(".json")
+        if sidecar.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                doc = json.loads(sidecar.read_text())
+        if model_config is None:
+            if not isinstance(doc.get("model_config"), dict):
+                raise ProjectError(
+                    f"No model configuration for {str(path)!r}: pass model_config=ModelConfig("
+                    "...) matching the weights (or keep the .json written next to them)."
+                )
+            model_config = ModelConfig.from_dict(doc["model_config"])
+        merged = dict(doc.get("meta") or {})
+        merged.update(meta or {})
+        merged.setdefault("imported_from", str(Path(path).resolve()))
+        return self.save_model(tensors, model_config, merged)
+
+    def _read_model_doc(self, version: str, files: Mapping[str, Path]) -> dict[str, Any]:
+        if "json" not in files:
+            raise ProjectError(f"model {version} has no {version}.json (an interrupted save)")
+        if "weights" not in files:
+            raise ProjectError(f"model {version} has no {version}.safetensors")
+        try:
+            doc = json.loads(files["json"].read_text())
+        except (ValueError, OSError) as err:
+            raise ProjectError(f"{files['json'].name} is not valid JSON ({err})") from err
+        if not isinstance(doc, dict) or doc.get("format") != _MODEL_FORMAT:
+            raise ProjectError(f"{files['json'].name} is not a napari-activeseg model description")
+        try:
+            doc["model_config_obj"] = ModelConfig.from_dict(doc["model_config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ProjectError(f"{files['json'].name} holds no valid model config ({err})") from err
+        return doc
+
+    def models(self) -> list[ModelInfo]:
+        """The complete model versions, oldest first (JSON parses, weights have a safetensors
+        header; checksums are verified by :meth:`load_model`)."""
+        out = []
+        with self._lock:
+            for version, files in self._model_files().items():
+                try:
+                    doc = self._read_model_doc(version, files)
+                    with open(files["weights"], "rb") as fh:
+                        head = fh.read(8)
+                        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+                        data = head + fh.read(min(n, 100 * 1024 * 1024))
+                    if sf.sniff_safetensors(data + b"  ", "weights") is not None:
+                        continue
+                except (ProjectError, OSError):
+                    continue
+                out.append(ModelInfo(version, doc.get("created_at", ""),
+                                     doc["model_config_obj"], list(doc.get("classes", [])),
+                                     dict(doc.get("meta") or {}), files["weights"],
+                                     files["json"]))  # fmt: skip
+        return out
+
+    def load_model(self, version: str | None = None) -> tuple[dict[str, Any], ModelConfig, dict]:
+        """Load a model version: ``(state_dict, model_config, meta)``.
+
+        Parameters
+        ----------
+        version : str, optional
+            Default: the latest *good* version. If the latest is damaged (missing file, bad
+            JSON, checksum mismatch, not safetensors), the previous good one is loaded and a
+            :class:`ProjectWarning` says so.
+
+        Returns
+        -------
+        state_dict : dict of str to tensor (CPU)
+            Checked to fit ``UNet(model_config)``.
+        model_config : ModelConfig
+        meta : dict
+            The meta saved with it, plus ``version``, ``created_at``, ``classes``, ``colors``.
+
+        Raises
+        ------
+        UnsafeCheckpointError
+            If the requested version's weights are not safetensors (never unpickled).
+        ProjectError
+            If the requested version (or, by default, every version) is unusable, or there is
+            no model yet.
+        """
+        with self._lock:
+            files = self._model_files()
+            if version is not None:
+                if version not in files:
+                    raise ProjectError(
+                        f"No model version {version!r} in the project; saved versions: "
+                        f"{', '.join(files) or 'none yet'}."
+                    )
+                return self._load_version(version, files[version])
+            if not files:
+                raise ProjectError(
+                    f"Project {str(self.folder)!r} has no saved model yet; train one first."
+                )
+            failures = []
+            for candidate in reversed(list(files)):
+                try:
+                    loaded = self._load_version(candidate, files[candidate])
+                except ProjectError as err:
+                    failures.append(f"{candidate}: {err}")
+                    continue
+                if failures:
+                    self._note([
+                        f"Model {' / '.join(f.split(':')[0] for f in failures)} could not be "
+                        f"used, so {candidate} was loaded instead. " + " ".join(failures)
+                    ])  # fmt: skip
+                return loaded
+        raise ProjectError("No usable model in the project: " + " ".join(failures))
+
+    def load_unet(self, version: str | None = None, *, device: Any = "cpu") -> tuple[Any, dict]:
+        """A ready :class:`~napari_activeseg.core.model.UNet` (eval mode) and its meta.
+
+        Same choice of version (and fallback) as :meth:`load_model`; the weights are loaded
+        strictly, after :func:`check_state_dict` has explained any mismatch.
+        """
+        from .model import UNet
+
+        state, config, meta = self.load_model(version)
+        net = UNet(config)
+        net.load_state_dict(state, strict=True)
+        return net.to(device).eval(), meta
+
+    def _load_version(
+        self, version: str, files: Mapping[str, Path]
+    ) -> tuple[dict[str, Any], ModelConfig, dict]:
+        doc = self._read_model_doc(version, files)
+        try:
+            data = files["weights"].read_bytes()
+        except OSError as err:
+            raise ProjectError(f"cannot read {files['weights'].name}: {err}") from err
+        problem = sf.sniff_safetensors(data, files["weights"].name)
+        if problem is not None:
+            raise UnsafeCheckpointError(
+                f"Refusing to load model {version}: {problem}. It was not opened; only "
+                "genuine safetensors weights are loaded."
+            )
+        if sf.sha256_bytes(data) != doc.get("weights_sha256"):
+            raise ProjectError(
+                f"{files['weights'].name} does not match the checksum in {files['json'].name} "
+                "(damaged or replaced)"
+            )
+        tensors = _tensors_from_bytes(data, files["weights"].name)
+        config = doc["model_config_obj"]
+        check_state_dict(tensors, config)
+        meta = dict(doc.get("meta") or {})
+        meta.update(version=version, created_at=doc.get("created_at"),
+                    classes=doc.get("classes"), colors=doc.get("colors"))  # fmt: skip
+        return tensors, config, meta
+
+    def _check_models(self) -> list[str]:
+        problems = []
+        for version, files in self._model_files().items():
+            if "json" not in files and not self.read_only:
+                files["weights"].unlink(missing_ok=True)
+                self.repairs.append(f"Removed models/{files['weights'].name}: an interrupted save "
+                                    "(no JSON was written).")  # fmt: skip
+                continue
+            try:
+                self._load_version(version, files)
+            except ProjectError as err:
+                problems.append(f"model {version}: {err}")
+        models_dir = self.folder / MODELS_DIR
+        for path in models_dir.iterdir() if models_dir.is_dir() else ():
+            if path.suffix.lower() in sf.PICKLE_SUFFIXES:
+                problems.append(
+                    f"models/{path.name} is a pickle-based checkpoint; it is never loaded "
+                    "(only .safetensors are). Delete it, or convert it in a trusted environment."
+                )
+        return problems

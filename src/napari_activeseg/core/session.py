@@ -1,0 +1,604 @@
+"""The active-learning loop: train -> predict -> score -> suggest -> submit.
+
+:class:`ActiveLearningSession` owns a :class:`~.project.Project`, the current model and the
+query strategy. The napari widgets and the CLI drive the loop only through it:
+
+- :meth:`~ActiveLearningSession.train` and :meth:`~ActiveLearningSession.score_pool` are
+  generators of small progress records (the GUI runs them in thread workers, the CLI in a
+  progress bar); :meth:`~ActiveLearningSession.request_stop` ends either within one step;
+- :meth:`~ActiveLearningSession.suggest`, :meth:`~ActiveLearningSession.submit`,
+  :meth:`~ActiveLearningSession.skip` and :meth:`~ActiveLearningSession.predict` are quick calls.
+
+Everything that must survive a crash (labels, models, rounds, scores, query history, settings)
+goes to the project at once; the session itself holds only caches (prepared images,
+predictions, candidates), which are rebuilt on demand.
+
+Threading: one long job (training or scoring) at a time, in any thread; quick calls may run
+concurrently from the GUI thread. The model is swapped in one assignment at the end of a
+round, so a prediction never sees half-updated weights.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import InferenceConfig, ModelConfig, TrainConfig
+from .effort import correction_effort
+from .inference import Prediction, predict
+from .model import UNet
+from .preprocess import prepare_image
+from .project import Project
+from .strategies import (
+    Candidate,
+    Pick,
+    PseudoLabelConfig,
+    QueryStrategy,
+    StrategyContext,
+    bootstrap_indices,
+    build_candidates,
+    get_strategy,
+    make_pseudo_labels,
+    pseudo_training_set,
+)
+from .training import Trainer, TrainProgress, TrainResult
+
+DEFAULT_STRATEGY = "entropy"
+_CACHE_BYTES = 1 << 30  # per cache: prepared images, predictions
+
+
+@dataclass(frozen=True)
+class ScoreProgress:
+    """Yielded by :meth:`ActiveLearningSession.score_pool` after each image."""
+
+    done: int
+    total: int
+    image_id: int | None
+    seconds: float
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A pick shown to the user: an image, or a box inside it, with its score and reason."""
+
+    image_id: int
+    box: tuple[int, int, int, int] | None
+    score: float
+    reason: str
+    strategy: str
+    rank: int
+    suggestion_id: int | None = None
+
+
+@dataclass
+class RoundSummary:
+    """What :meth:`ActiveLearningSession.train` returns."""
+
+    model_version: str | None
+    result: TrainResult
+    n_labelled: int
+    n_pseudo: int = 0
+    committee: int = 0
+    saved: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+class _LRU:
+    """A small byte-bounded LRU cache of numpy-holding values."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key not in self._data:
+                return None
+            self._data.move_to_end(key)
+            return self._data[key][0]
+
+    def put(self, key, value, nbytes: int) -> None:
+        with self._lock:
+            if key in self._data:
+                self._bytes -= self._data.pop(key)[1]
+            self._data[key] = (value, nbytes)
+            self._bytes += nbytes
+            while self._bytes > self.max_bytes and len(self._data) > 1:
+                _, (_, n) = self._data.popitem(last=False)
+                self._bytes -= n
+
+    def drop(self, pred) -> None:
+        with self._lock:
+            for key in [k for k in self._data if pred(k)]:
+                self._bytes -= self._data.pop(key)[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
+
+
+def _nbytes(pred: Prediction) -> int:
+    return pred.probs.nbytes + pred.labels.nbytes + sum(m.nbytes for m in pred.uncertainty.values())
+
+
+class ActiveLearningSession:
+    """The loop over one project.
+
+    Parameters
+    ----------
+    project : Project
+        An open project (read-write for training and submitting).
+    model_config, train_config, inference_config : optional
+        Default: the ones saved in the project, else defaults sized for a CPU, with
+        ``in_channels`` from the first image and ``n_classes`` from the project's classes.
+        Given ones are saved to the project.
+    strategy : str
+        Registry name (:func:`~.strategies.available_strategies`); options via
+        ``strategy_options``.
+    pseudo_labels : PseudoLabelConfig or None
+        CEAL pseudo-labels of confident unlabelled pixels in training (None = off).
+    committee_size : int
+        Members trained on bootstrap resamples for the ``ensemble`` strategy.
+    seed : int
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        *,
+        model_config: ModelConfig | None = None,
+        train_config: TrainConfig | None = None,
+        inference_config: InferenceConfig | None = None,
+        strategy: str | None = None,
+        strategy_options: dict[str, Any] | None = None,
+        pseudo_labels: PseudoLabelConfig | None = None,
+        committee_size: int = 3,
+        seed: int = 0,
+    ) -> None:
+        self.project = project
+        self.seed = int(seed)
+        self.committee_size = int(committee_size)
+        self.pseudo_config = pseudo_labels
+        self._stop = threading.Event()
+        self._job_lock = threading.Lock()
+        self._images = _LRU(_CACHE_BYTES)
+        self._predictions = _LRU(_CACHE_BYTES)
+        self._candidates: dict[int, list[Candidate]] = {}
+        self._candidates_key: tuple | None = None
+        self._shown: dict[int, tuple[float, np.ndarray | None, int | None]] = {}
+        self._trainer: Trainer | None = None
+        self.committee: list[UNet] = []
+
+        self.model_config = model_config or self._saved(ModelConfig, "model_config") \
+            or self._default_model_config()
+        self.train_config = train_config or self._saved(TrainConfig, "train_config") \
+            or TrainConfig()
+        self.inference_config = inference_config or self._saved(
+            InferenceConfig, "inference_config") or InferenceConfig()
+        if self.model_config.n_classes != project.n_classes:
+            raise ValueError(
+                f"The model has n_classes={self.model_config.n_classes} but the project has "
+                f"{project.n_classes} classes {project.classes}; use the same count."
+            )
+        saved_strategy = project.get_setting("strategy") or {}
+        name = strategy or saved_strategy.get("name") or DEFAULT_STRATEGY
+        options = strategy_options if strategy_options is not None else (
+            saved_strategy.get("options", {}) if name == saved_strategy.get("name") else {})
+        self.strategy: QueryStrategy = get_strategy(name, **options)
+        self._strategy_spec = {"name": name, "options": dict(options)}
+
+        self.model: UNet | None = None
+        self.model_version: str | None = None
+        if project.models():
+            state, cfg, _ = project.load_model()
+            if cfg.in_channels == self.model_config.in_channels and \
+                    cfg.n_classes == self.model_config.n_classes:
+                self.model_config = cfg
+                self.model = self._build(state)
+                self.model_version = project.models()[-1].version
+        if not project.read_only:
+            self._save_settings()
+
+    # ------------------------------------------------------------------ configuration
+    def _saved(self, cls, key):
+        data = self.project.get_setting(key)
+        return cls.from_dict(data) if data else None
+
+    def _default_model_config(self) -> ModelConfig:
+        recs = self.project.images()
+        if not recs:
+            raise ValueError("The project has no image; add images before starting a session.")
+        shape = recs[0].shape
+        in_ch = 1 if len(shape) == 2 else int(shape[-1])
+        return ModelConfig(in_channels=in_ch, n_classes=self.project.n_classes)
+
+    def _save_settings(self) -> None:
+        self.project.set_setting("model_config", self.model_config.to_dict())
+        self.project.set_setting("train_config", self.train_config.to_dict())
+        self.project.set_setting("inference_config", self.inference_config.to_dict())
+        self.project.set_setting("strategy", self._strategy_spec)
+
+    def configure(
+        self,
+        *,
+        model_config: ModelConfig | None = None,
+        train_config: TrainConfig | None = None,
+        inference_config: InferenceConfig | None = None,
+    ) -> None:
+        """Change settings (saved in the project). A new architecture starts a fresh model."""
+        if model_config is not None and model_config != self.model_config:
+            if model_config.n_classes != self.project.n_classes:
+                raise ValueError(f"n_classes must stay {self.project.n_classes} (the project's "
+                                 "classes).")
+            arch_changed = any(getattr(model_config, f) != getattr(self.model_config, f) for f in
+                               ("in_channels", "n_classes", "depth", "width", "polarity"))
+            self.model_config = model_config
+            if arch_changed:
+                self.model, self.model_version, self.committee = None, None, []
+                self._images.clear()
+                self._invalidate_predictions()
+        if train_config is not None:
+            self.train_config = train_config
+        if inference_config is not None:
+            self.inference_config = inference_config
+            self._invalidate_predictions()
+        self._save_settings()
+
+    def set_strategy(self, name: str, **options: Any) -> None:
+        """Choose the query strategy by registry name (unknown names raise a ValueError)."""
+        self.strategy = get_strategy(name, **options)
+        self._strategy_spec = {"name": name, "options": dict(options)}
+        self._candidates.clear()
+        if not self.project.read_only:
+            self.project.set_setting("strategy", self._strategy_spec)
+
+    def _build(self, state) -> UNet:
+        model = UNet(self.model_config)
+        model.load_state_dict(state)
+        return model.eval()
+
+    # ------------------------------------------------------------------ data access
+    def prepared(self, image_id: int) -> np.ndarray:
+        """The network input of an image: (C, H, W) float32, cached."""
+        key = (image_id, self.model_config.polarity)
+        img = self._images.get(key)
+        if img is None:
+            img = prepare_image(self.project.load_image(image_id),
+                                polarity=self.model_config.polarity)
+            if img.shape[0] != self.model_config.in_channels:
+                raise ValueError(
+                    f"Image {image_id} has {img.shape[0]} channel(s) but the model expects "
+                    f"{self.model_config.in_channels}; a project needs one channel count.")
+            self._images.put(key, img, img.nbytes)
+        return img
+
+    def _pool_ids(self) -> list[int]:
+        """Images that may be suggested: not submitted, not skipped."""
+        return [r.id for r in self.project.images()
+                if r.status in ("unlabelled", "suggested", "in_progress")]
+
+    def _labelled(self) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
+        out = []
+        for image_id in self.project.labelled_ids():
+            loaded = self.project.load_labels(image_id)
+            if loaded is not None:
+                out.append((image_id, loaded[0], loaded[1]))
+        return out
+
+    # ------------------------------------------------------------------ prediction
+    def _invalidate_predictions(self) -> None:
+        self._predictions.clear()
+        self._candidates.clear()
+
+    def predict(self, image_id: int, *, maps: Sequence[str] | None = None) -> Prediction | None:
+        """The current model's prediction of a project image (cached), or None before the
+        first model. ``maps`` defaults to the strategy's maps, or entropy."""
+        if self.model is None:
+            return None
+        req = self.strategy.requirements
+        mode = req["mode"] if maps is None else "single"
+        maps = tuple(maps) if maps is not None else (tuple(req["maps"]) or ("entropy",))
+        if mode == "ensemble" and not self.committee:
+            mode, maps = "single", ("entropy",)
+        key = (image_id, self.model_version, mode, maps)
+        pred = self._predictions.get(key)
+        if pred is None:
+            target = self.committee if mode == "ensemble" else self.model
+            pred = predict(target, self.prepared(image_id), mode=mode, maps=maps,
+                           config=self.inference_config)
+            self._predictions.put(key, pred, _nbytes(pred))
+        return pred
+
+    def predict_array(self, image: np.ndarray, *, channel_axis: int | None = None,
+                      maps: Sequence[str] = ("entropy",), mode: str = "single") -> Prediction:
+        """Predict any image (e.g. a napari layer) with the project's model."""
+        if self.model is None:
+            raise ValueError("No trained model yet: submit labels and train first.")
+        img = prepare_image(image, polarity=self.model_config.polarity,
+                            channel_axis=channel_axis)
+        return predict(self.model, img, mode=mode, maps=maps, config=self.inference_config)
+
+    # ------------------------------------------------------------------ long jobs
+    def request_stop(self) -> None:
+        """Stop the running training or scoring within one step (thread-safe)."""
+        self._stop.set()
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.request_stop()
+
+    def _begin_job(self, what: str) -> None:
+        if not self._job_lock.acquire(blocking=False):
+            raise RuntimeError(f"Cannot start {what}: another training or scoring job is "
+                               "running; wait for it or cancel it.")
+        self._stop.clear()
+
+    def train(self, *, train_config: TrainConfig | None = None
+              ) -> Generator[TrainProgress, None, RoundSummary | None]:
+        """Fine-tune on everything submitted so far (warm start from the current model).
+
+        Yields :class:`~.training.TrainProgress`; returns a :class:`RoundSummary` (None when
+        cancelled before any step). The new model is saved in the project as a new version and
+        becomes current; a cancelled round keeps the last good model and saves nothing.
+        """
+        self._begin_job("training")
+        try:
+            return (yield from self._train(train_config or self.train_config))
+        finally:
+            self._trainer = None
+            self._job_lock.release()
+
+    def _train(self, cfg: TrainConfig):
+        t0 = time.perf_counter()
+        labelled = self._labelled()
+        if not labelled:
+            raise ValueError("Nothing to train on yet: submit labels for at least one image.")
+        images = [self.prepared(i) for i, _, _ in labelled]
+        labels = [lab for _, lab, _ in labelled]
+        reviewed = [rev for _, _, rev in labelled]
+        n_pseudo = 0
+        notes: list[str] = []
+        round_no = len(self.project.rounds())
+        if self.pseudo_config is not None and self.pseudo_config.enabled and self.model:
+            done = {i for i, _, _ in labelled}
+            pseudo = []
+            for image_id in self._pool_ids():
+                if image_id in done:
+                    continue
+                pred = self.predict(image_id, maps=("entropy",))
+                p = make_pseudo_labels(str(image_id), pred.probs, round_no, self.pseudo_config)
+                if p is not None:
+                    pseudo.append(p)
+            if pseudo:
+                extra = pseudo_training_set(
+                    pseudo, {p.image_id: self.prepared(int(p.image_id)) for p in pseudo},
+                    reviewed_ids={str(i) for i in done},
+                    max_images=self.pseudo_config.max_images)
+                images += extra[0]
+                labels += extra[1]
+                reviewed += extra[2]
+                n_pseudo = len(extra[0])
+                notes.append(f"{n_pseudo} pseudo-labelled image(s) joined training.")
+        init = None if self.model is None else self.model.state_dict()
+        self._trainer = Trainer(self.model_config, cfg.replace(seed=cfg.seed + round_no))
+        if self._stop.is_set():
+            return None
+        result: TrainResult = yield from self._trainer.fit(
+            images, labels, reviewed, init_state=init)
+        if result.stop_reason == "stop_requested":
+            notes.append("Training cancelled: the last good model is kept.")
+            return RoundSummary(self.model_version, result, len(labelled), n_pseudo,
+                                saved=False, notes=notes)
+
+        committee: list[UNet] = []
+        if self.strategy.needs_ensemble or self.strategy.requirements["mode"] == "ensemble":
+            member_cfg = cfg.replace(
+                time_budget_s=None if cfg.time_budget_s is None
+                else cfg.time_budget_s / self.committee_size,
+                max_steps=None if cfg.max_steps is None
+                else max(1, cfg.max_steps // self.committee_size))
+            n_real = len(labelled)
+            for m, idx in enumerate(bootstrap_indices(n_real, self.committee_size,
+                                                      seed=self.seed + round_no)):
+                if self._stop.is_set():
+                    break
+                self._trainer = Trainer(self.model_config, member_cfg.replace(seed=m + 1))
+                res = yield from self._trainer.fit(
+                    [images[i] for i in idx], [labels[i] for i in idx],
+                    [reviewed[i] for i in idx], init_state=result.state_dict)
+                committee.append(res.build_model())
+            notes.append(f"Committee of {len(committee)} trained for the ensemble strategy.")
+
+        meta = {
+            "round": round_no,
+            "labelled_ids": [i for i, _, _ in labelled],
+            "n_pseudo": n_pseudo,
+            "train_config": cfg.to_dict(),
+            "steps": result.steps,
+            "seconds": round(result.seconds, 2),
+            "stop_reason": result.stop_reason,
+            "best_val_dice": result.best_val_dice,
+            "history": result.history[-200:],
+        }
+        version = self.project.save_model(result.state_dict, self.model_config, meta)
+        self.project.record_round(
+            version, self._strategy_spec["name"], cfg.seed + round_no,
+            [i for i, _, _ in labelled],
+            {"best_val_dice": result.best_val_dice, "final_loss":
+             result.history[-1]["loss"] if result.history else None, "steps": result.steps},
+            {"train_s": round(result.seconds, 2), "round_s": round(time.perf_counter() - t0, 2)},
+        )
+        self.model = result.build_model()
+        self.committee = committee
+        self.model_version = version
+        self._invalidate_predictions()
+        return RoundSummary(version, result, len(labelled), n_pseudo, len(committee),
+                            notes=notes)
+
+    def score_pool(self, *, regions: bool = False, region_size: int = 256
+                   ) -> Generator[ScoreProgress, None, int]:
+        """Predict and score every image not yet submitted; returns how many were scored.
+
+        Only images without up-to-date candidates are recomputed (a new model or strategy
+        invalidates them; a submission removes one image). Scores go to the project.
+        """
+        self._begin_job("scoring")
+        try:
+            return (yield from self._score_pool(regions, region_size))
+        finally:
+            self._job_lock.release()
+
+    def _cand_key(self, regions: bool, region_size: int) -> tuple:
+        return (self.model_version, self._strategy_spec["name"],
+                repr(sorted(self._strategy_spec["options"].items())), regions, region_size,
+                len(self.committee))
+
+    def _score_pool(self, regions: bool, region_size: int):
+        key = self._cand_key(regions, region_size)
+        if key != self._candidates_key:
+            self._candidates.clear()
+            self._candidates_key = key
+        todo = [i for i in self._pool_ids() if i not in self._candidates]
+        t0 = time.perf_counter()
+        if self.model is None:
+            # before the first model there is nothing to be unsure about: random order
+            for i in todo:
+                self._candidates[i] = [Candidate(key=str(i), image_id=str(i), box=None,
+                                                 probs=None, maps={})]
+            yield ScoreProgress(len(todo), len(todo), None, time.perf_counter() - t0,
+                                "No model yet: suggestions are random until the first training.")
+            return len(todo)
+        total = len(todo)
+        for n, image_id in enumerate(todo, 1):
+            if self._stop.is_set():
+                yield ScoreProgress(n - 1, total, None, time.perf_counter() - t0, "Cancelled.")
+                return n - 1
+            self._candidates[image_id] = self._build_candidates(image_id, regions, region_size)
+            yield ScoreProgress(n, total, image_id, time.perf_counter() - t0)
+        self._save_scores()
+        return total
+
+    def _build_candidates(self, image_id: int, regions: bool, region_size: int,
+                          labelled: bool = False, labels: np.ndarray | None = None):
+        pred = None if labelled else self.predict(image_id)
+        return build_candidates(
+            self.strategy, str(image_id), self.prepared(image_id), self.model,
+            committee=self.committee or None, prediction=pred,
+            inference_config=self.inference_config,
+            region_size=region_size if regions else None, labelled=labelled, labels=labels)
+
+    def _labelled_candidates(self) -> list[Candidate]:
+        req = self.strategy.requirements
+        if not (req["labelled_set"] or req["images"]) or self.model is None:
+            return []
+        out = []
+        for image_id, lab, _ in self._labelled():
+            out += self._build_candidates(image_id, False, 0, labelled=True, labels=lab)
+        return out
+
+    def _context(self) -> StrategyContext:
+        return StrategyContext(round=len(self.project.rounds()),
+                               labelled=self._labelled_candidates(),
+                               stop=self._stop.is_set)
+
+    def _save_scores(self) -> None:
+        cands = [c for cs in self._candidates.values() for c in cs]
+        if not cands or self.project.read_only or self.model is None:
+            return
+        scores = self.strategy.score(cands, self._context())
+        best: dict[int, float] = {}
+        for c, s in zip(cands, scores, strict=True):
+            i = int(c.image_id)
+            best[i] = max(best.get(i, -np.inf), float(s))
+        name = self._strategy_spec["name"]
+        self.project.save_scores([(i, name, self.model_version, s, None)
+                                  for i, s in best.items()])
+
+    # ------------------------------------------------------------------ the user's side
+    def suggest(self, k: int = 1, *, regions: bool = False, region_size: int = 256
+                ) -> list[Suggestion]:
+        """The next k images (or regions) to annotate, recorded in the query history.
+
+        Scores the pool first if needed (quick before the first model; the GUI runs
+        :meth:`score_pool` in a worker beforehand so this returns at once).
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}.")
+        if self._cand_key(regions, region_size) != self._candidates_key or \
+                any(i not in self._candidates for i in self._pool_ids()):
+            gen = self.score_pool(regions=regions, region_size=region_size)
+            for _ in gen:
+                pass
+        pool = set(self._pool_ids())
+        cands = [c for i, cs in self._candidates.items() if i in pool for c in cs]
+        if not cands:
+            return []
+        if self.model is None:
+            strategy = get_strategy("random", seed=self.seed)
+            picks: list[Pick] = strategy.select(cands, k, StrategyContext(
+                round=len(self.project.rounds())))
+            name = "random (no model yet)"
+        else:
+            picks = self.strategy.select(cands, k, self._context())
+            name = self._strategy_spec["name"]
+        out = []
+        for p in picks:
+            image_id = int(p.image_id)
+            sid = None
+            if not self.project.read_only:
+                sid = self.project.record_suggestion(image_id, name, self.model_version,
+                                                     float(p.score), p.reason, box=p.box)
+            out.append(Suggestion(image_id, p.box, float(p.score), p.reason, name, p.rank, sid))
+        return out
+
+    def mark_shown(self, image_id: int, pre_annotation: np.ndarray | None = None,
+                   suggestion_id: int | None = None) -> None:
+        """Remember when an image was shown and with which pre-annotation (effort + time)."""
+        self._shown[image_id] = (time.monotonic(), None if pre_annotation is None
+                                 else np.array(pre_annotation, copy=True), suggestion_id)
+
+    def submit(self, image_id: int, labels: np.ndarray, reviewed: np.ndarray | None = None,
+               *, suggestion_id: int | None = None) -> int:
+        """Save corrected labels at once; returns the submission id.
+
+        The time spent (since :meth:`mark_shown`) and the correction effort against the
+        pre-annotation shown are recorded with it.
+        """
+        labels = np.asarray(labels)
+        shown = self._shown.pop(image_id, None)
+        seconds = pre = None
+        if shown is not None:
+            seconds = time.monotonic() - shown[0]
+            pre = shown[1]
+            suggestion_id = suggestion_id if suggestion_id is not None else shown[2]
+        if pre is not None and pre.shape != labels.shape:
+            pre = None
+        effort = correction_effort(pre, labels, reviewed)
+        sub = self.project.submit(
+            image_id, labels, reviewed, seconds=seconds, pixels_changed=effort.pixels_changed,
+            objects_added=effort.objects_added, objects_removed=effort.objects_removed,
+            model_version=self.model_version, strategy=self._strategy_spec["name"],
+            suggestion_id=suggestion_id)
+        self._candidates.pop(image_id, None)
+        self.project.discard_draft(image_id)
+        return sub
+
+    def skip(self, image_id: int, *, suggestion_id: int | None = None) -> None:
+        shown = self._shown.pop(image_id, None)
+        if suggestion_id is None and shown is not None:
+            suggestion_id = shown[2]
+        self.project.skip(image_id, suggestion_id=suggestion_id)
+        self._candidates.pop(image_id, None)
+
+    @property
+    def n_labelled(self) -> int:
+        return len(self.project.labelled_ids())

@@ -1,0 +1,114 @@
+"""Representativeness: core-set (Sener & Savarese 2018) and Suggestive Annotation (Yang et al.
+2017), both on image descriptors (:func:`.embeddings.image_descriptor`).
+
+- ``coreset``: k-center greedy on the descriptors of labelled + candidate images: each pick is
+  the candidate farthest from everything labelled or picked, which shrinks the radius within
+  which every pool image has a labelled neighbour. Score = Euclidean distance to the nearest
+  labelled descriptor. With no labelled image yet the first pick is the 1-center (the
+  candidate whose farthest neighbour is nearest: the most central one).
+- ``suggestive``: the ``uncertain_factor * k`` most uncertain candidates (aggregated
+  ``map_name``, one-pass entropy by default so it needs no extra passes; ``"bald"`` /
+  ``"variance"`` / ``"tta"`` / ``"ensemble"`` switch the instance's ``needs_*`` flags on),
+  then the greedy max-cover subset: maximise ``sum over the unlabelled pool of the best cosine
+  similarity to a pick`` (negative similarities count as 0), so the batch represents the pool.
+  Ties in coverage go to the more uncertain candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..validation import check_choice, check_positive
+from . import diversity as div
+from .base import MAP_LABELS, Candidate, QueryStrategy, StrategyContext, _fmt
+from .registry import register
+
+__all__ = ["CoresetStrategy", "SuggestiveStrategy"]
+
+
+def _features(cands: Sequence[Candidate]) -> np.ndarray:
+    vecs = [np.asarray(c.features, np.float64).ravel() for c in cands]
+    if len({v.size for v in vecs}) > 1:
+        raise ValueError("Image descriptors of different lengths: compute them all with the same "
+                         "model (image_descriptor).")
+    return np.stack(vecs)  # (n, D)
+
+
+@register
+class CoresetStrategy(QueryStrategy):
+    name = "coreset"
+    needs_features = True
+    needs_labelled_set = True
+    description = ("Core-set: k-center greedy on image descriptors; picks the images least like "
+                   "anything labelled so far, so the labelled set covers the pool. Uses no "
+                   "uncertainty.")
+
+    def score(self, candidates: Sequence[Candidate], context: StrategyContext) -> np.ndarray:
+        x = _features(candidates)  # (n, D)
+        lab = [c for c in context.labelled if c.features is not None]
+        if lab:
+            d2 = div.sq_distances(x, _features(lab))  # (n, L)
+            return np.sqrt(d2.min(axis=1))
+        # no labelled image: the 1-center first (minimise the distance to the farthest)
+        return -np.sqrt(div.sq_distances(x, x).max(axis=1))
+
+    def score_label(self) -> str:
+        return "feature distance to the nearest labelled image"
+
+    def _reason(self, position, n, noun, raw, cost):
+        if raw < 0:
+            return (f"most central of {n} {noun} in feature space (no labelled image yet; "
+                    f"farthest neighbour at {_fmt(-raw)})")
+        return super()._reason(position, n, noun, raw, cost)
+
+    def _select_batch(self, pool, scores, k, ctx):
+        x = _features(pool)
+        lab = [c for c in ctx.labelled if c.features is not None]
+        centers = _features(lab) if lab else None
+        first = None if centers is not None else int(np.argmax(scores))
+        picks, dists = div.kcenter_greedy(x, k, centers=centers, first=first)
+        out = []
+        for rank, (i, d) in enumerate(zip(picks, dists, strict=True)):
+            if rank == 0:
+                out.append((int(i), "k-center greedy"))
+            else:
+                what = "labelled image or earlier pick" if centers is not None else "earlier pick"
+                out.append((int(i), f"k-center greedy: feature distance {_fmt(d)} to the nearest "
+                                    f"{what}"))
+        return out
+
+
+@register
+class SuggestiveStrategy(QueryStrategy):
+    name = "suggestive"
+    needs_features = True
+    map_name = "entropy"
+    description = ("Suggestive Annotation (Yang et al. 2017): the most uncertain candidates, then "
+                   "the subset whose descriptors best cover the whole pool (greedy max-cover, "
+                   "cosine similarity): uncertain and representative.")
+
+    def __init__(self, *, map_name: str = "entropy", uncertain_factor: int = 2, **options) -> None:
+        super().__init__(**options)
+        valid = ("entropy", "margin", "least_confidence", "bald", "variance", "tta", "ensemble")
+        self.map_name = check_choice(map_name, valid, name="map_name")
+        self.uncertain_factor = check_positive(uncertain_factor, name="uncertain_factor",
+                                               integer=True)
+        self.needs_mc_samples = map_name in ("bald", "variance")
+        self.needs_tta = map_name == "tta"
+        self.needs_ensemble = map_name == "ensemble"
+
+    def _select_batch(self, pool, scores, k, ctx):
+        order = np.argsort(-scores, kind="stable")
+        m = min(len(pool), max(k, self.uncertain_factor * k))
+        top = order[:m]
+        x = _features(pool)  # (n, D)
+        sim = np.maximum(div.cosine_similarity(x[top], x), 0.0)  # (m, n)
+        local, gains = div.greedy_max_cover(sim, k, priority=scores[top])
+        label = MAP_LABELS.get(self.map_name, self.map_name)
+        out = []
+        for j, g in zip(local, gains, strict=True):
+            out.append((int(top[j]), f"among the {m} most uncertain by {label}, adds coverage "
+                                     f"{_fmt(g)} of {len(pool)} pool images (max-cover)"))
+        return out

@@ -1,0 +1,167 @@
+"""The active-learning loop on a tiny synthetic project."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_activeseg.core.project import Project
+from napari_activeseg.core.session import ActiveLearningSession
+from napari_activeseg.core.strategies import PseudoLabelConfig
+from napari_activeseg.core.training import run_to_end
+
+from ..conftest import make_blobs
+
+TINY_MODEL = ModelConfig(in_channels=1, n_classes=2, depth=2, width=4)
+TINY_TRAIN = TrainConfig(patch_size=32, batch_size=4, max_steps=25, time_budget_s=None, lr=1e-2)
+
+
+def _pool(n=5, shape=(48, 56)):
+    pairs = [make_blobs(shape=shape, seed=s, n=4) for s in range(n)]
+    images = {f"img{s}": (p[0] * 200).astype(np.uint8) for s, p in enumerate(pairs)}
+    truth = {f"img{s}": p[1] for s, p in enumerate(pairs)}
+    return images, truth
+
+
+@pytest.fixture
+def project(tmp_path):
+    images, truth = _pool()
+    proj = Project.create(tmp_path / "proj", arrays=images, classes=("background", "nucleus"))
+    proj.truth = {r.id: truth[r.name] for r in proj.images()}
+    yield proj
+    proj.close()
+
+
+def _session(project, **kw):
+    return ActiveLearningSession(project, model_config=TINY_MODEL, train_config=TINY_TRAIN,
+                                 inference_config=InferenceConfig(tile_size=64, overlap=8,
+                                                                  mc_samples=3), **kw)
+
+
+def test_first_suggestion_is_random_and_recorded(project):
+    s = _session(project)
+    assert s.model is None and s.predict(project.images()[0].id) is None
+    picks = s.suggest(2)
+    assert len(picks) == 2 and len({p.image_id for p in picks}) == 2
+    assert all("random" in p.strategy for p in picks)
+    hist = project.query_history()
+    assert len(hist) == 2 and {h["image_id"] for h in hist} == {p.image_id for p in picks}
+
+
+def test_full_loop_submit_train_score_suggest(project):
+    s = _session(project)
+    first = s.suggest(1)[0]
+    s.mark_shown(first.image_id, None, first.suggestion_id)
+    s.submit(first.image_id, project.truth[first.image_id])
+    assert project.labelled_ids() == [first.image_id]
+    records = []
+    summary = run_to_end(s.train(), records.append)
+    assert records and records[-1].step == TINY_TRAIN.max_steps
+    assert summary.saved and summary.model_version == s.model_version
+    assert [m.version for m in project.models()] == [summary.model_version]
+    assert len(project.rounds()) == 1
+    # the model now predicts; entropy maps exist; the submitted image is not suggested again
+    pred = s.predict(project.images()[1].id)
+    assert pred.labels.shape == (48, 56) and "entropy" in pred.uncertainty
+    n = run_to_end(s.score_pool())
+    assert n == 4
+    assert len(project.scores(strategy="entropy")) == 4
+    nxt = s.suggest(2)
+    assert first.image_id not in {p.image_id for p in nxt}
+    assert all(p.strategy == "entropy" and p.reason for p in nxt)
+    # effort is recorded against the pre-annotation that was shown
+    pre = s.predict(nxt[0].image_id).labels
+    s.mark_shown(nxt[0].image_id, pre, nxt[0].suggestion_id)
+    s.submit(nxt[0].image_id, project.truth[nxt[0].image_id])
+    sub = project.submissions(nxt[0].image_id)[-1]
+    expected = int((pre != project.truth[nxt[0].image_id]).sum())
+    assert sub.pixels_changed == expected and sub.seconds is not None
+    assert sub.model_version == s.model_version
+
+
+def test_cancelled_training_keeps_the_last_good_model(project):
+    s = _session(project)
+    ids = [r.id for r in project.images()]
+    s.submit(ids[0], project.truth[ids[0]])
+    run_to_end(s.train())
+    version = s.model_version
+    s.configure(train_config=TINY_TRAIN.replace(max_steps=10_000))
+    gen = s.train()
+    for rec in gen:
+        if rec.step == 2:
+            s.request_stop()
+    summary = None
+    try:
+        next(gen)
+    except StopIteration as stop:
+        summary = stop.value
+    assert s.model_version == version and len(project.models()) == 1
+
+
+def test_one_job_at_a_time(project):
+    s = _session(project)
+    ids = [r.id for r in project.images()]
+    s.submit(ids[0], project.truth[ids[0]])
+    gen = s.train()
+    next(gen)
+    with pytest.raises(RuntimeError, match="another training or scoring job"):
+        next(s.score_pool())
+    s.request_stop()
+    for _ in gen:
+        pass
+
+
+def test_settings_and_model_survive_reopen(tmp_path):
+    images, truth = _pool(3)
+    with Project.create(tmp_path / "p", arrays=images) as proj:
+        s = _session(proj, strategy="margin")
+        rid = proj.images()[0].id
+        s.submit(rid, truth[proj.images()[0].name])
+        run_to_end(s.train())
+        version = s.model_version
+    with Project.open(tmp_path / "p") as proj:
+        s2 = ActiveLearningSession(proj)
+        assert s2.model_version == version and s2.model is not None
+        assert s2.model_config == TINY_MODEL and s2.train_config == TINY_TRAIN
+        assert s2.strategy.name == "margin"
+
+
+def test_unknown_strategy_lists_valid_names(project):
+    s = _session(project)
+    with pytest.raises(ValueError, match="entropy"):
+        s.set_strategy("clairvoyance")
+
+
+def test_region_suggestions_return_boxes(project):
+    s = _session(project)
+    ids = [r.id for r in project.images()]
+    s.submit(ids[0], project.truth[ids[0]])
+    run_to_end(s.train())
+    picks = s.suggest(2, regions=True, region_size=32)
+    assert picks and all(p.box is not None for p in picks)
+    for p in picks:
+        y0, x0, y1, x1 = p.box
+        assert 0 <= y0 < y1 <= 48 and 0 <= x0 < x1 <= 56
+
+
+@pytest.mark.parametrize("name", ["bald", "ensemble", "coreset"])
+def test_strategies_with_extra_needs_run_in_the_loop(project, name):
+    s = _session(project, strategy=name, committee_size=2)
+    ids = [r.id for r in project.images()]
+    s.submit(ids[0], project.truth[ids[0]])
+    summary = run_to_end(s.train())
+    if name == "ensemble":
+        assert summary.committee == 2 and len(s.committee) == 2
+    picks = s.suggest(2)
+    assert len(picks) == 2 and ids[0] not in {p.image_id for p in picks}
+
+
+def test_pseudo_labels_join_training_but_never_the_labels(project):
+    s = _session(project, pseudo_labels=PseudoLabelConfig(start=0.5, ceiling=0.6))
+    ids = [r.id for r in project.images()]
+    s.submit(ids[0], project.truth[ids[0]])
+    run_to_end(s.train())
+    summary = run_to_end(s.train())
+    assert summary.n_pseudo > 0
+    assert project.labelled_ids() == [ids[0]]  # pseudo-labels are never stored as labels

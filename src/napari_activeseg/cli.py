@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -25,17 +26,61 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_demo_folder(base: Path) -> Path:
+    folder, n = base, 1
+    while folder.exists() and any(folder.iterdir()):
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """napari with the workflow docked on the bundled sample images, in a fresh project."""
     import napari
 
+    from ._sample_data import sample_paths
+    from ._widgets import ActiveSegWidget
+    from .core.project import Project
+
+    folder = _new_demo_folder(Path(args.project).expanduser())
+    project = Project.create(folder, images=sample_paths(), copy_images=True,
+                             classes=("background", "nucleus"))
+    print(f"demo project: {folder}")
     viewer = napari.Viewer(title="napari-activeseg demo")
-    viewer.open_sample("napari-activeseg", "nuclei")
+    widget = ActiveSegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Active learning", area="right")
+    widget._set_project(project)
     if args.screenshot:
-        viewer.window._qt_window.resize(1400, 900)
-        viewer.screenshot(args.screenshot, canvas_only=False)
-        viewer.close()
-        return 0
+        return _demo_screenshot(viewer, widget, args)
+    widget.suggest_next()
     napari.run()
+    return 0
+
+
+def _demo_screenshot(viewer, widget, args) -> int:
+    """Scripted run of the demo for the README screenshot (hidden option)."""
+    from qtpy.QtWidgets import QApplication
+
+    from .core.training import run_to_end
+
+    session = widget.session
+    picks = session.suggest(2)
+    for pick in picks:  # two images labelled from their ground truth, as a user would
+        rec = session.project.get_image(pick.image_id)
+        from .core.imageio import read_image
+
+        mask = read_image(Path(__file__).parent / "sample_data" / "masks" / rec.name)
+        session.submit(pick.image_id, (mask > 0).astype("uint8"))
+    run_to_end(session.train())
+    widget.refresh_table()
+    run_to_end(session.score_pool())
+    widget.refresh_table()
+    widget._show_suggestion()
+    viewer.window._qt_window.resize(1500, 950)
+    for _ in range(20):
+        QApplication.processEvents()
+    viewer.screenshot(args.screenshot, canvas_only=False)
+    viewer.close()
     return 0
 
 
@@ -48,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions and the device that would be used")
     info.set_defaults(func=_cmd_info)
     demo = sub.add_parser("demo", help="open napari with the plugin on the bundled nuclei images")
+    demo.add_argument("--project", default="~/activeseg-demo",
+                      help="folder for the demo project (a new numbered one if it exists)")
     demo.add_argument("--screenshot", default=None, help=argparse.SUPPRESS)
     demo.set_defaults(func=_cmd_demo)
     return parser

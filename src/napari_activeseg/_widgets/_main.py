@@ -1,0 +1,903 @@
+"""The ActiveSeg dock widget: the whole active-learning workflow in napari.
+
+The widget owns an :class:`~napari_activeseg.core.session.ActiveLearningSession` and delegates
+every action to it; it holds no state of its own that the project does not also hold. Long work
+(training, scoring) runs in napari thread workers wrapping the session's generators: yields drive
+the progress bar and the live plot, Cancel asks the session to stop (within one step).
+
+torch and the core are imported lazily (inside methods), so opening napari stays fast.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+    from ..core.session import ActiveLearningSession, Suggestion
+
+ANNOTATION = "annotation"
+UNCERTAINTY = "uncertainty"
+REGIONS = "suggested regions"
+DEFAULT_COLORS = ["#00000000", "#ffd400", "#00c8ff", "#ff4fa3", "#7bd148", "#ff8c1a", "#b36bff"]
+STATUS_ORDER = {"suggested": 0, "in_progress": 1, "unlabelled": 2, "skipped": 3, "submitted": 4}
+
+
+def _notify(kind: str, message: str) -> None:
+    from napari.utils import notifications
+
+    {"info": notifications.show_info, "warning": notifications.show_warning,
+     "error": notifications.show_error}[kind](message)
+
+
+def _stop_session(session_ref: weakref.ref, workers: list) -> None:
+    """Stop long work when the widget goes away (viewer closed): no orphan thread keeps
+    training after the window is gone. Holds no reference to the widget itself."""
+    session = session_ref()
+    if session is not None:
+        session.request_stop()
+    for w in list(workers):
+        try:
+            w.quit()
+        except RuntimeError:  # the Qt side is already deleted
+            pass
+
+
+class _NumericItem(QTableWidgetItem):
+    """A table cell that sorts by a number, not by its text."""
+
+    def __init__(self, text: str, key: float) -> None:
+        super().__init__(text)
+        self._key = key
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        if isinstance(other, _NumericItem):
+            return self._key < other._key
+        return super().__lt__(other)
+
+
+class ActiveSegWidget(QWidget):
+    """Project, pool table, suggest / correct / submit, train with live progress, settings."""
+
+    session_changed = Signal()
+    training_finished = Signal(object)
+    scoring_finished = Signal(int)
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: ActiveLearningSession | None = None
+        self.current_id: int | None = None
+        self.current_suggestion: Suggestion | None = None
+        self._pre_annotation: np.ndarray | None = None
+        self._workers: list = []
+        self._train_worker = None
+        self._score_worker = None
+        self._history: list[tuple[int, float, float | None]] = []
+        self._last_plot = 0.0
+        self._submissions_since_train = 0
+        self._build_ui()
+        self._update_enabled()
+        self._draft_timer = QTimer(self)
+        self._draft_timer.setInterval(30_000)
+        self._draft_timer.timeout.connect(self._autosave_draft)
+        self._draft_timer.start()
+        self.viewer.bind_key("Shift-S", self._key_submit, overwrite=True)
+        self.viewer.bind_key("Shift-K", self._key_skip, overwrite=True)
+        self.viewer.bind_key("Shift-U", self._key_toggle_uncertainty, overwrite=True)
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+
+        box = QGroupBox("Project")
+        form = QVBoxLayout(box)
+        self.project_label = QLabel("No project open.")
+        self.project_label.setWordWrap(True)
+        self.classes_edit = QLineEdit("background, foreground")
+        self.classes_edit.setToolTip("Class names for a new project, comma-separated; the first "
+                                     "is the background (label 0).")
+        row = QHBoxLayout()
+        self.new_folder_btn = QPushButton("New from folder…")
+        self.new_layers_btn = QPushButton("New from layers")
+        self.open_btn = QPushButton("Open…")
+        for b in (self.new_folder_btn, self.new_layers_btn, self.open_btn):
+            row.addWidget(b)
+        classes_row = QHBoxLayout()
+        classes_row.addWidget(QLabel("Classes:"))
+        classes_row.addWidget(self.classes_edit)
+        form.addLayout(classes_row)
+        form.addLayout(row)
+        form.addWidget(self.project_label)
+        layout.addWidget(box)
+        self.new_folder_btn.clicked.connect(self._on_new_from_folder)
+        self.new_layers_btn.clicked.connect(self._on_new_from_layers)
+        self.open_btn.clicked.connect(self._on_open)
+
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["Image", "Status", "Score", "Why"])
+        self.table.setSortingEnabled(True)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.setMinimumHeight(140)
+        self.table.cellDoubleClicked.connect(self._on_table_double_click)
+        layout.addWidget(self.table)
+
+        box = QGroupBox("Suggest and correct")
+        v = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.strategy_combo = QComboBox()
+        self.regions_check = QCheckBox("regions")
+        self.regions_check.setToolTip("Suggest a window inside an image instead of a whole image.")
+        self.region_size = QSpinBox()
+        self.region_size.setRange(32, 4096)
+        self.region_size.setValue(256)
+        self.region_size.setSingleStep(32)
+        row.addWidget(QLabel("Strategy:"))
+        row.addWidget(self.strategy_combo, 1)
+        row.addWidget(self.regions_check)
+        row.addWidget(self.region_size)
+        v.addLayout(row)
+        row = QHBoxLayout()
+        self.suggest_btn = QPushButton("Suggest next")
+        self.submit_btn = QPushButton("Submit [Shift+S]")
+        self.skip_btn = QPushButton("Skip [Shift+K]")
+        self.reset_btn = QPushButton("Reset to prediction")
+        for b in (self.suggest_btn, self.submit_btn, self.skip_btn, self.reset_btn):
+            row.addWidget(b)
+        v.addLayout(row)
+        self.reason_label = QLabel("")
+        self.reason_label.setWordWrap(True)
+        v.addWidget(self.reason_label)
+        layout.addWidget(box)
+        self.suggest_btn.clicked.connect(self.suggest_next)
+        self.submit_btn.clicked.connect(self.submit)
+        self.skip_btn.clicked.connect(self.skip)
+        self.reset_btn.clicked.connect(self.reset_to_prediction)
+        self.strategy_combo.currentTextChanged.connect(self._on_strategy_changed)
+
+        box = QGroupBox("Train")
+        v = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.train_btn = QPushButton("Train")
+        self.cancel_btn = QPushButton("Cancel")
+        self.auto_train = QSpinBox()
+        self.auto_train.setRange(0, 100)
+        self.auto_train.setValue(0)
+        self.auto_train.setPrefix("auto every ")
+        self.auto_train.setSuffix(" submits")
+        self.auto_train.setSpecialValueText("auto-train off")
+        row.addWidget(self.train_btn)
+        row.addWidget(self.cancel_btn)
+        row.addWidget(self.auto_train)
+        v.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress_label = QLabel("")
+        v.addWidget(self.progress)
+        v.addWidget(self.progress_label)
+        self._build_plot(v)
+        layout.addWidget(box)
+        self.train_btn.clicked.connect(self.train)
+        self.cancel_btn.clicked.connect(self.cancel)
+
+        from superqt import QCollapsible
+
+        self.settings_box = QCollapsible("Settings (saved in the project)")
+        settings_inner = QWidget()
+        form = QFormLayout(settings_inner)
+        self.width_spin = QSpinBox()
+        self.width_spin.setRange(2, 128)
+        self.depth_spin = QSpinBox()
+        self.depth_spin.setRange(1, 6)
+        self.patch_spin = QSpinBox()
+        self.patch_spin.setRange(32, 1024)
+        self.patch_spin.setSingleStep(32)
+        self.budget_spin = QDoubleSpinBox()
+        self.budget_spin.setRange(5, 36_000)
+        self.budget_spin.setSuffix(" s")
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(0, 1_000_000)
+        self.steps_spin.setSpecialValueText("no step limit")
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(1e-5, 1.0)
+        self.lr_spin.setSingleStep(1e-4)
+        self.mc_spin = QSpinBox()
+        self.mc_spin.setRange(1, 64)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.apply_btn = QPushButton("Apply settings")
+        form.addRow("U-Net width", self.width_spin)
+        form.addRow("U-Net depth", self.depth_spin)
+        form.addRow("Patch size", self.patch_spin)
+        form.addRow("Time per round", self.budget_spin)
+        form.addRow("Steps per round", self.steps_spin)
+        form.addRow("Learning rate", self.lr_spin)
+        form.addRow("MC samples", self.mc_spin)
+        form.addRow("Device", self.device_combo)
+        form.addRow(self.apply_btn)
+        self.apply_btn.clicked.connect(self.apply_settings)
+        self.settings_box.addWidget(settings_inner)
+        layout.addWidget(self.settings_box)
+
+        box = QGroupBox("Predict and export")
+        row = QHBoxLayout(box)
+        self.layer_combo = QComboBox()
+        self.predict_btn = QPushButton("Predict layer")
+        row.addWidget(self.layer_combo, 1)
+        row.addWidget(self.predict_btn)
+        layout.addWidget(box)
+        self.predict_btn.clicked.connect(self.predict_layer)
+        self.viewer.layers.events.inserted.connect(self._refresh_layer_combo)
+        self.viewer.layers.events.removed.connect(self._refresh_layer_combo)
+        self._refresh_layer_combo()
+        layout.addStretch(1)
+
+    def _build_plot(self, parent_layout) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4, 1.8), tight_layout=True)
+        fig.patch.set_alpha(0)
+        self._ax = fig.add_subplot(111)
+        self._ax2 = self._ax.twinx()
+        self.canvas = FigureCanvasQTAgg(fig)
+        self.canvas.setMinimumHeight(130)
+        parent_layout.addWidget(self.canvas)
+        self._style_axes()
+
+    def _style_axes(self) -> None:
+        for ax in (self._ax, self._ax2):
+            ax.clear()
+            ax.tick_params(labelsize=7, colors="#999999")
+            ax.set_facecolor("none")
+        self._ax.set_xlabel("step", fontsize=7, color="#999999")
+        self._ax.set_ylabel("loss", fontsize=7, color="#ff7f0e")
+        self._ax2.set_ylabel("val Dice", fontsize=7, color="#1f77b4")
+
+    def _update_enabled(self) -> None:
+        has = self.session is not None
+        busy = self._train_worker is not None or self._score_worker is not None
+        for w in (self.suggest_btn, self.strategy_combo, self.regions_check, self.region_size,
+                  self.apply_btn):
+            w.setEnabled(has and not busy)
+        self.train_btn.setEnabled(has and not busy and (self.session.n_labelled > 0 if has else
+                                                         False))
+        self.cancel_btn.setEnabled(busy)
+        open_img = has and self.current_id is not None
+        for w in (self.submit_btn, self.skip_btn, self.reset_btn):
+            w.setEnabled(open_img)
+        self.predict_btn.setEnabled(has and self.session.model is not None)
+        for w in (self.new_folder_btn, self.new_layers_btn, self.open_btn):
+            w.setEnabled(not busy)
+
+    # ------------------------------------------------------------------ project
+    def _classes(self) -> list[str]:
+        names = [c.strip() for c in self.classes_edit.text().split(",") if c.strip()]
+        if len(names) < 2:
+            raise ValueError("Give at least two class names, the first being the background "
+                             "(e.g. 'background, nucleus').")
+        return names
+
+    def _ask_dir(self, title: str) -> str:
+        return QFileDialog.getExistingDirectory(self, title)
+
+    def _on_new_from_folder(self) -> None:
+        src = self._ask_dir("Folder of images")
+        if not src:
+            return
+        dst = self._ask_dir("Empty folder for the new project")
+        if dst:
+            self.create_project(dst, source_folder=src)
+
+    def _on_new_from_layers(self) -> None:
+        dst = self._ask_dir("Empty folder for the new project")
+        if dst:
+            self.create_project(dst, from_layers=True)
+
+    def _on_open(self) -> None:
+        folder = self._ask_dir("Project folder")
+        if folder:
+            self.open_project(folder)
+
+    def _layer_arrays(self) -> dict[str, np.ndarray]:
+        """Image layers as pool items; a 2D+t / 2D+z stack becomes one item per slice."""
+        from napari.layers import Image
+
+        arrays: dict[str, np.ndarray] = {}
+        for layer in self.viewer.layers:
+            if not isinstance(layer, Image):
+                continue
+            data = np.asarray(layer.data)
+            spatial = data.ndim - (1 if layer.rgb else 0)
+            if spatial == 2:
+                arrays[layer.name] = data
+            elif spatial == 3:
+                for i in range(data.shape[0]):
+                    arrays[f"{layer.name}_{i:04d}"] = data[i]
+            else:
+                raise ValueError(f"Layer {layer.name!r} has shape {data.shape}: only 2D images "
+                                 "(gray or RGB) and 2D+t / 2D+z stacks can join a project.")
+        if not arrays:
+            raise ValueError("No image layer is open: open images first, or create the project "
+                             "from a folder.")
+        return arrays
+
+    def create_project(self, folder: str | Path, *, source_folder: str | Path | None = None,
+                       from_layers: bool = False):
+        """Create a project (from a folder of images, or from the open image layers)."""
+        from ..core.project import Project
+
+        try:
+            classes = self._classes()
+            kwargs: dict[str, Any] = {"classes": classes, "colors": DEFAULT_COLORS[
+                :len(classes)] if len(classes) <= len(DEFAULT_COLORS) else None}
+            if from_layers:
+                kwargs["arrays"] = self._layer_arrays()
+            else:
+                kwargs["source_folder"] = source_folder
+            project = Project.create(folder, **kwargs)
+        except (ValueError, OSError) as exc:
+            _notify("error", f"Could not create the project: {exc}")
+            return None
+        for w in project.warnings:
+            _notify("warning", w)
+        return self._set_project(project)
+
+    def open_project(self, folder: str | Path):
+        from ..core.project import Project
+
+        try:
+            project = Project.open(folder)
+        except (ValueError, OSError) as exc:
+            _notify("error", f"Could not open the project: {exc}")
+            return None
+        return self._set_project(project)
+
+    def _set_project(self, project):
+        from ..core.session import ActiveLearningSession
+        from ..core.strategies import available_strategies
+
+        self._close_session()
+        try:
+            self.session = ActiveLearningSession(project)
+        except ValueError as exc:
+            project.close()
+            _notify("error", str(exc))
+            return None
+        self.destroyed.connect(lambda *_, ref=weakref.ref(self.session), ws=self._workers:
+                               _stop_session(ref, ws))
+        self.strategy_combo.blockSignals(True)
+        self.strategy_combo.clear()
+        self.strategy_combo.addItems(available_strategies())
+        self.strategy_combo.setCurrentText(self.session.strategy.name)
+        self.strategy_combo.blockSignals(False)
+        self.classes_edit.setText(", ".join(project.classes))
+        self._load_settings_into_form()
+        n = len(project.images())
+        self.project_label.setText(f"{project.folder}  —  {n} images, classes: "
+                                   f"{', '.join(project.classes[1:])}; model: "
+                                   f"{self.session.model_version or 'none yet'}")
+        drafts = project.drafts()
+        if drafts:
+            _notify("info", f"{len(drafts)} unsubmitted draft(s) restored; open the image to "
+                            "continue.")
+        self.refresh_table()
+        self._update_enabled()
+        self.session_changed.emit()
+        return self.session
+
+    def _close_session(self) -> None:
+        if self.session is not None:
+            self.cancel()
+            self.session.project.close()
+            self.session = None
+            self.current_id = None
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        _stop_session(weakref.ref(self.session) if self.session else (lambda: None),
+                      self._workers)
+        super().closeEvent(event)
+
+    # ------------------------------------------------------------------ table
+    def refresh_table(self) -> None:
+        if self.session is None:
+            self.table.setRowCount(0)
+            return
+        project = self.session.project
+        name = self.session.strategy.name
+        scores = {s.image_id: s for s in project.scores(strategy=name,
+                                                        model_version=self.session.model_version)}
+        reasons = {}
+        for h in project.query_history():
+            reasons[h["image_id"]] = h.get("reason") or ""
+        self.table.setSortingEnabled(False)
+        recs = project.images()
+        self.table.setRowCount(len(recs))
+        for row, rec in enumerate(recs):
+            item = QTableWidgetItem(rec.name)
+            item.setData(Qt.ItemDataRole.UserRole, rec.id)
+            self.table.setItem(row, 0, item)
+            self.table.setItem(row, 1, _NumericItem(rec.status, STATUS_ORDER.get(rec.status, 9)))
+            s = scores.get(rec.id)
+            val = s.score if s is not None and s.score is not None else float("-inf")
+            self.table.setItem(row, 2, _NumericItem("" if s is None or s.score is None
+                                                    else f"{s.score:.4g}", val))
+            self.table.setItem(row, 3, QTableWidgetItem(reasons.get(rec.id, "")))
+        self.table.setSortingEnabled(True)
+        self.table.resizeColumnToContents(0)
+
+    def _on_table_double_click(self, row: int, col: int) -> None:
+        item = self.table.item(row, 0)
+        if item is not None:
+            self.open_image(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    # ------------------------------------------------------------------ suggest / open
+    def _on_strategy_changed(self, name: str) -> None:
+        if self.session is None or not name or name == self.session.strategy.name:
+            return
+        try:
+            self.session.set_strategy(name)
+        except ValueError as exc:
+            _notify("error", str(exc))
+        self.refresh_table()
+
+    def suggest_next(self) -> None:
+        """Score what needs scoring (in a worker), then open the best pick."""
+        if self.session is None:
+            return
+        self._start_scoring(then_suggest=True)
+
+    def _show_suggestion(self) -> None:
+        if self.session is None:
+            return
+        try:
+            picks = self.session.suggest(1, regions=self.regions_check.isChecked(),
+                                         region_size=self.region_size.value())
+        except (ValueError, RuntimeError) as exc:
+            _notify("error", str(exc))
+            return
+        if not picks:
+            _notify("info", "Nothing left to suggest: every image is submitted or skipped.")
+            return
+        pick = picks[0]
+        self.current_suggestion = pick
+        self.open_image(pick.image_id, box=pick.box, suggestion=pick)
+        self.reason_label.setText(f"Suggested by {pick.strategy}: {pick.reason}")
+        self.refresh_table()
+
+    def open_image(self, image_id: int, *, box=None, suggestion=None) -> None:
+        """Show an image with the prediction as an editable annotation, and its uncertainty."""
+        if self.session is None:
+            return
+        session = self.session
+        try:
+            raw = session.project.load_image(image_id)
+        except ValueError as exc:
+            _notify("error", str(exc))
+            return
+        rec = session.project.get_image(image_id)
+        labels, pred = self._initial_annotation(image_id, raw.shape[:2])
+        self.current_id = image_id
+        if suggestion is None:
+            self.current_suggestion = None
+            self.reason_label.setText(f"Opened {rec.name}.")
+        self._show_layers(rec.name, raw, labels, pred, box)
+        session.mark_shown(image_id, self._pre_annotation,
+                           suggestion.suggestion_id if suggestion is not None else None)
+        self._update_enabled()
+
+    def _initial_annotation(self, image_id: int, shape):
+        """Draft, else submitted labels, else the prediction, else empty."""
+        session = self.session
+        pred = session.predict(image_id) if session.model is not None else None
+        self._pre_annotation = None if pred is None else pred.labels
+        draft = session.project.load_draft(image_id)
+        if draft is not None:
+            return draft.copy(), pred
+        loaded = session.project.load_labels(image_id)
+        if loaded is not None:
+            return loaded[0].copy(), pred
+        if pred is not None:
+            return pred.labels.copy(), pred
+        return np.zeros(shape, np.uint8), pred
+
+    def _colormap(self):
+        from napari.utils.colormaps import DirectLabelColormap
+
+        colors = self.session.project.colors if self.session else DEFAULT_COLORS
+        cmap = {None: "transparent", 0: "transparent"}
+        for k, c in enumerate(colors[1:], start=1):
+            cmap[k] = c
+        return DirectLabelColormap(color_dict=cmap)
+
+    def _show_layers(self, name: str, raw: np.ndarray, labels, pred, box) -> None:
+        v = self.viewer
+        rgb = raw.ndim == 3 and raw.shape[-1] in (3, 4)
+        image_data = raw if (raw.ndim == 2 or rgb) else np.moveaxis(raw, -1, 0)
+        if "image" in v.layers:
+            layer = v.layers["image"]
+            if getattr(layer, "rgb", False) == rgb and layer.data.shape == image_data.shape:
+                layer.data = image_data
+            else:
+                v.layers.remove(layer)
+        if "image" not in v.layers:
+            v.add_image(image_data, name="image", rgb=rgb)
+        v.layers["image"].metadata["activeseg_name"] = name
+        v.layers["image"].reset_contrast_limits()
+        unc = None
+        if pred is not None and pred.uncertainty:
+            unc = next(iter(pred.uncertainty.values()))
+        if UNCERTAINTY in v.layers:
+            v.layers.remove(UNCERTAINTY)
+        if unc is not None:
+            v.add_image(unc, name=UNCERTAINTY, colormap="inferno", blending="additive",
+                        opacity=0.6, visible=True)
+        if ANNOTATION in v.layers:
+            ann = v.layers[ANNOTATION]
+            if ann.data.shape == labels.shape:
+                ann.data = labels
+            else:
+                v.layers.remove(ann)
+        if ANNOTATION not in v.layers:
+            v.add_labels(labels, name=ANNOTATION, colormap=self._colormap(), opacity=0.6)
+        ann = v.layers[ANNOTATION]
+        ann.selected_label = 1
+        v.layers.selection.active = ann
+        ann.mode = "paint"
+        if REGIONS in v.layers:
+            v.layers.remove(REGIONS)
+        if box is not None:
+            y0, x0, y1, x1 = box
+            v.add_shapes([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])],
+                         shape_type="rectangle", name=REGIONS, edge_color="#00ff88",
+                         face_color="transparent", edge_width=3)
+            v.layers.selection.active = ann
+        v.reset_view()
+
+    # ------------------------------------------------------------------ correct / submit
+    def _annotation(self) -> np.ndarray | None:
+        if ANNOTATION not in self.viewer.layers:
+            return None
+        return np.asarray(self.viewer.layers[ANNOTATION].data)
+
+    def submit(self) -> None:
+        """Save the annotation layer at once, then open the next suggestion."""
+        if self.session is None or self.current_id is None:
+            return
+        labels = self._annotation()
+        if labels is None:
+            _notify("error", f"The '{ANNOTATION}' layer is gone; reopen the image.")
+            return
+        reviewed = None
+        if self.current_suggestion is not None and self.current_suggestion.box is not None:
+            y0, x0, y1, x1 = self.current_suggestion.box
+            reviewed = np.zeros(labels.shape, bool)
+            reviewed[y0:y1, x0:x1] = True
+        try:
+            self.session.submit(self.current_id, labels, reviewed)
+        except (ValueError, OSError) as exc:
+            _notify("error", f"Not saved: {exc}")
+            return
+        self._submissions_since_train += 1
+        self.current_id = None
+        self.current_suggestion = None
+        self.refresh_table()
+        self._update_enabled()
+        n = self.auto_train.value()
+        if n and self._submissions_since_train >= n:
+            self.train()
+        else:
+            self.suggest_next()
+
+    def skip(self) -> None:
+        if self.session is None or self.current_id is None:
+            return
+        self.session.skip(self.current_id)
+        self.current_id = None
+        self.refresh_table()
+        self.suggest_next()
+
+    def reset_to_prediction(self) -> None:
+        if self.current_id is None or ANNOTATION not in self.viewer.layers:
+            return
+        layer = self.viewer.layers[ANNOTATION]
+        if self._pre_annotation is not None:
+            layer.data = self._pre_annotation.copy()
+        else:
+            layer.data = np.zeros_like(layer.data)
+
+    def _autosave_draft(self) -> None:
+        if self.session is None or self.current_id is None or self.session.project.read_only:
+            return
+        labels = self._annotation()
+        if labels is None:
+            return
+        if self._pre_annotation is not None and np.array_equal(labels, self._pre_annotation):
+            return
+        try:
+            self.session.project.save_draft(self.current_id, labels)
+        except (ValueError, OSError):  # a draft is a convenience; the next tick retries
+            pass
+
+    def _key_submit(self, viewer=None) -> None:
+        self.submit()
+
+    def _key_skip(self, viewer=None) -> None:
+        self.skip()
+
+    def _key_toggle_uncertainty(self, viewer=None) -> None:
+        if UNCERTAINTY in self.viewer.layers:
+            layer = self.viewer.layers[UNCERTAINTY]
+            layer.visible = not layer.visible
+
+    # ------------------------------------------------------------------ workers
+    def _alive(self) -> bool:
+        """False once Qt has deleted this widget (the viewer was closed under a worker)."""
+        try:
+            self.objectName()
+        except RuntimeError:
+            return False
+        return True
+
+    def _guard(self, fn):
+        """Wrap a worker callback so it does nothing once the widget is gone."""
+
+        def call(*args):
+            if self._alive():
+                fn(*args)
+
+        return call
+
+    def _start_worker(self, gen_func, *, on_yield, on_return, desc: str):
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(gen_func, _progress={"desc": desc})
+        worker.yielded.connect(self._guard(on_yield))
+        worker.returned.connect(self._guard(on_return))
+        worker.errored.connect(self._guard(self._on_worker_error))
+        self._workers.append(worker)
+
+        @self._guard
+        def finished(w=worker):
+            if w in self._workers:
+                self._workers.remove(w)
+            if self._train_worker is w:
+                self._train_worker = None
+            if self._score_worker is w:
+                self._score_worker = None
+            self._update_enabled()
+
+        worker.finished.connect(finished)
+        return worker
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        _notify("error", f"{type(exc).__name__}: {exc}")
+        self.progress_label.setText(f"Failed: {exc}")
+
+    def train(self) -> None:
+        """Fine-tune in a worker; the plot and progress bar follow; re-score afterwards."""
+        if self.session is None or self._train_worker is not None:
+            return
+        if self.session.n_labelled == 0:
+            _notify("warning", "Submit at least one labelled image before training.")
+            return
+        if self._score_worker is not None:
+            self.session.request_stop()
+        self._history = []
+        self._style_axes()
+        self.canvas.draw_idle()
+        self.progress.setValue(0)
+        self.progress_label.setText("Training…")
+        self._submissions_since_train = 0
+        worker = self._start_worker(self.session.train, on_yield=self._on_train_progress,
+                                    on_return=self._on_trained, desc="Training U-Net")
+        self._train_worker = worker
+        self._update_enabled()
+        worker.start()
+
+    def _on_train_progress(self, rec) -> None:
+        self.progress.setValue(int(1000 * rec.fraction))
+        eta = "" if rec.eta_s is None else f", {rec.eta_s:.0f} s left"
+        val = "" if rec.best_val_dice is None else f", val Dice {rec.best_val_dice:.3f}"
+        self.progress_label.setText(f"step {rec.step}, loss {rec.loss_smooth:.3f}{val}{eta} "
+                                    f"({rec.patches_per_s:.1f} patches/s)")
+        if rec.message:
+            _notify("warning", rec.message)
+        self._history.append((rec.step, rec.loss_smooth, rec.val_dice))
+        now = time.monotonic()
+        if now - self._last_plot > 0.5:  # redraws are cheap but not free: cap at 2 Hz
+            self._last_plot = now
+            self._redraw_plot()
+
+    def _redraw_plot(self) -> None:
+        if not self._history:
+            return
+        self._style_axes()
+        steps = [h[0] for h in self._history]
+        self._ax.plot(steps, [h[1] for h in self._history], color="#ff7f0e", lw=1)
+        val = [(h[0], h[2]) for h in self._history if h[2] is not None]
+        if val:
+            self._ax2.plot(*zip(*val, strict=True), "o-", color="#1f77b4", ms=3, lw=1)
+            self._ax2.set_ylim(0, 1)
+        self.canvas.draw_idle()
+
+    def _on_trained(self, summary) -> None:
+        self._redraw_plot()
+        if summary is None:
+            self.progress_label.setText("Training cancelled before it started.")
+        elif not summary.saved:
+            self.progress_label.setText("Cancelled: the last good model is kept.")
+            _notify("info", "Training cancelled: the last good model is kept.")
+        else:
+            self.progress.setValue(1000)
+            res = summary.result
+            val = "" if res.best_val_dice is None else f", validation Dice " \
+                                                        f"{res.best_val_dice:.3f}"
+            self.progress_label.setText(f"Model {summary.model_version}: {res.steps} steps in "
+                                        f"{res.seconds:.0f} s on {summary.n_labelled} image(s)"
+                                        f"{val}.")
+            for note in summary.notes:
+                _notify("info", note)
+        self.training_finished.emit(summary)
+        if summary is not None and summary.saved:
+            self._train_worker = None
+            self._refresh_open_prediction()
+            self._start_scoring(then_suggest=False)
+
+    def _refresh_open_prediction(self) -> None:
+        """After training: a fresh prediction and uncertainty for the open image, if the user
+        has not edited it yet (their edits are never overwritten)."""
+        if self.session is None or self.current_id is None:
+            return
+        labels = self._annotation()
+        untouched = labels is None or self._pre_annotation is None or np.array_equal(
+            labels, self._pre_annotation) or not np.any(labels)
+        if untouched:
+            self.open_image(self.current_id, box=self.current_suggestion.box
+                            if self.current_suggestion else None,
+                            suggestion=self.current_suggestion)
+
+    def _start_scoring(self, *, then_suggest: bool) -> None:
+        if self.session is None:
+            return
+        if self._score_worker is not None or self._train_worker is not None:
+            if then_suggest:
+                _notify("info", "Busy: wait for the running job, or cancel it.")
+            return
+        session = self.session
+        regions, size = self.regions_check.isChecked(), self.region_size.value()
+
+        def job():
+            return (yield from session.score_pool(regions=regions, region_size=size))
+
+        def on_yield(p):
+            self.progress.setValue(int(1000 * p.done / max(p.total, 1)))
+            self.progress_label.setText(p.message or f"Scoring the pool: {p.done}/{p.total}")
+
+        def on_return(n):
+            self._score_worker = None
+            self.refresh_table()
+            self._update_enabled()
+            self.scoring_finished.emit(n)
+            if then_suggest:
+                self._show_suggestion()
+
+        self._score_worker = self._start_worker(job, on_yield=on_yield, on_return=on_return,
+                                                desc="Scoring the pool")
+        self._update_enabled()
+        self._score_worker.start()
+
+    def cancel(self) -> None:
+        """Stop training or scoring within one step; the last good model is kept.
+
+        The session's generators end themselves (and return their summary, so the widget
+        learns what was kept); quitting the worker would drop that return value.
+        """
+        if self.session is not None:
+            self.session.request_stop()
+
+    # ------------------------------------------------------------------ settings
+    def _load_settings_into_form(self) -> None:
+        s = self.session
+        mc, tc, ic = s.model_config, s.train_config, s.inference_config
+        self.width_spin.setValue(mc.width)
+        self.depth_spin.setValue(mc.depth)
+        self.patch_spin.setValue(tc.patch_size)
+        self.budget_spin.setValue(tc.time_budget_s or 0)
+        self.steps_spin.setValue(tc.max_steps or 0)
+        self.lr_spin.setValue(tc.lr)
+        self.mc_spin.setValue(ic.mc_samples)
+        self.device_combo.setCurrentText(tc.device)
+
+    def apply_settings(self) -> None:
+        if self.session is None:
+            return
+        s = self.session
+        try:
+            device = self.device_combo.currentText()
+            steps = self.steps_spin.value() or None
+            s.configure(
+                model_config=s.model_config.replace(width=self.width_spin.value(),
+                                                    depth=self.depth_spin.value()),
+                train_config=s.train_config.replace(
+                    patch_size=self.patch_spin.value(), time_budget_s=self.budget_spin.value(),
+                    max_steps=steps, lr=self.lr_spin.value(), device=device),
+                inference_config=s.inference_config.replace(mc_samples=self.mc_spin.value(),
+                                                            device=device),
+            )
+        except ValueError as exc:
+            _notify("error", f"Settings not applied: {exc}")
+            return
+        _notify("info", "Settings saved in the project.")
+        self._update_enabled()
+
+    # ------------------------------------------------------------------ predict any layer
+    def _refresh_layer_combo(self, event=None) -> None:
+        from napari.layers import Image
+
+        current = self.layer_combo.currentText()
+        names = [ly.name for ly in self.viewer.layers
+                 if isinstance(ly, Image) and ly.name != UNCERTAINTY]
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+
+    def predict_layer(self) -> None:
+        """Apply the project's model to any open image layer (prediction + uncertainty)."""
+        if self.session is None or self.session.model is None:
+            _notify("warning", "Train a model first.")
+            return
+        name = self.layer_combo.currentText()
+        if name not in self.viewer.layers:
+            return
+        layer = self.viewer.layers[name]
+        data = np.asarray(layer.data)
+        session = self.session
+
+        def job():
+            yield 0
+            return session.predict_array(data, maps=("entropy",))
+
+        def done(pred):
+            self.viewer.add_labels(pred.labels, name=f"{name} prediction",
+                                   colormap=self._colormap(), opacity=0.6)
+            self.viewer.add_image(pred.uncertainty["entropy"], name=f"{name} uncertainty",
+                                  colormap="inferno", blending="additive", opacity=0.6)
+
+        self._start_worker(job, on_yield=lambda _: None, on_return=done,
+                           desc=f"Predicting {name}").start()

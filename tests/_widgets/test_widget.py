@@ -1,0 +1,186 @@
+"""The dock widget in a real napari viewer: the whole loop, cancel, close, bad folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_activeseg._widgets import ActiveSegWidget
+from napari_activeseg._widgets._main import ANNOTATION, UNCERTAINTY
+from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_activeseg.core.project import Project
+
+from ..conftest import make_blobs
+
+pytestmark = pytest.mark.gui
+
+TINY_MODEL = ModelConfig(in_channels=1, n_classes=2, depth=2, width=4)
+TINY_TRAIN = TrainConfig(patch_size=32, batch_size=4, max_steps=15, time_budget_s=None, lr=1e-2)
+
+
+def _make_project(folder, n=4):
+    pairs = [make_blobs(shape=(48, 48), seed=s, n=4) for s in range(n)]
+    arrays = {f"img{s}": (p[0] * 200).astype(np.uint8) for s, p in enumerate(pairs)}
+    project = Project.create(folder, arrays=arrays, classes=("background", "blob"))
+    project.set_setting("model_config", TINY_MODEL.to_dict())
+    project.set_setting("train_config", TINY_TRAIN.to_dict())
+    project.set_setting("inference_config",
+                        InferenceConfig(tile_size=64, overlap=8, mc_samples=2).to_dict())
+    truth = {r.id: pairs[int(r.name[3:])][1] for r in project.images()}
+    project.close()
+    return truth
+
+
+@pytest.fixture
+def widget(make_napari_viewer, tmp_path, qtbot):
+    truth = _make_project(tmp_path / "proj")
+    viewer = make_napari_viewer()
+    w = ActiveSegWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.open_project(tmp_path / "proj") is not None
+    w.truth = truth
+    yield w
+    w.cancel()
+    qtbot.waitUntil(lambda: not w._workers, timeout=20_000)
+    if w.session is not None:
+        w.session.project.close()
+
+
+def _suggest(w, qtbot):
+    with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
+        w.suggest_next()
+    assert w.current_id is not None
+    return w.current_id
+
+
+def test_whole_loop(widget, qtbot):
+    w, v = widget, widget.viewer
+    first = _suggest(w, qtbot)
+    assert {ANNOTATION, "image"} <= {ly.name for ly in v.layers}
+    ann = v.layers[ANNOTATION]
+    assert v.layers.selection.active is ann and ann.mode == "paint"
+    assert not ann.data.any()  # no model yet: empty pre-annotation
+    # the user paints the right answer, then submits with the button
+    ann.data = w.truth[first].copy()
+    with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
+        w.submit_btn.click()
+    assert w.session.project.labelled_ids() == [first]
+    second = w.current_id
+    assert second is not None and second != first
+    # submit by key binding
+    v.layers[ANNOTATION].data = w.truth[second].copy()
+    with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
+        w._key_submit(v)
+    assert sorted(w.session.project.labelled_ids()) == sorted([first, second])
+    # train in the worker; after it the pool is re-scored and the table shows scores
+    third = w.current_id
+    before = v.layers[ANNOTATION].data.copy()
+    with qtbot.waitSignal(w.scoring_finished, timeout=120_000):
+        with qtbot.waitSignal(w.training_finished, timeout=120_000) as blocker:
+            w.train_btn.click()
+    summary = blocker.args[0]
+    assert summary.saved and w.session.model_version == summary.model_version
+    assert w.progress.value() == 1000 or "Scoring" in w.progress_label.text()
+    # the open image got a prediction from the new model, and an uncertainty layer
+    after = v.layers[ANNOTATION].data
+    assert UNCERTAINTY in v.layers
+    assert w.current_id == third
+    assert not np.array_equal(before, after) or after.any()
+    scores = [w.table.item(r, 2).text() for r in range(w.table.rowCount())]
+    assert sum(bool(s) for s in scores) == 2  # the two unlabelled images are scored
+    statuses = [w.table.item(r, 1).text() for r in range(w.table.rowCount())]
+    assert statuses.count("submitted") == 2
+
+
+def test_cancel_training_keeps_last_model(widget, qtbot):
+    w = widget
+    s = w.session
+    first = _suggest(w, qtbot)
+    s.submit(first, w.truth[first])
+    s.configure(train_config=TINY_TRAIN.replace(max_steps=100_000))
+    w._update_enabled()
+    with qtbot.waitSignal(w.training_finished, timeout=60_000) as blocker:
+        w.train_btn.click()
+        qtbot.waitUntil(lambda: len(w._history) >= 2, timeout=30_000)
+        w.cancel_btn.click()
+    assert blocker.args[0].saved is False
+    assert s.model is None and not s.project.models()
+    qtbot.waitUntil(lambda: not w._workers, timeout=10_000)
+
+
+@pytest.mark.parametrize("job", ["training", "scoring"])
+def test_closing_the_viewer_stops_work(make_napari_viewer, tmp_path, qtbot, job):
+    truth = _make_project(tmp_path / "p", n=6)
+    viewer = make_napari_viewer()
+    w = ActiveSegWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.open_project(tmp_path / "p")
+    s = w.session
+    ids = [r.id for r in s.project.images()]
+    s.submit(ids[0], truth[ids[0]])
+    if job == "training":
+        s.configure(train_config=TINY_TRAIN.replace(max_steps=100_000))
+        w.train()
+        qtbot.waitUntil(lambda: len(w._history) >= 1, timeout=30_000)
+    else:
+        from napari_activeseg.core.training import run_to_end
+
+        run_to_end(s.train())
+        s.set_strategy("tta")
+        w._start_scoring(then_suggest=False)
+    workers = list(w._workers)
+    assert workers
+    w.close()
+    viewer.close()
+    qtbot.waitUntil(lambda: all(not wk.is_running for wk in workers), timeout=20_000)
+    s.project.close()
+    with Project.open(tmp_path / "p") as proj:
+        assert proj.integrity_check() == []
+        assert proj.labelled_ids() == [ids[0]]
+
+
+def test_folder_without_images_is_a_clear_error(widget, tmp_path, monkeypatch):
+    messages = []
+    monkeypatch.setattr("napari_activeseg._widgets._main._notify",
+                        lambda kind, msg: messages.append((kind, msg)))
+    (tmp_path / "empty").mkdir()
+    old = widget.session
+    assert widget.create_project(tmp_path / "new", source_folder=tmp_path / "empty") is None
+    assert messages and messages[0][0] == "error" and "empty" in messages[0][1]
+    assert widget.session is old
+
+
+def test_second_open_of_the_same_project_says_in_use(widget, tmp_path, monkeypatch):
+    messages = []
+    monkeypatch.setattr("napari_activeseg._widgets._main._notify",
+                        lambda kind, msg: messages.append((kind, msg)))
+    other = ActiveSegWidget(widget.viewer)
+    assert other.open_project(tmp_path / "proj") is None
+    assert messages and messages[0][0] == "error"
+    assert "is open" in messages[0][1] and "read_only=True" in messages[0][1]
+
+
+def test_project_from_a_stack_layer(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    stack = np.stack([(make_blobs(shape=(32, 32), seed=s)[0] * 200).astype(np.uint8)
+                      for s in range(3)])
+    viewer.add_image(stack, name="movie")
+    w = ActiveSegWidget(viewer)
+    w.classes_edit.setText("background, cell, debris")
+    session = w.create_project(tmp_path / "stack", from_layers=True)
+    assert session is not None
+    assert [r.name for r in session.project.images()] == ["movie_0000", "movie_0001",
+                                                         "movie_0002"]
+    assert session.project.classes == ["background", "cell", "debris"]
+    session.project.close()
+
+
+def test_widget_module_imports_no_torch():
+    code = ("import sys; import napari_activeseg._widgets; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"

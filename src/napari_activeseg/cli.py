@@ -75,12 +75,152 @@ def _demo_screenshot(viewer, widget, args) -> int:
     widget.refresh_table()
     run_to_end(session.score_pool())
     widget.refresh_table()
-    widget._show_suggestion()
+    widget.suggest_next()
+    import time
+
+    deadline = time.monotonic() + 120
+    while widget.current_id is None and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.01)
     viewer.window._qt_window.resize(1500, 950)
     for _ in range(20):
         QApplication.processEvents()
     viewer.screenshot(args.screenshot, canvas_only=False)
     viewer.close()
+    return 0
+
+
+def _progress_printer(stream=None):
+    """A text progress line for the export generators (one line per image; tile progress is
+    redrawn in place on a terminal)."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+
+    def show(rec) -> None:
+        if rec.kind == "tiles":
+            if tty:
+                stream.write(f"\r[{rec.done + 1}/{rec.total}] {rec.name}: tile "
+                             f"{rec.tiles_done}/{rec.tiles_total}\x1b[K")
+                stream.flush()
+            return
+        status = f"skipped: {rec.error}" if rec.error else "ok"
+        line = f"[{rec.done}/{rec.total}] {rec.name}: {status} ({rec.seconds:.1f} s)"
+        stream.write(("\r" + line + "\x1b[K\n") if tty else line + "\n")
+        stream.flush()
+
+    return show
+
+
+def _map_list(text: str | None) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip()) if text else ()
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """Apply a project's model to a folder of new images."""
+    from .core.export import predict_folder
+
+    result = predict_folder(
+        args.project, args.input_dir, args.out_dir, version=args.version, pattern=args.pattern,
+        recursive=args.recursive, device=args.device,
+        uncertainty=_map_list(args.maps) if args.uncertainty else None,
+        probabilities=args.probabilities, channel_axis=args.channel_axis,
+        progress=_progress_printer(),
+    )
+    n_ok, n_bad = len(result.written), len(result.failed)
+    if not n_ok:
+        reasons = "; ".join(f"{name}: {why}" for name, why in result.failed[:3])
+        raise ValueError(f"none of the {n_bad} image(s) in {args.input_dir} could be predicted "
+                         f"({reasons}).")
+    print(f"{n_ok} image(s) predicted with model {result.model_version} -> {result.out_dir}"
+          + (f"; {n_bad} skipped (listed above and in {result.manifest.name})" if n_bad else ""))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export labels, predictions, the model and provenance of a project (read-only open)."""
+    from .core import export as ex
+    from .core.project import Project
+
+    chosen = {k for k in ("labels", "predictions", "model", "provenance") if getattr(args, k)}
+    everything = not chosen
+    chosen = chosen or {"labels", "predictions", "model", "provenance"}
+    out = Path(args.out_dir).expanduser()
+    with Project.open(args.project, read_only=True) as project:
+        has_model = bool(project.models())
+        if "labels" in chosen:
+            files = ex.export_labels(project, out / "labels")
+            n = sum(1 for f in files if f.suffix == ".tif" and f.parent.name != "reviewed")
+            print(f"labels: {n} submitted image(s) -> {out / 'labels'}" if n else
+                  "labels: no submitted labels yet")
+        if "provenance" in chosen:
+            ex.export_provenance(project, out / "provenance")
+            print(f"provenance: history, rounds, submissions -> {out / 'provenance'}")
+        if everything and not has_model and args.version is None:
+            print("model, predictions: skipped, the project has no trained model yet")
+            return 0
+        if "model" in chosen:
+            info = ex.export_model(project, out / "model", version=args.version,
+                                   onnx=not args.no_onnx)
+            onnx = info["onnx"]
+            print(f"model {info['version']}: TorchScript, safetensors, preprocessing.json -> "
+                  f"{out / 'model'}; ONNX {onnx['status']}"
+                  + (f" ({onnx['note']})" if onnx.get("note") else ""))
+        if "predictions" in chosen:
+            result = ex.export_predictions(
+                project, out / "predictions", model_version=args.version,
+                maps=_map_list(args.maps), device=args.device, progress=_progress_printer())
+            print(f"predictions: {len(result.written)} image(s) with model "
+                  f"{result.model_version} -> {result.out_dir}"
+                  + (f"; {len(result.failed)} skipped" if result.failed else ""))
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    """Simulated-annotator learning curves; see ``benchmark/runner.py`` for the protocol."""
+    from .benchmark.runner import (
+        BenchmarkConfig,
+        TextProgress,
+        parse_list,
+        parse_seeds,
+        run_benchmark,
+    )
+
+    model = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
+    train = {k: v for k, v in (("patch_size", args.patch_size), ("batch_size", args.batch_size),
+                                ("lr", args.lr)) if v is not None}
+    config = BenchmarkConfig(
+        data=Path(args.data), out=Path(args.out),
+        strategies=parse_list(args.strategies), seeds=parse_seeds(args.seeds),
+        initial=args.initial, step=args.step, rounds=args.rounds,
+        baselines=parse_list(args.baselines, none_ok=True), regions=args.regions,
+        region_size=args.region_size, device=args.device, steps=args.steps,
+        full_steps=args.full_steps, max_images=args.max_images,
+        test_fraction=args.test_fraction, model=model, train=train)
+    bar = TextProgress(sys.stderr) if not args.quiet else None
+    gen = run_benchmark(config)
+    try:
+        while True:
+            try:
+                record = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if bar is not None:
+                bar(record)
+    except KeyboardInterrupt:
+        gen.close()
+        if bar is not None:
+            bar.close()
+        print("\nactiveseg: interrupted; run the same command again to resume where it "
+              "stopped.", file=sys.stderr)
+        return 130
+    if bar is not None:
+        bar.close()
+    print(result.table())
+    for note in result.notes:
+        print(f"note: {note}")
+    for kind in ("json", "csv", "png"):
+        print(f"{kind}: {result.files[kind]}")
     return 0
 
 
@@ -97,6 +237,90 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder for the demo project (a new numbered one if it exists)")
     demo.add_argument("--screenshot", default=None, help=argparse.SUPPRESS)
     demo.set_defaults(func=_cmd_demo)
+    bench = sub.add_parser(
+        "benchmark",
+        help="learning curves of query strategies with a simulated annotator",
+        description="Simulate an annotator from ground-truth masks: every strategy and seed "
+                    "starts from the same labelled images, each round trains (warm start, a "
+                    "fixed number of steps), measures test Dice, and has the annotator correct "
+                    "the next picks. Writes OUT/results.json, OUT/results.csv and "
+                    "OUT/learning_curve.png; an interrupted run resumes when run again.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench.add_argument("--data", required=True,
+                       help="folder with images/ and masks/ holding files of the same names")
+    bench.add_argument("--out", required=True, help="output folder (resumes a run found there)")
+    bench.add_argument("--strategies", default="random,entropy",
+                       help="comma-separated query strategies")
+    bench.add_argument("--seeds", default="3",
+                       help="a count (3 = seeds 0,1,2) or a comma-separated list (0,4,7)")
+    bench.add_argument("--initial", type=int, default=4,
+                       help="images (regions) labelled in round 0, drawn by the seed")
+    bench.add_argument("--step", type=int, default=4,
+                       help="images (regions) the annotator corrects per round")
+    bench.add_argument("--rounds", type=int, default=6,
+                       help="rounds after round 0 (the last has initial + rounds*step labelled)")
+    bench.add_argument("--baselines", default="rf,full",
+                       help="rf (random forest on the random strategy's images), full (U-Net "
+                            "on the whole pool), both, or none")
+    bench.add_argument("--regions", action="store_true",
+                       help="annotate suggested regions instead of whole images (x = pixels)")
+    bench.add_argument("--region-size", type=int, default=256, help="region side in pixels")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    bench.add_argument("--steps", type=int, default=150,
+                       help="optimiser steps per round (fixed: results do not depend on load)")
+    bench.add_argument("--full-steps", type=int, default=1000,
+                       help="optimiser steps of the full-pool baseline")
+    bench.add_argument("--max-images", type=int, default=None,
+                       help="use only the first N images of the folder (quick runs)")
+    bench.add_argument("--test-fraction", type=float, default=0.3,
+                       help="fraction of the images held out for testing")
+    bench.add_argument("--width", type=int, default=None, help="U-Net width (default: product's)")
+    bench.add_argument("--depth", type=int, default=None, help="U-Net depth (default: product's)")
+    bench.add_argument("--patch-size", type=int, default=None, help="training patch size")
+    bench.add_argument("--batch-size", type=int, default=None, help="training batch size")
+    bench.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench.set_defaults(func=_cmd_benchmark)
+    predict = sub.add_parser(
+        "predict", help="apply a project's model to a folder of new images",
+        description="Segment every image of INPUT_DIR with the project's model and write "
+                    "<name>_labels.tif (and optional maps) to OUT_DIR. The project is opened "
+                    "read-only, so napari may have it open meanwhile.")
+    predict.add_argument("project", metavar="PROJECT", help="project folder")
+    predict.add_argument("input_dir", metavar="INPUT_DIR", help="folder of images to segment")
+    predict.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
+    predict.add_argument("--version", default=None, help="model version (default: latest)")
+    predict.add_argument("--pattern", default="*", help="glob on file names (default: *)")
+    predict.add_argument("--recursive", action="store_true", help="also search sub-folders")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    predict.add_argument("--uncertainty", action="store_true",
+                         help="also write uncertainty maps (<name>_<map>.tif, see --maps)")
+    predict.add_argument("--maps", default="entropy",
+                         help="maps of --uncertainty, comma-separated: entropy, margin, "
+                         "least_confidence (default: entropy)")
+    predict.add_argument("--probabilities", action="store_true",
+                         help="also write the class probabilities (K, H, W) float32")
+    predict.add_argument("--channel-axis", type=int, default=None,
+                         help="channel axis of multichannel TIFF stacks")
+    predict.set_defaults(func=_cmd_predict)
+    export = sub.add_parser(
+        "export", help="export labels, predictions, the model and provenance",
+        description="Write OUT_DIR/labels, predictions, model (TorchScript, ONNX if possible, "
+                    "safetensors, preprocessing.json) and provenance (history, rounds, "
+                    "submissions); all of them unless some are chosen. Read-only.")
+    export.add_argument("project", metavar="PROJECT", help="project folder")
+    export.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
+    for what, text in (("labels", "submitted labels as TIFF"),
+                       ("predictions", "the model's labels and uncertainty for every image"),
+                       ("model", "the model: TorchScript, ONNX, weights, preprocessing.json"),
+                       ("provenance", "query history, rounds and submissions")):
+        export.add_argument(f"--{what}", action="store_true", help=text)
+    export.add_argument("--version", default=None, help="model version (default: latest)")
+    export.add_argument("--maps", default="entropy",
+                        help="uncertainty maps of --predictions, comma-separated")
+    export.add_argument("--no-onnx", action="store_true", help="do not try ONNX")
+    export.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -78,10 +78,12 @@ def test_whole_loop(widget, qtbot):
     # train in the worker; after it the pool is re-scored and the table shows scores
     third = w.current_id
     before = v.layers[ANNOTATION].data.copy()
-    with qtbot.waitSignal(w.scoring_finished, timeout=120_000):
-        with qtbot.waitSignal(w.training_finished, timeout=120_000) as blocker:
-            w.train_btn.click()
-    summary = blocker.args[0]
+    summaries = []
+    w.training_finished.connect(summaries.append)
+    with qtbot.waitSignals([w.training_finished, w.scoring_finished, w.image_opened],
+                           timeout=120_000):
+        w.train_btn.click()
+    summary = summaries[0]
     assert summary.saved and w.session.model_version == summary.model_version
     assert w.progress.value() == 1000 or "Scoring" in w.progress_label.text()
     # the open image got a prediction from the new model, and an uncertainty layer

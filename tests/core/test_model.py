@@ -116,3 +116,29 @@ def test_forward_with_features_matches_forward_and_head():
         assert torch.allclose(logits, model(x), atol=1e-6)
         assert feats.shape == (2, 4, 30, 34)
         assert torch.allclose(model.head(feats), logits, atol=1e-6)
+
+
+def test_folded_channel_dropout_head_is_exact():
+    """Each fast MC sample equals the head applied to channel-dropped features for one of the
+    2**C possible masks (head-only channel dropout folds into one convolution)."""
+    import itertools
+
+    model = _model(dropout_head=True, dropout_mode="channel")
+    x = torch.randn(2, 1, 20, 24)
+    with torch.no_grad():
+        _, feats = model.forward_with_features(x)
+        fast = model.mc_forward(x, 6)  # (T, N, K, H, W)
+        p = model.config.dropout
+        c = feats.shape[1]
+        options = [model.head(feats * torch.tensor(m, dtype=feats.dtype)[None, :, None, None]
+                              / (1 - p)) for m in itertools.product([0, 1], repeat=c)]
+    for t in range(6):
+        for n in range(2):
+            assert any(torch.allclose(fast[t, n], o[n], atol=1e-5) for o in options)
+
+
+def test_element_dropout_mode_still_samples():
+    model = _model(dropout_head=True, dropout_mode="element")
+    with torch.no_grad():
+        s = model.mc_forward(torch.randn(1, 1, 16, 16), 3)
+    assert s.shape == (3, 1, 2, 16, 16) and not torch.allclose(s[0], s[1])

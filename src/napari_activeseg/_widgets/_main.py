@@ -57,6 +57,21 @@ def _notify(kind: str, message: str) -> None:
      "error": notifications.show_error}[kind](message)
 
 
+def _background_priority() -> None:
+    """Lower this (worker) thread's scheduling priority, so the GUI thread wins the CPU.
+
+    On Linux, niceness is per thread, and threads a thread creates (torch's OpenMP team for
+    this thread) inherit it. Elsewhere, or without permission, nothing happens.
+    """
+    import os
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
 def _stop_session(session_ref: weakref.ref, workers: list) -> None:
     """Stop long work when the widget goes away (viewer closed): no orphan thread keeps
     training after the window is gone. Holds no reference to the widget itself."""
@@ -87,6 +102,7 @@ class ActiveSegWidget(QWidget):
     """Project, pool table, suggest / correct / submit, train with live progress, settings."""
 
     session_changed = Signal()
+    image_opened = Signal(int)
     training_finished = Signal(object)
     scoring_finished = Signal(int)
 
@@ -272,19 +288,24 @@ class ActiveSegWidget(QWidget):
         fig.patch.set_alpha(0)
         self._ax = fig.add_subplot(111)
         self._ax2 = self._ax.twinx()
-        self.canvas = FigureCanvasQTAgg(fig)
-        self.canvas.setMinimumHeight(130)
-        parent_layout.addWidget(self.canvas)
-        self._style_axes()
-
-    def _style_axes(self) -> None:
         for ax in (self._ax, self._ax2):
-            ax.clear()
             ax.tick_params(labelsize=7, colors="#999999")
             ax.set_facecolor("none")
         self._ax.set_xlabel("step", fontsize=7, color="#999999")
         self._ax.set_ylabel("loss", fontsize=7, color="#ff7f0e")
         self._ax2.set_ylabel("val Dice", fontsize=7, color="#1f77b4")
+        self._ax2.set_ylim(0, 1)
+        # lines are created once and only get new data: a redraw is one Agg render
+        (self._loss_line,) = self._ax.plot([], [], color="#ff7f0e", lw=1)
+        (self._val_line,) = self._ax2.plot([], [], "o-", color="#1f77b4", ms=3, lw=1)
+        self.canvas = FigureCanvasQTAgg(fig)
+        self.canvas.setMinimumHeight(130)
+        parent_layout.addWidget(self.canvas)
+
+    def _style_axes(self) -> None:
+        """Empty the plot for a new round."""
+        self._loss_line.set_data([], [])
+        self._val_line.set_data([], [])
 
     def _update_enabled(self) -> None:
         has = self.session is not None
@@ -474,64 +495,62 @@ class ActiveSegWidget(QWidget):
         self.refresh_table()
 
     def suggest_next(self) -> None:
-        """Score what needs scoring (in a worker), then open the best pick."""
+        """Score what needs scoring, pick, load and predict the pick -- all in a worker --
+        then show it."""
         if self.session is None:
             return
         self._start_scoring(then_suggest=True)
 
-    def _show_suggestion(self) -> None:
-        if self.session is None:
-            return
-        try:
-            picks = self.session.suggest(1, regions=self.regions_check.isChecked(),
-                                         region_size=self.region_size.value())
-        except (ValueError, RuntimeError) as exc:
-            _notify("error", str(exc))
-            return
-        if not picks:
-            _notify("info", "Nothing left to suggest: every image is submitted or skipped.")
-            return
-        pick = picks[0]
-        self.current_suggestion = pick
-        self.open_image(pick.image_id, box=pick.box, suggestion=pick)
-        self.reason_label.setText(f"Suggested by {pick.strategy}: {pick.reason}")
-        self.refresh_table()
+    def _payload(self, image_id: int) -> dict:
+        """Everything needed to show an image (worker thread: disk and torch live here)."""
+        session = self.session
+        raw = session.project.load_image(image_id)
+        rec = session.project.get_image(image_id)
+        pred = session.predict(image_id) if session.model is not None else None
+        labels = session.project.load_draft(image_id)
+        if labels is None:
+            loaded = session.project.load_labels(image_id)
+            labels = loaded[0] if loaded is not None else None
+        if labels is None:
+            labels = pred.labels.copy() if pred is not None else np.zeros(raw.shape[:2],
+                                                                          np.uint8)
+        return {"id": image_id, "name": rec.name, "raw": raw, "labels": np.array(labels),
+                "pred": pred}
 
     def open_image(self, image_id: int, *, box=None, suggestion=None) -> None:
-        """Show an image with the prediction as an editable annotation, and its uncertainty."""
+        """Show an image with the prediction as an editable annotation, and its uncertainty.
+
+        Loading and prediction run in a worker; the layers appear when it returns
+        (:attr:`image_opened` is emitted then).
+        """
         if self.session is None:
             return
-        session = self.session
-        try:
-            raw = session.project.load_image(image_id)
-        except ValueError as exc:
-            _notify("error", str(exc))
-            return
-        rec = session.project.get_image(image_id)
-        labels, pred = self._initial_annotation(image_id, raw.shape[:2])
-        self.current_id = image_id
-        if suggestion is None:
-            self.current_suggestion = None
-            self.reason_label.setText(f"Opened {rec.name}.")
-        self._show_layers(rec.name, raw, labels, pred, box)
-        session.mark_shown(image_id, self._pre_annotation,
-                           suggestion.suggestion_id if suggestion is not None else None)
-        self._update_enabled()
 
-    def _initial_annotation(self, image_id: int, shape):
-        """Draft, else submitted labels, else the prediction, else empty."""
-        session = self.session
-        pred = session.predict(image_id) if session.model is not None else None
+        def job():
+            yield None
+            return self._payload(image_id)
+
+        self._start_worker(job, on_yield=lambda _: None,
+                           on_return=lambda payload: self._display(payload, box, suggestion),
+                           desc="Opening image").start()
+
+    def _display(self, payload: dict | None, box=None, suggestion=None) -> None:
+        """GUI thread: put a loaded image on screen (cheap layer updates only)."""
+        if payload is None or self.session is None:
+            return
+        pred = payload["pred"]
         self._pre_annotation = None if pred is None else pred.labels
-        draft = session.project.load_draft(image_id)
-        if draft is not None:
-            return draft.copy(), pred
-        loaded = session.project.load_labels(image_id)
-        if loaded is not None:
-            return loaded[0].copy(), pred
-        if pred is not None:
-            return pred.labels.copy(), pred
-        return np.zeros(shape, np.uint8), pred
+        self.current_id = payload["id"]
+        self.current_suggestion = suggestion
+        if suggestion is None:
+            self.reason_label.setText(f"Opened {payload['name']}.")
+        else:
+            self.reason_label.setText(f"Suggested by {suggestion.strategy}: {suggestion.reason}")
+        self._show_layers(payload["name"], payload["raw"], payload["labels"], pred, box)
+        self.session.mark_shown(payload["id"], self._pre_annotation,
+                                suggestion.suggestion_id if suggestion is not None else None)
+        self._update_enabled()
+        self.image_opened.emit(payload["id"])
 
     def _colormap(self):
         from napari.utils.colormaps import DirectLabelColormap
@@ -683,7 +702,11 @@ class ActiveSegWidget(QWidget):
     def _start_worker(self, gen_func, *, on_yield, on_return, desc: str):
         from napari.qt.threading import create_worker
 
-        worker = create_worker(gen_func, _progress={"desc": desc})
+        def run():
+            _background_priority()
+            return (yield from gen_func())
+
+        worker = create_worker(run, _progress={"desc": desc})
         worker.yielded.connect(self._guard(on_yield))
         worker.returned.connect(self._guard(on_return))
         worker.errored.connect(self._guard(self._on_worker_error))
@@ -737,20 +760,21 @@ class ActiveSegWidget(QWidget):
             _notify("warning", rec.message)
         self._history.append((rec.step, rec.loss_smooth, rec.val_dice))
         now = time.monotonic()
-        if now - self._last_plot > 0.5:  # redraws are cheap but not free: cap at 2 Hz
+        if now - self._last_plot > 1.0:  # an Agg render is ~10 ms: at most once a second
             self._last_plot = now
             self._redraw_plot()
 
     def _redraw_plot(self) -> None:
         if not self._history:
             return
-        self._style_axes()
         steps = [h[0] for h in self._history]
-        self._ax.plot(steps, [h[1] for h in self._history], color="#ff7f0e", lw=1)
+        self._loss_line.set_data(steps, [h[1] for h in self._history])
         val = [(h[0], h[2]) for h in self._history if h[2] is not None]
         if val:
-            self._ax2.plot(*zip(*val, strict=True), "o-", color="#1f77b4", ms=3, lw=1)
-            self._ax2.set_ylim(0, 1)
+            self._val_line.set_data(*zip(*val, strict=True))
+        self._ax.relim()
+        self._ax.autoscale_view()
+        self._ax2.set_xlim(self._ax.get_xlim())
         self.canvas.draw_idle()
 
     def _on_trained(self, summary) -> None:
@@ -800,19 +824,33 @@ class ActiveSegWidget(QWidget):
         regions, size = self.regions_check.isChecked(), self.region_size.value()
 
         def job():
-            return (yield from session.score_pool(regions=regions, region_size=size))
+            n = yield from session.score_pool(regions=regions, region_size=size)
+            if not then_suggest:
+                return n, None
+            # picking can be expensive too (set-selection strategies), and so are loading
+            # and predicting the pick: all of it stays off the GUI thread
+            picks = session.suggest(1, regions=regions, region_size=size)
+            if not picks:
+                return n, None
+            return n, (picks[0], self._payload(picks[0].image_id))
 
         def on_yield(p):
             self.progress.setValue(int(1000 * p.done / max(p.total, 1)))
             self.progress_label.setText(p.message or f"Scoring the pool: {p.done}/{p.total}")
 
-        def on_return(n):
+        def on_return(result):
+            n, picked = result
             self._score_worker = None
             self.refresh_table()
             self._update_enabled()
-            self.scoring_finished.emit(n)
             if then_suggest:
-                self._show_suggestion()
+                if picked is None:
+                    _notify("info", "Nothing left to suggest: every image is submitted or "
+                                    "skipped.")
+                else:
+                    pick, payload = picked
+                    self._display(payload, pick.box, pick)
+            self.scoring_finished.emit(n)
 
         self._score_worker = self._start_worker(job, on_yield=on_yield, on_return=on_return,
                                                 desc="Scoring the pool")

@@ -82,6 +82,12 @@ class ModelConfig(_JsonConfig):
     dropout_bottleneck : bool
         Dropout on the bottleneck output (classic MC-dropout U-Net placement; every MC sample
         then re-runs the whole decoder).
+    dropout_mode : {"channel", "element"}
+        "channel" (default) drops whole feature channels, the same for every pixel of an image
+        (spatial dropout; for a convolution it is dropout on its kernel, the Bayesian-CNN form
+        of MC dropout). With head-only dropout the T samples then fold into one 1x1
+        convolution with T x n_classes outputs: T samples cost about one forward pass.
+        "element" drops single activations (classic nn.Dropout).
     polarity : {"auto", "none"}
         Preprocessing saved with the model: "auto" inverts images with a bright background
         (see :mod:`core.preprocess`), so mixed fluorescence/brightfield pools look alike.
@@ -97,9 +103,12 @@ class ModelConfig(_JsonConfig):
     dropout_head: bool = True
     dropout_decoder: int = 0
     dropout_bottleneck: bool = False
+    dropout_mode: str = "channel"
     polarity: str = "auto"
 
     def __post_init__(self) -> None:
+        _check(self.dropout_mode in ("channel", "element"),
+               f"dropout_mode must be 'channel' or 'element', got {self.dropout_mode!r}.")
         _check(self.polarity in ("auto", "none"),
                f"polarity must be 'auto' or 'none', got {self.polarity!r}.")
         _check(1 <= self.in_channels <= 64, f"in_channels must be 1..64, got {self.in_channels}.")
@@ -149,7 +158,7 @@ class TrainConfig(_JsonConfig):
     foreground_p: float = 0.5
     # validation / early stopping on held-back labelled images
     val_fraction: float = 0.2
-    min_val_images: int = 5
+    min_val_images: int = 10
     val_every: int = 50
     patience: int = 4
     seed: int = 0

@@ -99,8 +99,32 @@ class UNet(nn.Module):
     def _maybe_drop(self, h: torch.Tensor, stage: int) -> torch.Tensor:
         if stage in self._points:
             active = self.training or self.mc_dropout
+            if self.config.dropout_mode == "channel":
+                return F.dropout2d(h, self.config.dropout, training=active)
             return F.dropout(h, self.config.dropout, training=active)
         return h
+
+    def _mc_head(self, feats: torch.Tensor, samples: int) -> torch.Tensor:
+        """T channel-dropout samples of the 1x1 head as ONE convolution.
+
+        Dropping input channel c of a 1x1 convolution for a whole image equals zeroing column
+        c of its weight, so sample t is a conv with weight ``W * m_t / (1 - p)``; stacking the
+        T masked weights gives one conv with T*K outputs. Masks are drawn per image and
+        sample, exactly as ``F.dropout2d`` would draw them.
+
+        feats : (N, C, H, W) -> logits (T, N, K, H, W)
+        """
+        n, c = feats.shape[:2]
+        p = self.config.dropout
+        keep = (torch.rand(samples, n, c, device=feats.device) >= p).to(feats.dtype) / (1 - p)
+        w = self.head.weight[:, :, 0, 0]  # (K, C)
+        k = w.shape[0]
+        out = []
+        for i in range(n):  # images are few per call (tiles); the conv does the heavy part
+            wt = (keep[:, i, None, :] * w[None]).reshape(samples * k, c, 1, 1)
+            bias = self.head.bias.repeat(samples) if self.head.bias is not None else None
+            out.append(F.conv2d(feats[i:i + 1], wt, bias).reshape(samples, k, *feats.shape[2:]))
+        return torch.stack(out, dim=1)
 
     # -- forward ------------------------------------------------------------------------------
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -139,6 +163,14 @@ class UNet(nn.Module):
         h = self._maybe_drop(h, depth)
         return self.head(h)
 
+    def _decode_until(self, h: torch.Tensor, skips: list[torch.Tensor], stop: int
+                      ) -> torch.Tensor:
+        """Deterministic decoder stages ``0..stop-1`` (no dropout before ``stop``)."""
+        depth = self.config.depth
+        for i in range(stop):
+            h = self.decoders[i](torch.cat([self.ups[i](h), skips[depth - 1 - i]], dim=1))
+        return h
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, (h0, w0) = self._pad(x)
         h, skips = self._encode(x)
@@ -173,10 +205,12 @@ class UNet(nn.Module):
                 return logits.unsqueeze(0).expand(samples, *logits.shape)
             first = points[0]
             depth = self.config.depth
+            if first == depth and self.config.dropout_mode == "channel":
+                # head-only channel dropout: the network runs once, the head folds T samples
+                h = self._decode_until(h, skips, depth)
+                return self._mc_head(h, samples)[..., :h0, :w0]
             # deterministic part: decoder stages before the first dropout point, run once
-            for i in range(first):
-                skip = skips[depth - 1 - i]
-                h = self.decoders[i](torch.cat([self.ups[i](h), skip], dim=1))
+            h = self._decode_until(h, skips, first)
             # sample-major repeat: rows [t*n:(t+1)*n] are sample t
             h = h.repeat(samples, 1, 1, 1)
             logits = self._decode_from(h, skips, first, repeat=samples)

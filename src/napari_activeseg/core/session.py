@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -514,7 +514,10 @@ class ActiveLearningSession:
         cands = [c for cs in self._candidates.values() for c in cs]
         if not cands or self.project.read_only or self.model is None:
             return
-        scores = self.strategy.score(cands, self._context())
+        ctx = self._context()
+        if ctx.rng is None:  # score() outside select() still needs the rng select() would set
+            ctx = replace(ctx, rng=np.random.default_rng([self.strategy.seed, max(ctx.round, 0)]))
+        scores = self.strategy.score(cands, ctx)
         best: dict[int, float] = {}
         for c, s in zip(cands, scores, strict=True):
             i = int(c.image_id)

@@ -1,0 +1,320 @@
+"""Benchmark outputs: area under the learning curve, CSV/JSON files, the plot, the summary table.
+
+Everything here works on plain row dicts, one per strategy, seed and round (the rows of
+``results.csv``), so it can be re-run on a finished ``results.json`` without training anything.
+matplotlib is imported inside :func:`plot_learning_curves` (Agg backend, no display needed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CSV_COLUMNS",
+    "BASELINES",
+    "aulc",
+    "summarise",
+    "write_csv",
+    "write_json",
+    "plot_learning_curves",
+    "format_summary",
+]
+
+#: Columns of ``results.csv`` in order. The first nine are the benchmark contract's.
+CSV_COLUMNS = (
+    "strategy", "seed", "round", "n_labelled", "pixels_reviewed", "dice", "pixels_corrected",
+    "objects_corrected", "seconds",
+    "n_picked", "pixels_scratch", "objects_scratch", "objects_added", "objects_removed",
+    "total_pixels_corrected", "total_objects_corrected", "total_pixels_scratch",
+    "total_objects_scratch", "train_steps", "train_s", "query_s", "eval_s",
+)
+
+#: Strategy names the baselines use in the outputs.
+BASELINES = ("rf", "full")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def aulc(x: Sequence[float], y: Sequence[float]) -> float:
+    """Normalised area under a learning curve: the mean of ``y`` over the span of ``x``.
+
+    The trapezoid area divided by ``x[-1] - x[0]`` (points sorted by x), so a curve at a
+    constant Dice d has AULC d, and curves over the same x range compare directly. A single
+    point (or a zero-width span) gives the mean of ``y``.
+
+    Parameters
+    ----------
+    x : sequence of float
+        Labelled images or annotated pixels.
+    y : sequence of float
+        Test Dice at each x.
+
+    Returns
+    -------
+    float
+        In the range of ``y`` (0..1 for Dice); NaN for an empty curve.
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1D of the same length, got {x.shape} and {y.shape}.")
+    if x.size == 0:
+        return float("nan")
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    span = x[-1] - x[0]
+    if x.size == 1 or span <= 0:
+        return float(np.mean(y))
+    area = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+    return area / float(span)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def _order(names: Iterable[str]) -> list[str]:
+    """Strategies in first-seen order, baselines last."""
+    names = list(dict.fromkeys(names))
+    return [n for n in names if n not in BASELINES] + [n for n in BASELINES if n in names]
+
+
+def summarise(rows: Sequence[Mapping[str, Any]], *, x: str = "n_labelled") -> dict[str, Any]:
+    """Per strategy: AULC per seed, its mean and std over seeds, first and last Dice, effort.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        One per strategy, seed and round (``results.csv`` rows).
+    x : {"n_labelled", "pixels_reviewed"}
+        The learning curve's x axis.
+
+    Returns
+    -------
+    dict
+        ``{strategy: {"aulc": {"mean", "std", "per_seed": {seed: value}}, "seeds", "rounds",
+        "dice_first", "dice_last", "n_labelled_last", "pixels_reviewed_last",
+        "total_pixels_corrected", "total_pixels_scratch", "total_objects_corrected",
+        "total_objects_scratch", "seconds"}}``; means and stds over seeds. The ``full``
+        baseline has one point per seed: its AULC is its Dice (a flat reference line).
+    """
+    out: dict[str, Any] = {}
+    for name in _order(r["strategy"] for r in rows):
+        mine = [r for r in rows if r["strategy"] == name]
+        seeds = sorted({int(r["seed"]) for r in mine})
+        per_seed: dict[str, float] = {}
+        firsts, lasts, last_rows = [], [], []
+        for seed in seeds:
+            curve = sorted((r for r in mine if int(r["seed"]) == seed), key=lambda r: r["round"])
+            per_seed[str(seed)] = aulc([r[x] for r in curve], [r["dice"] for r in curve])
+            firsts.append(curve[0]["dice"])
+            lasts.append(curve[-1]["dice"])
+            last_rows.append(curve[-1])
+        m, s = _mean_std(list(per_seed.values()))
+
+        def ms(key: str, src: Sequence[Mapping[str, Any]] = last_rows) -> dict[str, float]:
+            mm, ss = _mean_std([r.get(key) for r in src])
+            return {"mean": mm, "std": ss}
+
+        rounds = sorted({int(r["round"]) for r in mine})
+        out[name] = {
+            "aulc": {"mean": m, "std": s, "per_seed": per_seed},
+            "seeds": seeds,
+            "rounds": rounds,
+            "dice_first": dict(zip(("mean", "std"), _mean_std(firsts))),
+            "dice_last": dict(zip(("mean", "std"), _mean_std(lasts))),
+            "n_labelled_last": ms("n_labelled"),
+            "pixels_reviewed_last": ms("pixels_reviewed"),
+            "total_pixels_corrected": ms("total_pixels_corrected"),
+            "total_pixels_scratch": ms("total_pixels_scratch"),
+            "total_objects_corrected": ms("total_objects_corrected"),
+            "total_objects_scratch": ms("total_objects_scratch"),
+            "seconds": {"mean": float(np.mean([sum(r["seconds"] for r in mine
+                                                   if int(r["seed"]) == sd) for sd in seeds]))
+                        if seeds else float("nan"), "std": float("nan")},
+        }
+        out[name]["seconds"]["std"] = _mean_std(
+            [sum(r["seconds"] for r in mine if int(r["seed"]) == sd) for sd in seeds])[1]
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else None  # strict JSON has no NaN
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
+    """Write ``doc`` as strict JSON (NaN/inf become null), atomically."""
+    atomic_write_text(path, json.dumps(_jsonable(doc), indent=1, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write the rows with :data:`CSV_COLUMNS` (missing values empty), atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        clean = {}
+        for k in CSV_COLUMNS:
+            v = row.get(k)
+            if isinstance(v, float):
+                v = "" if not math.isfinite(v) else (round(v, 5) if k != "seconds" and
+                                                     not k.endswith("_s") else round(v, 2))
+            clean[k] = "" if v is None else v
+        writer.writerow(clean)
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_learning_curves(
+    path: str | os.PathLike,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    x: str = "n_labelled",
+    title: str = "",
+) -> None:
+    """Learning curves, mean and ±1 std over seeds per strategy, baselines as references.
+
+    ``rf`` is drawn as a dashed curve (it is trained on the same labelled counts), ``full`` as a
+    horizontal line at its mean Dice with its spread as a band.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = _order(r["strategy"] for r in rows)
+    for i, name in enumerate(n for n in names if n != "full"):
+        mine = [r for r in rows if r["strategy"] == name]
+        rounds = sorted({int(r["round"]) for r in mine})
+        xs, ms, ss = [], [], []
+        for rnd in rounds:
+            at = [r for r in mine if int(r["round"]) == rnd]
+            xs.append(float(np.mean([r[x] for r in at])))
+            d = [r["dice"] for r in at]
+            ms.append(float(np.mean(d)))
+            ss.append(float(np.std(d)))
+        xs, ms, ss = np.array(xs), np.array(ms), np.array(ss)
+        n_seeds = len({r["seed"] for r in mine})
+        color = "0.35" if name == "rf" else colors[i % len(colors)]
+        style = "--" if name == "rf" else "-"
+        label = f"{name} (random forest)" if name == "rf" else name
+        ax.plot(xs, ms, style, marker="o", ms=3.5, color=color,
+                label=f"{label}, {n_seeds} seed{'s' if n_seeds != 1 else ''}")
+        if n_seeds > 1:
+            ax.fill_between(xs, np.clip(ms - ss, 0, 1), np.clip(ms + ss, 0, 1), color=color,
+                            alpha=0.15, lw=0)
+    full = [r for r in rows if r["strategy"] == "full"]
+    if full:
+        d = np.array([r["dice"] for r in full], float)
+        m, s = float(d.mean()), float(d.std())
+        ax.axhline(m, color="k", lw=1.2, ls=":",
+                   label=f"full pool ({int(np.mean([r['n_labelled'] for r in full]))} images): "
+                         f"{m:.3f}")
+        if s > 0:
+            ax.axhspan(m - s, m + s, color="k", alpha=0.06, lw=0)
+    if x == "n_labelled":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("labelled images" if x == "n_labelled" else "annotated pixels")
+    ax.set_ylabel("test Dice (mean per image, foreground)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
+def _pm(d: Mapping[str, float], fmt: str = "{:.3f}") -> str:
+    m, s = d.get("mean"), d.get("std")
+    if m is None or not np.isfinite(m):
+        return "-"
+    if s is None or not np.isfinite(s) or s == 0:
+        return fmt.format(m)
+    return f"{fmt.format(m)}±{fmt.format(s)}"
+
+
+def _count(v: float) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if abs(v) >= 1e4:
+        return f"{v / 1e3:.0f}k"
+    return f"{v:.0f}"
+
+
+def format_summary(summary: Mapping[str, Any], *, x: str = "n_labelled") -> str:
+    """The summary table printed at the end of a run (plain text, one line per strategy)."""
+    head = ["strategy", "seeds", "labelled" if x == "n_labelled" else "pixels",
+            "Dice first", "Dice last", "AULC", "px corrected/scratch", "objects corr/scratch",
+            "time/seed"]
+    lines = []
+    for name, s in summary.items():
+        if x == "n_labelled":
+            last = s["n_labelled_last"]["mean"]
+        else:
+            last = s["pixels_reviewed_last"]["mean"]
+        px = (f"{_count(s['total_pixels_corrected']['mean'])}/"
+              f"{_count(s['total_pixels_scratch']['mean'])}")
+        ob = (f"{_count(s['total_objects_corrected']['mean'])}/"
+              f"{_count(s['total_objects_scratch']['mean'])}")
+        secs = s["seconds"]["mean"]
+        lines.append([
+            name, str(len(s["seeds"])), _count(last), _pm(s["dice_first"]), _pm(s["dice_last"]),
+            _pm(s["aulc"]), px, ob,
+            "-" if not np.isfinite(secs) else f"{secs / 60:.1f} min",
+        ])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(out)

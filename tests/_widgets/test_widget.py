@@ -87,10 +87,12 @@ def test_whole_loop(widget, qtbot):
     assert summary.saved and w.session.model_version == summary.model_version
     assert w.progress.value() == 1000 or "Scoring" in w.progress_label.text()
     # the open image got a prediction from the new model, and an uncertainty layer
-    after = v.layers[ANNOTATION].data
     assert UNCERTAINTY in v.layers
     assert w.current_id == third
-    assert not np.array_equal(before, after) or after.any()
+    fresh = w.session.predict(third)
+    assert w._pre_annotation is not None and np.array_equal(w._pre_annotation, fresh.labels)
+    if not before.any():  # untouched annotation: replaced by the new model's prediction
+        assert np.array_equal(v.layers[ANNOTATION].data, fresh.labels)
     scores = [w.table.item(r, 2).text() for r in range(w.table.rowCount())]
     assert sum(bool(s) for s in scores) == 2  # the two unlabelled images are scored
     statuses = [w.table.item(r, 1).text() for r in range(w.table.rowCount())]
@@ -186,3 +188,18 @@ def test_widget_module_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_edits_are_autosaved_and_restored_on_reopen(widget, qtbot, tmp_path):
+    w, v = widget, widget.viewer
+    image_id = _suggest(w, qtbot)
+    w._autosave_draft()  # untouched: no draft
+    assert w.session.project.load_draft(image_id) is None
+    edited = w.truth[image_id].copy()
+    v.layers[ANNOTATION].data = edited
+    w._autosave_draft()
+    w._close_session()
+    assert w.open_project(tmp_path / "proj") is not None
+    with qtbot.waitSignal(w.image_opened, timeout=30_000):
+        w.open_image(image_id)
+    assert np.array_equal(v.layers[ANNOTATION].data, edited)

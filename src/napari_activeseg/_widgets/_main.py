@@ -67,7 +67,7 @@ def _background_priority() -> None:
     import threading
 
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
     except (AttributeError, OSError):
         pass
 
@@ -113,6 +113,7 @@ class ActiveSegWidget(QWidget):
         self.current_id: int | None = None
         self.current_suggestion: Suggestion | None = None
         self._pre_annotation: np.ndarray | None = None
+        self._initial_labels: np.ndarray | None = None
         self._workers: list = []
         self._train_worker = None
         self._score_worker = None
@@ -546,6 +547,8 @@ class ActiveSegWidget(QWidget):
             self.reason_label.setText(f"Opened {payload['name']}.")
         else:
             self.reason_label.setText(f"Suggested by {suggestion.strategy}: {suggestion.reason}")
+        # what the user sees first: edits are measured against it (drafts, refreshes)
+        self._initial_labels = payload["labels"].copy()
         self._show_layers(payload["name"], payload["raw"], payload["labels"], pred, box)
         self.session.mark_shown(payload["id"], self._pre_annotation,
                                 suggestion.suggestion_id if suggestion is not None else None)
@@ -663,8 +666,8 @@ class ActiveSegWidget(QWidget):
         labels = self._annotation()
         if labels is None:
             return
-        if self._pre_annotation is not None and np.array_equal(labels, self._pre_annotation):
-            return
+        if self._initial_labels is not None and np.array_equal(labels, self._initial_labels):
+            return  # untouched: nothing to keep
         try:
             self.session.project.save_draft(self.current_id, labels)
         except (ValueError, OSError):  # a draft is a convenience; the next tick retries
@@ -806,8 +809,8 @@ class ActiveSegWidget(QWidget):
         if self.session is None or self.current_id is None:
             return
         labels = self._annotation()
-        untouched = labels is None or self._pre_annotation is None or np.array_equal(
-            labels, self._pre_annotation) or not np.any(labels)
+        untouched = labels is None or self._initial_labels is None or np.array_equal(
+            labels, self._initial_labels)
         if untouched:
             self.open_image(self.current_id, box=self.current_suggestion.box
                             if self.current_suggestion else None,

@@ -44,7 +44,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     folder = _new_demo_folder(Path(args.project).expanduser())
     project = Project.create(folder, images=sample_paths(), copy_images=True,
-                             classes=("background", "nucleus"))
+                             classes=("background", "nucleus"),
+                             colors=("#00000000", "#ffd400"))
     print(f"demo project: {folder}")
     viewer = napari.Viewer(title="napari-activeseg demo")
     widget = ActiveSegWidget(viewer)
@@ -58,31 +59,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_screenshot(viewer, widget, args) -> int:
-    """Scripted run of the demo for the README screenshot (hidden option)."""
-    from qtpy.QtWidgets import QApplication
-
-    from .core.training import run_to_end
-
-    session = widget.session
-    picks = session.suggest(2)
-    for pick in picks:  # two images labelled from their ground truth, as a user would
-        rec = session.project.get_image(pick.image_id)
-        from .core.imageio import read_image
-
-        mask = read_image(Path(__file__).parent / "sample_data" / "masks" / rec.name)
-        session.submit(pick.image_id, (mask > 0).astype("uint8"))
-    run_to_end(session.train())
-    widget.refresh_table()
-    run_to_end(session.score_pool())
-    widget.refresh_table()
-    widget.suggest_next()
+    """Scripted run of the demo for the README screenshot (hidden option): two images are
+    labelled from their ground truth, a round is trained in the widget's worker, and the next
+    suggestion is opened."""
     import time
 
-    deadline = time.monotonic() + 120
-    while widget.current_id is None and time.monotonic() < deadline:
-        QApplication.processEvents()
-        time.sleep(0.01)
+    from qtpy.QtWidgets import QApplication
+
+    from .core.imageio import read_image
+
+    def wait(cond, seconds=600):
+        deadline = time.monotonic() + seconds
+        while not cond() and time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.01)
+
+    session = widget.session
+    for pick in session.suggest(2):
+        rec = session.project.get_image(pick.image_id)
+        mask = read_image(Path(__file__).parent / "sample_data" / "masks" / rec.name)
+        session.submit(pick.image_id, (mask > 0).astype("uint8"))
+    widget.refresh_table()
+    widget._update_enabled()
+    done = []
+    widget.scoring_finished.connect(done.append)
+    widget.train()
+    wait(lambda: bool(done))
+    widget.current_id = None
+    widget.suggest_next()
+    wait(lambda: widget.current_id is not None)
     viewer.window._qt_window.resize(1500, 950)
+    viewer.reset_view()
     for _ in range(20):
         QApplication.processEvents()
     viewer.screenshot(args.screenshot, canvas_only=False)
@@ -188,6 +195,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     model = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     train = {k: v for k, v in (("patch_size", args.patch_size), ("batch_size", args.batch_size),
                                 ("lr", args.lr)) if v is not None}
+    inference = {} if args.tile_size is None else {"tile_size": args.tile_size}
     config = BenchmarkConfig(
         data=Path(args.data), out=Path(args.out),
         strategies=parse_list(args.strategies), seeds=parse_seeds(args.seeds),
@@ -195,7 +203,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         baselines=parse_list(args.baselines, none_ok=True), regions=args.regions,
         region_size=args.region_size, device=args.device, steps=args.steps,
         full_steps=args.full_steps, max_images=args.max_images,
-        test_fraction=args.test_fraction, model=model, train=train)
+        test_fraction=args.test_fraction, model=model, train=train, inference=inference,
+        rf_samples=args.rf_samples or None)
     bar = TextProgress(sys.stderr) if not args.quiet else None
     gen = run_benchmark(config)
     try:
@@ -279,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--patch-size", type=int, default=None, help="training patch size")
     bench.add_argument("--batch-size", type=int, default=None, help="training batch size")
     bench.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    bench.add_argument("--tile-size", type=int, default=None,
+                       help="prediction tile size (default: product's)")
+    bench.add_argument("--rf-samples", type=int, default=80_000,
+                       help="training pixels of the random forest per round, spread over its "
+                            "images (0 = 20000 per image, uncapped)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=_cmd_benchmark)
     predict = sub.add_parser(

@@ -203,3 +203,30 @@ def test_edits_are_autosaved_and_restored_on_reopen(widget, qtbot, tmp_path):
     with qtbot.waitSignal(w.image_opened, timeout=30_000):
         w.open_image(image_id)
     assert np.array_equal(v.layers[ANNOTATION].data, edited)
+
+
+def test_class_names_and_colours_are_saved(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((16, 16), np.uint8), name="a")
+    w = ActiveSegWidget(viewer)
+    w.classes_edit.setText("background, nucleus:#ff0000, membrane")
+    session = w.create_project(tmp_path / "c", from_layers=True)
+    assert session.project.classes == ["background", "nucleus", "membrane"]
+    assert session.project.colors[1] == "#ff0000" and len(session.project.colors) == 3
+    assert w._colormap().map(np.array([1]))[0][:3].tolist() == [1.0, 0.0, 0.0]
+    session.project.close()
+
+
+def test_export_labels_from_the_dock(widget, qtbot, tmp_path):
+    w = widget
+    first = _suggest(w, qtbot)
+    w.session.submit(first, w.truth[first])
+    w._update_enabled()
+    assert w.export_labels_btn.isEnabled() and not w.export_model_btn.isEnabled()
+    with qtbot.waitSignal(w.exported, timeout=30_000):
+        w.export(tmp_path / "out", what="labels")
+    import tifffile
+
+    files = sorted((tmp_path / "out").glob("*.tif"))
+    assert len(files) == 1
+    assert np.array_equal(tifffile.imread(files[0]), w.truth[first])

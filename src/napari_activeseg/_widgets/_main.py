@@ -103,6 +103,7 @@ class ActiveSegWidget(QWidget):
 
     session_changed = Signal()
     image_opened = Signal(int)
+    exported = Signal(str)
     training_finished = Signal(object)
     scoring_finished = Signal(int)
 
@@ -139,8 +140,10 @@ class ActiveSegWidget(QWidget):
         self.project_label = QLabel("No project open.")
         self.project_label.setWordWrap(True)
         self.classes_edit = QLineEdit("background, foreground")
-        self.classes_edit.setToolTip("Class names for a new project, comma-separated; the first "
-                                     "is the background (label 0).")
+        self.classes_edit.setToolTip("Classes of a new project, comma-separated; the first is "
+                                     "the background (label 0). Colours are optional: "
+                                     "'background, nucleus:#ffd400, membrane:#00c8ff'. They "
+                                     "are saved in the project.")
         row = QHBoxLayout()
         self.new_folder_btn = QPushButton("New from folder…")
         self.new_layers_btn = QPushButton("New from layers")
@@ -269,13 +272,25 @@ class ActiveSegWidget(QWidget):
         layout.addWidget(self.settings_box)
 
         box = QGroupBox("Predict and export")
-        row = QHBoxLayout(box)
+        v = QVBoxLayout(box)
+        row = QHBoxLayout()
         self.layer_combo = QComboBox()
         self.predict_btn = QPushButton("Predict layer")
         row.addWidget(self.layer_combo, 1)
         row.addWidget(self.predict_btn)
+        v.addLayout(row)
+        row = QHBoxLayout()
+        self.export_labels_btn = QPushButton("Export labels…")
+        self.export_model_btn = QPushButton("Export model…")
+        row.addWidget(self.export_labels_btn)
+        row.addWidget(self.export_model_btn)
+        v.addLayout(row)
         layout.addWidget(box)
         self.predict_btn.clicked.connect(self.predict_layer)
+        self.export_labels_btn.clicked.connect(lambda: self.export(
+            self._ask_dir("Folder for the exported labels"), what="labels"))
+        self.export_model_btn.clicked.connect(lambda: self.export(
+            self._ask_dir("Folder for the exported model"), what="model"))
         self.viewer.layers.events.inserted.connect(self._refresh_layer_combo)
         self.viewer.layers.events.removed.connect(self._refresh_layer_combo)
         self._refresh_layer_combo()
@@ -321,16 +336,35 @@ class ActiveSegWidget(QWidget):
         for w in (self.submit_btn, self.skip_btn, self.reset_btn):
             w.setEnabled(open_img)
         self.predict_btn.setEnabled(has and self.session.model is not None)
+        self.export_labels_btn.setEnabled(has and self.session.n_labelled > 0)
+        self.export_model_btn.setEnabled(has and self.session.model is not None)
         for w in (self.new_folder_btn, self.new_layers_btn, self.open_btn):
             w.setEnabled(not busy)
 
     # ------------------------------------------------------------------ project
-    def _classes(self) -> list[str]:
-        names = [c.strip() for c in self.classes_edit.text().split(",") if c.strip()]
+    def _class_spec(self) -> tuple[list[str], list[str] | None]:
+        """Names (and colours, when every foreground class has one) from the classes field:
+        ``background, nucleus:#ffd400, membrane:#00c8ff``."""
+        names, colors = [], []
+        for item in (c.strip() for c in self.classes_edit.text().split(",")):
+            if not item:
+                continue
+            name, _, color = item.partition(":")
+            names.append(name.strip())
+            colors.append(color.strip() or None)
         if len(names) < 2:
             raise ValueError("Give at least two class names, the first being the background "
-                             "(e.g. 'background, nucleus').")
-        return names
+                             "(e.g. 'background, nucleus' or 'background, nucleus:#ffd400').")
+        if any(colors[1:]):
+            palette = DEFAULT_COLORS[1:] * (len(names) // len(DEFAULT_COLORS) + 1)
+            chosen = ["#00000000"] + [c or palette[i] for i, c in enumerate(colors[1:])]
+            return names, chosen
+        if len(names) <= len(DEFAULT_COLORS):
+            return names, DEFAULT_COLORS[:len(names)]
+        return names, None
+
+    def _classes(self) -> list[str]:
+        return self._class_spec()[0]
 
     def _ask_dir(self, title: str) -> str:
         return QFileDialog.getExistingDirectory(self, title)
@@ -382,9 +416,8 @@ class ActiveSegWidget(QWidget):
         from ..core.project import Project
 
         try:
-            classes = self._classes()
-            kwargs: dict[str, Any] = {"classes": classes, "colors": DEFAULT_COLORS[
-                :len(classes)] if len(classes) <= len(DEFAULT_COLORS) else None}
+            classes, colors = self._class_spec()
+            kwargs: dict[str, Any] = {"classes": classes, "colors": colors}
             if from_layers:
                 kwargs["arrays"] = self._layer_arrays()
             else:
@@ -425,12 +458,11 @@ class ActiveSegWidget(QWidget):
         self.strategy_combo.addItems(available_strategies())
         self.strategy_combo.setCurrentText(self.session.strategy.name)
         self.strategy_combo.blockSignals(False)
-        self.classes_edit.setText(", ".join(project.classes))
+        self.classes_edit.setText(", ".join(
+            [project.classes[0]] + [f"{n}:{c}" for n, c in zip(project.classes[1:],
+                                                              project.colors[1:], strict=False)]))
         self._load_settings_into_form()
-        n = len(project.images())
-        self.project_label.setText(f"{project.folder}  —  {n} images, classes: "
-                                   f"{', '.join(project.classes[1:])}; model: "
-                                   f"{self.session.model_version or 'none yet'}")
+        self._update_project_label()
         drafts = project.drafts()
         if drafts:
             _notify("info", f"{len(drafts)} unsubmitted draft(s) restored; open the image to "
@@ -439,6 +471,17 @@ class ActiveSegWidget(QWidget):
         self._update_enabled()
         self.session_changed.emit()
         return self.session
+
+    def _update_project_label(self) -> None:
+        if self.session is None:
+            self.project_label.setText("No project open.")
+            return
+        project = self.session.project
+        n = len(project.images())
+        self.project_label.setText(
+            f"{project.folder}  —  {n} images ({self.session.n_labelled} labelled), classes: "
+            f"{', '.join(project.classes[1:])}; model: "
+            f"{self.session.model_version or 'none yet'}")
 
     def _close_session(self) -> None:
         if self.session is not None:
@@ -633,6 +676,7 @@ class ActiveSegWidget(QWidget):
             _notify("error", f"Not saved: {exc}")
             return
         self._submissions_since_train += 1
+        self._update_project_label()
         self.current_id = None
         self.current_suggestion = None
         self.refresh_table()
@@ -797,6 +841,7 @@ class ActiveSegWidget(QWidget):
                                         f"{val}.")
             for note in summary.notes:
                 _notify("info", note)
+        self._update_project_label()
         self.training_finished.emit(summary)
         if summary is not None and summary.saved:
             self._train_worker = None
@@ -942,3 +987,27 @@ class ActiveSegWidget(QWidget):
 
         self._start_worker(job, on_yield=lambda _: None, on_return=done,
                            desc=f"Predicting {name}").start()
+
+    # ------------------------------------------------------------------ export
+    def export(self, out_dir: str | Path, *, what: str = "labels") -> None:
+        """Export labels (TIFF) or the model (TorchScript + preprocessing) in a worker."""
+        if self.session is None or not out_dir:
+            return
+        project = self.session.project
+
+        def job():
+            from ..core import export as ex
+
+            yield None
+            if what == "labels":
+                paths = ex.export_labels(project, out_dir)
+                return f"{len(paths)} label file(s) written to {out_dir}."
+            info = ex.export_model(project, out_dir)
+            return f"Model {info.get('version')} exported to {out_dir}."
+
+        def done(message):
+            _notify("info", message)
+            self.exported.emit(str(out_dir))
+
+        self._start_worker(job, on_yield=lambda _: None, on_return=done,
+                           desc=f"Exporting {what}").start()

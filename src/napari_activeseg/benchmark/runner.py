@@ -89,6 +89,7 @@ _STATE_VERSION = 1
 # prediction. Rough on purpose: they only weigh the ETA.
 _ROUND_OVERHEAD = 60.0
 _RF_ROUND = 90.0
+_RF_PER_IMAGE = 20_000  # RandomForestSegmenter's default max_samples_per_image
 
 
 def _now() -> str:
@@ -132,6 +133,10 @@ class BenchmarkConfig:
     model, train, inference : dict
         Overrides of :class:`~napari_activeseg.core.config.ModelConfig`, ``TrainConfig`` and
         ``InferenceConfig`` fields (e.g. ``{"width": 16}``), on top of the product defaults.
+    rf_samples : int, optional
+        Total training pixels of the forest per round, spread evenly over its images (at
+        most ``max_samples_per_image`` each, 20 000 by default). Its fit time grows with the
+        pixels, so without a cap it dominates big rounds; None = no cap.
     rf : dict
         Keyword arguments of :class:`.rf.RandomForestSegmenter`.
     """
@@ -154,11 +159,12 @@ class BenchmarkConfig:
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     inference: dict[str, Any] = field(default_factory=dict)
+    rf_samples: int | None = 80_000
     rf: dict[str, Any] = field(default_factory=dict)
 
     #: Fields that define the experiment: a resumed run must keep them.
     IDENTITY = ("data", "initial", "step", "regions", "region_size", "steps", "full_steps",
-                "max_images", "test_fraction", "model", "train", "inference", "rf")
+                "max_images", "test_fraction", "model", "train", "inference", "rf_samples", "rf")
 
     def checked(self) -> BenchmarkConfig:
         """A normalised copy (absolute paths, tuples), or a ValueError naming the bad value."""
@@ -192,6 +198,8 @@ class BenchmarkConfig:
                                  ("region_size", self.region_size, 16)):
             if int(value) != value or int(value) < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        if self.rf_samples is not None and int(self.rf_samples) < 100:
+            raise ValueError(f"rf_samples must be at least 100 pixels, got {self.rf_samples!r}.")
         if self.max_images is not None and int(self.max_images) < 2:
             raise ValueError(f"max_images must be at least 2 (pool + test), got {self.max_images}.")
         if not 0.0 < float(self.test_fraction) < 1.0:
@@ -212,6 +220,7 @@ class BenchmarkConfig:
             full_steps=int(self.full_steps),
             region_size=int(self.region_size),
             max_images=None if self.max_images is None else int(self.max_images),
+            rf_samples=None if self.rf_samples is None else int(self.rf_samples),
             test_fraction=float(self.test_fraction),
             regions=bool(self.regions),
             model=dict(self.model),
@@ -818,7 +827,12 @@ class _Benchmark:
                 labs.append(self.ds.masks[i] if rev is None else
                             np.where(rev, self.ds.masks[i], 0).astype(self.ds.masks[i].dtype))
                 revs.append(rev)
-            forest = RandomForestSegmenter(**{"seed": seed, **cfg.rf}).fit(
+            options = {"seed": seed, **cfg.rf}
+            if cfg.rf_samples is not None:
+                per_image = options.get("max_samples_per_image", _RF_PER_IMAGE)
+                options["max_samples_per_image"] = max(1, min(per_image,
+                                                              cfg.rf_samples // len(chosen)))
+            forest = RandomForestSegmenter(**options).fit(
                 imgs, labs, revs, n_classes=self.ds.n_classes)
             fit_s = time.perf_counter() - t0
             preds = []
@@ -844,7 +858,8 @@ class _Benchmark:
                        query_s=0.0, eval_s=round(secs - fit_s, 2), seconds=round(secs, 2),
                        finished_at=_now(),
                        picks=[{"image": p["image"], "boxes": p["boxes"]} for p in picks],
-                       source="random" if "random" in cfg.strategies else "own draw")
+                       source="random" if "random" in cfg.strategies else "own draw",
+                       rf_samples_per_image=options.get("max_samples_per_image", _RF_PER_IMAGE))
             state.rounds.append(row)
             state.save()
             track.advance(_RF_ROUND)

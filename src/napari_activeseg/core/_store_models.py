@@ -230,15 +230,23 @@ class ModelStore:
                 "n_parameters": n_params,
                 "meta": meta_doc,
             }
-            sf.atomic_write_bytes(weights, data)
             try:
-                sf.atomic_write_bytes(
-                    weights.with_suffix(".json"),
-                    json.dumps(doc, indent=1, allow_nan=False).encode(),
-                )
-            except BaseException:
-                weights.unlink(missing_ok=True)
-                raise
+                sf.atomic_write_bytes(weights, data)
+                try:
+                    sf.atomic_write_bytes(
+                        weights.with_suffix(".json"),
+                        json.dumps(doc, indent=1, allow_nan=False).encode(),
+                    )
+                except BaseException:
+                    weights.unlink(missing_ok=True)
+                    raise
+            except OSError as err:  # e.g. a full disk: no version was made
+                raise type(err)(err.errno, (
+                    f"Could not save model {version} in {str(self.folder)!r}: "
+                    f"{err.strerror or err}. No new model version was saved and the previous "
+                    "models are unchanged; free some disk space (or check that the project "
+                    "folder is writable) and try again."
+                )) from err
             return version
 
     def import_model(

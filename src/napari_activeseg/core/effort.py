@@ -68,6 +68,11 @@ def correction_effort(
         raise ValueError(f"Pre-annotation shape {pre.shape} differs from labels {final.shape}.")
     if reviewed is not None:
         reviewed = np.asarray(reviewed, bool)
+        if reviewed.shape != final.shape:
+            raise ValueError(
+                f"Shape mismatch: the reviewed mask has shape {reviewed.shape} but the labels "
+                f"{final.shape}; both must have the image's height and width."
+            )
         pre = np.where(reviewed, pre, 0)
         final = np.where(reviewed, final, 0)
     changed = int(np.count_nonzero(pre != final))

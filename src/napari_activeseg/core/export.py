@@ -368,7 +368,9 @@ def export_predictions_iter(
         try:
             for n, rec in enumerate(records, 1):
                 try:
-                    image = prepare_image(proj.load_image(rec.id), polarity=polarity)
+                    raw = proj.load_image(rec.id)  # (H, W) or channels-last (H, W, C)
+                    image = prepare_image(raw, polarity=polarity,
+                                          channel_axis=-1 if raw.ndim == 3 else None)
                     pred = yield from _run_prediction(
                         model, image, mode=mode, maps=maps, config=config, name=rec.name,
                         done=n - 1, total=total, t0=t0)
@@ -850,8 +852,9 @@ def predict_folder_iter(
                 name = path.relative_to(folder).as_posix()
                 t_image = time.perf_counter()
                 try:
-                    image = prepare_image(read_image(path, channel_axis=channel_axis),
-                                          polarity=cfg.polarity)
+                    raw = read_image(path, channel_axis=channel_axis)  # channels last
+                    image = prepare_image(raw, polarity=cfg.polarity,
+                                          channel_axis=-1 if raw.ndim == 3 else None)
                     if image.shape[0] != cfg.in_channels:
                         raise ValueError(
                             f"{name} has {image.shape[0]} channel(s) but the model expects "

@@ -1380,7 +1380,8 @@ class Project(ModelStore):
             mask_bytes = None if mask is None else sf.encode_tiff(mask.astype(np.uint8))
             mask_sha = None if mask_bytes is None else sf.sha256_bytes(mask_bytes)
             key = row["key"]
-            self._write_label_files(key, label_bytes, label_sha, mask_bytes)
+            self._write_label_files(key, label_bytes, label_sha, mask_bytes,
+                                    what=f"image {row['id']} ({row['name']!r})")
             # The draft goes before the commit: from here on a crash adopts the new labels.
             draft = self._draft_file(key)
             if draft.exists():
@@ -1407,18 +1408,33 @@ class Project(ModelStore):
             return submission_id
 
     def _write_label_files(
-        self, key: str, label_bytes: bytes, label_sha: str, mask_bytes: bytes | None
+        self, key: str, label_bytes: bytes, label_sha: str, mask_bytes: bytes | None,
+        what: str = "",
     ) -> None:
-        """Steps 1-3 of a submission (module docstring): stage mask, replace labels, finish."""
+        """Steps 1-3 of a submission (module docstring): stage mask, replace labels, finish.
+
+        An OSError in steps 1-2 (e.g. a full disk) leaves the files as they were and says so.
+        """
         reviewed = self._reviewed_file(key)
         staged = None
-        if mask_bytes is not None:
-            staged = reviewed.parent / f".{key}.tif.{label_sha[:16]}.staged"
-            sf.atomic_write_bytes(staged, mask_bytes)
-        elif reviewed.exists():
-            staged = reviewed.parent / f".{key}.tif.{label_sha[:16]}.staged-none"
-            sf.atomic_write_bytes(staged, b"")
-        sf.atomic_write_bytes(self._labels_file(key), label_bytes)
+        try:
+            if mask_bytes is not None:
+                staged = reviewed.parent / f".{key}.tif.{label_sha[:16]}.staged"
+                sf.atomic_write_bytes(staged, mask_bytes)
+            elif reviewed.exists():
+                staged = reviewed.parent / f".{key}.tif.{label_sha[:16]}.staged-none"
+                sf.atomic_write_bytes(staged, b"")
+            sf.atomic_write_bytes(self._labels_file(key), label_bytes)
+        except OSError as err:
+            # the labels were not replaced (atomic write): the staged mask is an abandoned
+            # attempt, removed now rather than at the next open
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            raise type(err)(err.errno, (
+                f"Could not save the labels of {what or key}: {err.strerror or err}. Nothing "
+                "was submitted and the previous labels are unchanged; free some disk space (or "
+                "check that the project folder is writable) and submit again."
+            )) from err
         if staged is not None:
             self._finish_staged(staged, key)
 

@@ -200,12 +200,13 @@ class ActiveLearningSession:
         self.model: UNet | None = None
         self.model_version: str | None = None
         if project.models():
-            state, cfg, _ = project.load_model()
+            state, cfg, meta = project.load_model()
             if cfg.in_channels == self.model_config.in_channels and \
                     cfg.n_classes == self.model_config.n_classes:
                 self.model_config = cfg
                 self.model = self._build(state)
-                self.model_version = project.models()[-1].version
+                # not models()[-1]: a damaged latest version makes load_model fall back
+                self.model_version = meta["version"]
         if not project.read_only:
             self._save_settings()
 
@@ -273,12 +274,15 @@ class ActiveLearningSession:
         key = (image_id, self.model_config.polarity)
         img = self._images.get(key)
         if img is None:
-            img = prepare_image(self.project.load_image(image_id),
-                                polarity=self.model_config.polarity)
+            raw = self.project.load_image(image_id)  # (H, W) or channels-last (H, W, C)
+            img = prepare_image(raw, polarity=self.model_config.polarity,
+                                channel_axis=-1 if raw.ndim == 3 else None)
             if img.shape[0] != self.model_config.in_channels:
                 raise ValueError(
                     f"Image {image_id} has {img.shape[0]} channel(s) but the model expects "
-                    f"{self.model_config.in_channels}; a project needs one channel count.")
+                    f"{self.model_config.in_channels}; a project needs one channel count. "
+                    f"Remove it (project.remove_image({image_id})), or convert it to "
+                    f"{self.model_config.in_channels} channel(s) and add it again.")
             self._images.put(key, img, img.nbytes)
         return img
 
@@ -577,7 +581,7 @@ class ActiveLearningSession:
         pre-annotation shown are recorded with it.
         """
         labels = np.asarray(labels)
-        shown = self._shown.pop(image_id, None)
+        shown = self._shown.get(image_id)  # popped once saved: a retry still has it
         seconds = pre = None
         if shown is not None:
             seconds = time.monotonic() - shown[0]
@@ -591,6 +595,7 @@ class ActiveLearningSession:
             objects_added=effort.objects_added, objects_removed=effort.objects_removed,
             model_version=self.model_version, strategy=self._strategy_spec["name"],
             suggestion_id=suggestion_id)
+        self._shown.pop(image_id, None)
         self._candidates.pop(image_id, None)
         self.project.discard_draft(image_id)
         return sub

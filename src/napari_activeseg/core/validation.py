@@ -216,9 +216,15 @@ def check_labels(
     if n_classes is not None:
         n_classes = check_positive(n_classes, name="n_classes", integer=True)
         if high >= n_classes:
+            hint = ""
+            if high == 255 and not np.any((array != 0) & (array != 255)):
+                # what a binary mask saved by most image tools looks like
+                hint = (" It looks like a 0/255 binary mask: convert it with "
+                        "(mask > 0).astype(np.uint8).")
             raise ValueError(
                 f"{name!r} has a value {int(high)} but n_classes={n_classes} allows only "
                 f"0..{n_classes - 1}; raise n_classes to at least {int(high) + 1} or fix the mask."
+                + hint
             )
     if high > np.iinfo(np.uint16).max:
         raise ValueError(

@@ -1,11 +1,11 @@
 """A second process for the fault-injection tests: it is SIGKILLed at a chosen moment.
 
-Usage::
+Usage (it imports nothing from the tests package, so it runs as a script)::
 
-    python -m tests.reliability._child stall FOLDER labels|weights|json
-    python -m tests.reliability._child train FOLDER
-    python -m tests.reliability._child loop FOLDER LOG SEED
-    python -m tests.reliability._child read-only FOLDER INPUT_DIR OUT_DIR RO_PARENT
+    python _child.py stall FOLDER labels|weights|json
+    python _child.py train FOLDER
+    python _child.py loop FOLDER LOG SEED
+    python _child.py read-only FOLDER INPUT_DIR OUT_DIR RO_PARENT
 
 ``stall`` makes the next atomic write of a label file / model weights / model JSON stop half
 way (half of the bytes in the temporary file, fsync'ed), prints ``stalled`` and sleeps: the

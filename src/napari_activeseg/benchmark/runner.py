@@ -87,7 +87,7 @@ _STATE_VERSION = 1
 # Work units for the progress bar and its ETA, in "optimiser step equivalents": a U-Net round
 # costs its steps plus pool scoring and test prediction; a forest round costs its fit and
 # prediction. Rough on purpose: they only weigh the ETA.
-_ROUND_OVERHEAD = 60.0
+_ROUND_OVERHEAD = 100.0
 _RF_ROUND = 90.0
 _RF_PER_IMAGE = 20_000  # RandomForestSegmenter's default max_samples_per_image
 

@@ -31,7 +31,6 @@ import tifffile
 import torch
 
 from napari_activeseg.cli import main as cli_main
-from napari_activeseg.core import _store_files as sf
 from napari_activeseg.core.config import InferenceConfig, ModelConfig
 from napari_activeseg.core.model import UNet
 from napari_activeseg.core.project import (
@@ -39,9 +38,10 @@ from napari_activeseg.core.project import (
     Project,
     ProjectError,
     ProjectVersionError,
+    load_state_dict,
 )
 from napari_activeseg.core.session import ActiveLearningSession
-from napari_activeseg.core.training import run_to_end
+from napari_activeseg.core.training import Trainer, run_to_end
 
 from ._util import (
     TINY_INFER,
@@ -88,8 +88,7 @@ def model_project(tmp_path):
     return tmp_path / "proj"
 
 
-def train_and_predict(project: Project, model_config: ModelConfig = TINY_MODEL,
-                      channel_axis: int | None = None):
+def train_and_predict(project: Project, model_config: ModelConfig = TINY_MODEL):
     """Submit a label for every image, train, predict each: (losses, predictions)."""
     session = ActiveLearningSession(project, model_config=model_config, train_config=TINY_TRAIN,
                                     inference_config=TINY_INFER)
@@ -724,12 +723,8 @@ def test_checkpoint_of_another_class_count_or_architecture(session_project, othe
         with pytest.raises(ProjectError, match=r"do not fit.*width 4, the config 8"):
             project.import_model(path, model_config=TINY_MODEL.replace(width=8))
         with pytest.raises(ValueError, match=r"warm-start weights do not fit"):
-            from napari_activeseg.core.project import load_state_dict
-            from napari_activeseg.core.training import Trainer
-
-            image = session.prepared(1)
             run_to_end(Trainer(TINY_MODEL, TINY_TRAIN).fit(
-                [image], [truth[1]], init_state=load_state_dict(path)))
+                [session.prepared(1)], [truth[1]], init_state=load_state_dict(path)))
     assert session.model_version == good
 
 

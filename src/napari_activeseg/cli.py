@@ -264,9 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a count (3 = seeds 0,1,2) or a comma-separated list (0,4,7)")
     bench.add_argument("--initial", type=int, default=4,
                        help="images (regions) labelled in round 0, drawn by the seed")
-    bench.add_argument("--step", type=int, default=4,
+    bench.add_argument("--step", type=int, default=8,
                        help="images (regions) the annotator corrects per round")
-    bench.add_argument("--rounds", type=int, default=6,
+    bench.add_argument("--rounds", type=int, default=3,
                        help="rounds after round 0 (the last has initial + rounds*step labelled)")
     bench.add_argument("--baselines", default="rf,full",
                        help="rf (random forest on the random strategy's images), full (U-Net "
@@ -275,21 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="annotate suggested regions instead of whole images (x = pixels)")
     bench.add_argument("--region-size", type=int, default=256, help="region side in pixels")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    bench.add_argument("--steps", type=int, default=150,
+    bench.add_argument("--steps", type=int, default=125,
                        help="optimiser steps per round (fixed: results do not depend on load)")
-    bench.add_argument("--full-steps", type=int, default=1000,
+    bench.add_argument("--full-steps", type=int, default=600,
                        help="optimiser steps of the full-pool baseline")
     bench.add_argument("--max-images", type=int, default=None,
                        help="use only the first N images of the folder (quick runs)")
     bench.add_argument("--test-fraction", type=float, default=0.3,
                        help="fraction of the images held out for testing")
-    bench.add_argument("--width", type=int, default=None, help="U-Net width (default: product's)")
-    bench.add_argument("--depth", type=int, default=None, help="U-Net depth (default: product's)")
-    bench.add_argument("--patch-size", type=int, default=None, help="training patch size")
-    bench.add_argument("--batch-size", type=int, default=None, help="training batch size")
-    bench.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    for flag, kind, what in (("--width", int, "U-Net width"), ("--depth", int, "U-Net depth"),
+                             ("--patch-size", int, "training patch size"),
+                             ("--batch-size", int, "training batch size"),
+                             ("--lr", float, "peak learning rate")):
+        bench.add_argument(flag, type=kind, default=None, help=f"{what} (None = the product's)")
     bench.add_argument("--tile-size", type=int, default=None,
-                       help="prediction tile size (default: product's)")
+                       help="prediction tile size (None = the product's)")
     bench.add_argument("--rf-samples", type=int, default=80_000,
                        help="training pixels of the random forest per round, spread over its "
                             "images (0 = 20000 per image, uncapped)")

@@ -205,7 +205,8 @@ def test_resume_does_not_recompute_finished_rounds(data, tmp_path):
 
 def test_interrupted_run_continues_where_it_stopped(data, tmp_path):
     out = tmp_path / "out"
-    cfg = _config(data, out, strategies=("random", "entropy"), baselines=("rf",), rounds=1)
+    cfg = _config(data, out, strategies=("random", "entropy"), baselines=("rf",), rounds=1,
+                  rf_samples=3000)
     gen = run_benchmark(cfg)
     for rec in gen:  # stop in the middle of the entropy run, as Ctrl+C would
         if rec.run == "entropy s0" and rec.stage == "train" and rec.round == 1:
@@ -221,6 +222,8 @@ def test_interrupted_run_continues_where_it_stopped(data, tmp_path):
     with Project.open(out / "runs" / "entropy_s0", read_only=True) as project:
         assert len(project.rounds()) == 2
         assert len(project.labelled_ids()) == 3
+    # the forest's pixel budget is spread over its images
+    assert [r["rf_samples_per_image"] for r in _state(out, "rf_s0")["rounds"]] == [1500, 1000]
 
 
 def test_resume_with_other_settings_is_refused(data, tmp_path):

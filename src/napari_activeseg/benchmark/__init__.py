@@ -11,4 +11,11 @@ dataset
     ``split_dataset`` gives the deterministic pool/test split; ``mean_dice`` scores predictions.
 rf
     ``RandomForestSegmenter``, the ilastik-style random-forest pixel classifier baseline.
+annotator
+    ``SimulatedAnnotator``: corrects a pre-annotation to the ground truth and counts the effort.
+runner
+    ``run_benchmark`` (a generator) behind ``activeseg benchmark``: learning curves per strategy
+    and seed on the real session, the ``rf`` and ``full`` baselines, resume.
+report
+    AULC, ``results.csv`` / ``results.json`` writers, the learning-curve plot, the summary table.
 """

@@ -118,7 +118,9 @@ class SimulatedAnnotator:
             reviewed = box_mask(truth.shape, boxes)
             n_reviewed = int(np.count_nonzero(reviewed))
             if n_reviewed == 0:
-                raise ValueError(f"The boxes {list(boxes)} cover no pixel of a {truth.shape} image.")
+                raise ValueError(
+                    f"The boxes {list(boxes)} cover no pixel of a {truth.shape} image."
+                )
             labels = np.where(reviewed, truth, 0).astype(truth.dtype)
         effort = correction_effort(pre, truth, reviewed)
         return Annotation(labels, reviewed, effort, n_reviewed)

@@ -146,14 +146,14 @@ class BenchmarkConfig:
     strategies: tuple[str, ...] = ("random", "entropy")
     seeds: tuple[int, ...] = (0, 1, 2)
     initial: int = 4
-    step: int = 4
-    rounds: int = 6
+    step: int = 8
+    rounds: int = 3
     baselines: tuple[str, ...] = BASELINES
     regions: bool = False
     region_size: int = 256
     device: str = "auto"
-    steps: int = 150
-    full_steps: int = 1000
+    steps: int = 125
+    full_steps: int = 600
     max_images: int | None = None
     test_fraction: float = 0.3
     model: dict[str, Any] = field(default_factory=dict)
@@ -955,6 +955,7 @@ class _Benchmark:
                     continue
                 kind = "baseline" if name in BASELINES else "strategy"
                 st = _RunState(path, kind, name, seed)
+                self.notes += [n for n in st.data.get("notes", []) if n not in self.notes]
                 mine = [r for r in st.rounds if r["round"] <= self.cfg.rounds]
                 if not mine:
                     continue

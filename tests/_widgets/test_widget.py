@@ -230,3 +230,13 @@ def test_export_labels_from_the_dock(widget, qtbot, tmp_path):
     files = sorted((tmp_path / "out").glob("*.tif"))
     assert len(files) == 1
     assert np.array_equal(tifffile.imread(files[0]), w.truth[first])
+
+
+def test_training_plot_follows_the_steps(make_napari_viewer):
+    w = ActiveSegWidget(make_napari_viewer())
+    w._history = [(1, 1.0, None)]
+    w._redraw_plot()
+    w._history = [(i, 1.0 / i, 0.5 if i % 10 == 0 else None) for i in range(1, 101)]
+    w._redraw_plot()
+    assert w._ax.get_xlim()[1] >= 100
+    assert len(w._val_line.get_xdata()) == 10

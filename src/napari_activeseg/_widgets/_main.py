@@ -819,9 +819,9 @@ class ActiveSegWidget(QWidget):
         val = [(h[0], h[2]) for h in self._history if h[2] is not None]
         if val:
             self._val_line.set_data(*zip(*val, strict=True))
+        # the twin axis shares x: setting its limits would switch x autoscaling off for good
         self._ax.relim()
         self._ax.autoscale_view()
-        self._ax2.set_xlim(self._ax.get_xlim())
         self.canvas.draw_idle()
 
     def _on_trained(self, summary) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import tifffile
 
+from ._store_files import fsync_dir
 from .validation import check_choice, check_image, check_labels, check_positive
 
 __all__ = [
@@ -243,22 +244,8 @@ def write_tiff(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_dir(path.parent)  # persist the rename itself
     return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself; not possible (nor needed) on every platform."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def write_labels(

@@ -123,6 +123,11 @@ def test_every_strategy_of_a_seed_starts_from_the_same_images(finished):
         # and the same trained model: round 0 Dice agrees
         assert doc["curves"]["random"][seed]["dice"][0] == pytest.approx(
             doc["curves"]["entropy"][seed]["dice"][0], abs=1e-6)
+        # ... trained once: the second strategy adopted the first one's round-0 weights
+        with Project.open(out / "runs" / f"entropy_s{seed}", read_only=True) as proj:
+            assert proj.load_model(proj.rounds()[0].model_version)[2].get("shared_round0")
+        with Project.open(out / "runs" / f"random_s{seed}", read_only=True) as proj:
+            assert not proj.load_model(proj.rounds()[0].model_version)[2].get("shared_round0")
     # the forest trains on the random strategy's images
     assert doc["rf_labelled_from"] == "random"
     assert doc["curves"]["rf"]["0"]["picked"] == doc["curves"]["random"]["0"]["picked"]

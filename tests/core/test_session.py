@@ -165,3 +165,43 @@ def test_pseudo_labels_join_training_but_never_the_labels(project):
     summary = run_to_end(s.train())
     assert summary.n_pseudo > 0
     assert project.labelled_ids() == [ids[0]]  # pseudo-labels are never stored as labels
+
+
+def test_random_does_not_predict_the_pool_but_entropy_does(project, monkeypatch):
+    import napari_activeseg.core.session as session_mod
+
+    s = _session(project, strategy="random")
+    first = s.suggest(1)[0]
+    s.submit(first.image_id, project.truth[first.image_id])
+    run_to_end(s.train())
+    calls = []
+    real = session_mod.ActiveLearningSession.predict
+    monkeypatch.setattr(session_mod.ActiveLearningSession, "predict",
+                        lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
+    picks = s.suggest(2)
+    assert len(picks) == 2 and calls == []  # random: the pool was never predicted
+    s.set_strategy("entropy")
+    s.suggest(2)
+    assert len(calls) == len(project.images()) - 1  # entropy predicts every pool image
+
+
+def test_adopted_model_becomes_current_and_is_recorded(project, tmp_path):
+    s = _session(project)
+    first = s.suggest(1)[0]
+    s.submit(first.image_id, project.truth[first.image_id])
+    run_to_end(s.train())
+    state = {k: v.clone() for k, v in s.model.state_dict().items()}
+    other = Project.create(tmp_path / "other", arrays=_pool()[0],
+                           classes=("background", "nucleus"))
+    try:
+        t = _session(other)
+        t.submit(first.image_id, project.truth[first.image_id])
+        version = t.adopt_model(state, {"steps": 25, "seconds": 1.5})
+        assert t.model_version == version == other.models()[-1].version
+        np.testing.assert_allclose(t.predict(first.image_id).probs,
+                                   s.predict(first.image_id).probs, atol=1e-5)
+        rounds = other.rounds()
+        assert len(rounds) == 1 and rounds[0].labelled_ids == [first.image_id]
+        assert other.load_model()[2]["adopted"] is True
+    finally:
+        other.close()

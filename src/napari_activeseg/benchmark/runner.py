@@ -49,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Generator, Iterable
@@ -699,6 +700,10 @@ class _Benchmark:
                 and len(rounds) > len(state.rounds):
             steps = int(rounds[-1].metrics.get("steps") or 0)
             train_s = float(rounds[-1].wall_times.get("train_s") or 0.0)
+        elif rnd == 0 and (shared := self._shared_round0(session, seed, labelled)) is not None:
+            steps, train_s = shared
+            yield track.record(run, rnd, "train", "reusing the round-0 model of this seed "
+                               "(same images, same training seed)", cfg.steps)
         else:
             gen = session.train()
             summary = None
@@ -715,6 +720,8 @@ class _Benchmark:
             if summary is None or not summary.saved:
                 raise RuntimeError(f"Training of {run} round {rnd} was cancelled.")
             steps, train_s = int(summary.result.steps), float(summary.result.seconds)
+            if rnd == 0:
+                self._save_round0(session, seed, labelled, steps, train_s)
         train_wall = time.perf_counter() - t1
 
         t2 = time.perf_counter()
@@ -733,6 +740,55 @@ class _Benchmark:
         track.advance(work)
         yield track.record(run, rnd, "done", self._round_message(row), event="round")
         return row
+
+    # Round 0 is the same for every strategy of a seed (same initial images, no pre-annotation,
+    # same training seed): train it once, and let the other strategies adopt the weights.
+    def _round0_paths(self, seed: int) -> tuple[Path, Path]:
+        base = self.runs_dir / f"_round0_s{seed}"
+        return base.with_suffix(".safetensors"), base.with_suffix(".json")
+
+    @staticmethod
+    def _shares_round0(session) -> bool:
+        req = session.strategy.requirements
+        return not (session.strategy.needs_ensemble or req["mode"] == "ensemble"
+                    or (session.pseudo_config is not None and session.pseudo_config.enabled))
+
+    def _round0_names(self, session, labelled) -> list[str]:
+        by_id = {r.id: r.name for r in session.project.images()}
+        return sorted(by_id[i] for i in labelled)
+
+    def _save_round0(self, session, seed: int, labelled, steps: int, train_s: float) -> None:
+        from safetensors.torch import save_file
+
+        if not self._shares_round0(session):
+            return
+        weights, doc = self._round0_paths(seed)
+        state = {k: v.detach().cpu().contiguous() for k, v in session.model.state_dict().items()}
+        tmp = weights.with_name(weights.name + ".tmp")
+        save_file(state, str(tmp))
+        os.replace(tmp, weights)
+        atomic_write_text(doc, json.dumps({
+            "images": self._round0_names(session, labelled), "steps": int(steps),
+            "seconds": float(train_s), "model_config": self.model_config.to_dict()}) + "\n")
+
+    def _shared_round0(self, session, seed: int, labelled) -> tuple[int, float] | None:
+        """Adopt the seed's cached round-0 model if it was trained on these images."""
+        from ..core._store_models import load_state_dict
+
+        weights, doc = self._round0_paths(seed)
+        if not (self._shares_round0(session) and weights.is_file() and doc.is_file()):
+            return None
+        try:
+            info = json.loads(doc.read_text(encoding="utf-8"))
+            if info.get("images") != self._round0_names(session, labelled) or \
+                    info.get("model_config") != self.model_config.to_dict():
+                return None
+            state = load_state_dict(weights)
+            session.adopt_model(state, {"steps": info["steps"], "seconds": info["seconds"],
+                                        "shared_round0": True})
+        except Exception:  # a damaged cache only costs the training it would have saved
+            return None
+        return int(info["steps"]), float(info["seconds"])
 
     @staticmethod
     def _row(name, seed, rnd, picks, previous, dice) -> dict[str, Any]:

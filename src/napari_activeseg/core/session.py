@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -433,20 +433,55 @@ class ActiveLearningSession:
             "best_val_dice": result.best_val_dice,
             "history": result.history[-200:],
         }
-        version = self.project.save_model(result.state_dict, self.model_config, meta)
-        self.project.record_round(
-            version, self._strategy_spec["name"], cfg.seed + round_no,
-            [i for i, _, _ in labelled],
+        version = self._install(
+            result.state_dict, meta, cfg.seed + round_no, [i for i, _, _ in labelled],
             {"best_val_dice": result.best_val_dice, "final_loss":
              result.history[-1]["loss"] if result.history else None, "steps": result.steps},
             {"train_s": round(result.seconds, 2), "round_s": round(time.perf_counter() - t0, 2)},
-        )
-        self.model = result.build_model()
+            model=result.build_model())
         self.committee = committee
-        self.model_version = version
-        self._invalidate_predictions()
         return RoundSummary(version, result, len(labelled), n_pseudo, len(committee),
                             notes=notes)
+
+    def _install(self, state_dict, meta, seed, labelled_ids, metrics, wall_times, *,
+                 model: UNet | None = None) -> str:
+        """Save weights as a new version + round and make them the current model."""
+        version = self.project.save_model(state_dict, self.model_config, meta)
+        self.project.record_round(version, self._strategy_spec["name"], seed, labelled_ids,
+                                  metrics, wall_times)
+        self.model = model if model is not None else self._build(state_dict)
+        self.model_version = version
+        self._invalidate_predictions()
+        return version
+
+    def adopt_model(self, state_dict: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
+                    ) -> str:
+        """Make trained weights the current model, recorded as a round on the labelled set.
+
+        For weights trained elsewhere on exactly these labels (the benchmark reuses the round 0
+        that every strategy shares). The committee is cleared. Returns the new version.
+
+        Raises
+        ------
+        ProjectError
+            If the weights do not fit the session's model config (nothing is written).
+        """
+        self._begin_job("adopting a model")
+        try:
+            meta = dict(meta or {})
+            labelled = sorted(self.project.labelled_ids())
+            round_no = len(self.project.rounds())
+            meta.setdefault("round", round_no)
+            meta["labelled_ids"] = labelled
+            meta["adopted"] = True
+            metrics = {k: meta.get(k) for k in ("best_val_dice", "final_loss", "steps")}
+            version = self._install(state_dict, meta, self.train_config.seed + round_no,
+                                    labelled, metrics, {"train_s": meta.get("seconds", 0.0),
+                                                        "round_s": 0.0})
+            self.committee = []
+            return version
+        finally:
+            self._job_lock.release()
 
     def score_pool(self, *, regions: bool = False, region_size: int = 256
                    ) -> Generator[ScoreProgress, None, int]:
@@ -473,13 +508,18 @@ class ActiveLearningSession:
             self._candidates_key = key
         todo = [i for i in self._pool_ids() if i not in self._candidates]
         t0 = time.perf_counter()
-        if self.model is None:
-            # before the first model there is nothing to be unsure about: random order
+        blind = not self.strategy.requirements["probs"] and not regions
+        if self.model is None or blind:
+            # before the first model there is nothing to be unsure about: random order; a
+            # strategy that ignores the prediction (random) does not need the pool predicted
             for i in todo:
                 self._candidates[i] = [Candidate(key=str(i), image_id=str(i), box=None,
                                                  probs=None, maps={})]
-            yield ScoreProgress(len(todo), len(todo), None, time.perf_counter() - t0,
-                                "No model yet: suggestions are random until the first training.")
+            note = ("No model yet: suggestions are random until the first training."
+                    if self.model is None else
+                    f"{self._strategy_spec['name']!r} does not look at predictions: the pool "
+                    "was not predicted.")
+            yield ScoreProgress(len(todo), len(todo), None, time.perf_counter() - t0, note)
             return len(todo)
         total = len(todo)
         for n, image_id in enumerate(todo, 1):

@@ -366,6 +366,9 @@ class QueryStrategy:
     needs_gradients: bool = False
     needs_labelled_set: bool = False
     needs_images: bool = False
+    #: False for a strategy whose scores ignore the model's output (``random``): the session
+    #: then skips predicting the pool. Options that read ``probs`` turn it back on.
+    needs_prediction: bool = True
     map_name: str | None = None
 
     def __init__(
@@ -437,7 +440,8 @@ class QueryStrategy:
         return {
             "mode": self.prediction_mode,
             "maps": self.required_maps,
-            "probs": True,
+            "probs": bool(self.needs_prediction or self.foreground_only
+                          or self.boundary_band or self.cost_aware),
             "features": self.needs_features,
             "gradients": self.needs_gradients,
             "images": self.needs_images,

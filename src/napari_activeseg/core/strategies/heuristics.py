@@ -34,6 +34,8 @@ class RandomStrategy(QueryStrategy):
     description = ("Random images or regions: the baseline. Needs nothing but a prediction, "
                    "reproducible for a seed and round.")
 
+    needs_prediction = False  # the pool is not even predicted (image mode)
+
     def __init__(self, *, diversity: str = "none", **options) -> None:
         super().__init__(diversity=diversity, **options)
 

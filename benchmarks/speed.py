@@ -10,22 +10,42 @@ Medians of repeated runs (the machines are shared and noisy). Writes a JSON with
 - ``train_default_steps_per_s``: optimiser steps per second with the default training config;
 - ``predict_4096_peak_mb``: peak resident-memory increase while predicting a 4096x4096 image;
 - ``cpu_efficiency``: achieved forward GFLOP/s of the U-Net / torch float32 matmul GFLOP/s
-  measured in the same run.
+  measured in the same run;
+- ``round_s``: wall time of one default training round after a submission (warm start from the
+  previous round's model, default ``TrainConfig``), on a project of real images (``--data``,
+  the DSB 2018 nuclei beside the checkout by default; synthetic blobs without it), with
+  ``round_rescore_s`` (re-scoring the rest of the pool with the default strategy afterwards:
+  the user's whole wait for the next suggestion);
+- ``mc_rank_spearman``: Spearman rank correlation over that project's unlabelled images between
+  the image scores from the fast MC dropout (deterministic part once, T samples folded into the
+  head) and from T naive full stochastic passes, for BALD and variance, with the same model (the
+  one trained for ``round_s``); ``mc_rank_spearman_noise`` is the fast sampler against itself
+  with another random seed: the Monte-Carlo noise floor of T = 8;
+- ``gui_max_stall_ms``: the longest gap of a 10 ms QTimer in a real napari viewer while a
+  training round and pool scoring run in the widget's workers (``benchmarks/gui_stall.py`` in a
+  subprocess; under ``xvfb-run`` when there is no display). Skipped with ``--no-gui``.
 
 Usage::
 
     python benchmarks/speed.py --json bench_out/speed.json [--repeats 5] [--tiny]
+        [--data DIR] [--no-gui]
 
 ``--tiny`` runs a very small configuration in seconds (used by the test that checks the script
-runs and writes its keys); its numbers mean nothing.
+runs and writes its keys); its numbers mean nothing. Run it on an idle machine: the timings of
+a loaded machine measure the load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -91,11 +111,150 @@ def train_throughput(mcfg: ModelConfig, tcfg: TrainConfig, images, labels, steps
     return steps / (time.perf_counter() - t_start)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dsb2018_nuclei"
+
+
+class NaiveMC(torch.nn.Module):
+    """The textbook MC dropout: T independent full stochastic passes (for comparison only)."""
+
+    def __init__(self, net: UNet) -> None:
+        super().__init__()
+        self.net, self.config = net, net.config
+
+    def forward(self, x):
+        return self.net(x)
+
+    def mc_forward(self, x, samples: int):
+        prev = self.net.mc_dropout
+        self.net.mc_dropout = True
+        try:
+            return torch.stack([self.net(x) for _ in range(samples)])
+        finally:
+            self.net.mc_dropout = prev
+
+
+def _round_project(data: Path | None, tiny: bool, folder: Path):
+    """A project of ``n`` images with their ground truth: real ones from ``data`` if given."""
+    from napari_activeseg.core.project import Project
+
+    if data is not None:
+        from napari_activeseg.benchmark.dataset import load_dataset
+
+        ds = load_dataset(data, max_images=12 if tiny else 40)
+        project = Project.create(folder, images=[ds.root / "images" / n for n in ds.names])
+        by_name = dict(zip(ds.names, ds.masks, strict=True))
+        truth = {r.id: by_name[r.name] for r in project.images()}
+        return project, truth, f"{len(ds)} images of {ds.root.name}"
+    from skimage.draw import disk
+
+    rng = np.random.default_rng(0)
+    size, arrays, masks = (64 if tiny else 384), {}, {}
+    for k in range(12 if tiny else 40):
+        lab = np.zeros((size, size), np.uint8)
+        for _ in range(6 if tiny else 30):
+            rr, cc = disk(tuple(rng.integers(8, size - 8, 2)), int(rng.integers(4, 12)),
+                          shape=lab.shape)
+            lab[rr, cc] = 1
+        arrays[f"blob{k:02d}"] = np.clip(lab * 150 + rng.normal(40, 20, lab.shape), 0, 255
+                                         ).astype(np.uint8)
+        masks[f"blob{k:02d}"] = lab
+    project = Project.create(folder, arrays=arrays)
+    return project, {r.id: masks[r.name] for r in project.images()}, \
+        f"{len(arrays)} synthetic {size}x{size} blob images"
+
+
+def round_and_ranking(data: Path | None, tiny: bool) -> dict:
+    """``round_s`` (+ re-scoring) after a submission, then MC ranking: fast vs naive."""
+    from scipy.stats import spearmanr
+
+    from napari_activeseg.core.session import ActiveLearningSession
+    from napari_activeseg.core.strategies import StrategyContext, build_candidates, get_strategy
+    from napari_activeseg.core.training import run_to_end
+
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="activeseg-speed-") as tmp:
+        project, truth, what = _round_project(data, tiny, Path(tmp) / "p")
+        with project:
+            kw = {}
+            if tiny:
+                kw = dict(model_config=ModelConfig(in_channels=project.images()[0].shape[-1]
+                                                   if len(project.images()[0].shape) == 3
+                                                   else 1, width=4, depth=2),
+                          train_config=TrainConfig(patch_size=32, batch_size=2, max_steps=3,
+                                                   time_budget_s=None))
+            session = ActiveLearningSession(project, **kw)
+            ids = [r.id for r in project.images()]
+            for i in ids[:4]:
+                session.submit(i, truth[i])
+            first = session.train_config.replace(max_steps=2 if tiny else 80, time_budget_s=None)
+            run_to_end(session.train(train_config=first))  # the previous round (not timed)
+            pick = session.suggest(1)[0].image_id  # the default strategy's next suggestion
+            session.submit(pick, truth[pick])
+            t0 = time.perf_counter()
+            summary = run_to_end(session.train())  # one default round, warm start
+            out["round_s"] = round(time.perf_counter() - t0, 1)
+            t1 = time.perf_counter()
+            n_scored = run_to_end(session.score_pool())
+            out["round_rescore_s"] = round(time.perf_counter() - t1, 1)
+            out["round_detail"] = {
+                "project": what, "labelled": 5, "steps": summary.result.steps,
+                "stop_reason": summary.result.stop_reason, "rescored_images": n_scored,
+                "train_config": "TrainConfig() defaults" if not tiny else "tiny",
+                "strategy": session.strategy.name}
+
+            model = session.model
+            pool = [i for i in ids if i not in project.labelled_ids()]
+            rho, noise = {}, {}
+            for name in ("bald", "variance"):
+                strategy = get_strategy(name)
+
+                def scores(net, seed, strategy=strategy):
+                    torch.manual_seed(seed)
+                    cands = [c for i in pool for c in build_candidates(
+                        strategy, str(i), session.prepared(i), net,
+                        inference_config=session.inference_config)]
+                    return strategy.score(cands, StrategyContext(round=1))
+
+                fast, naive = scores(model, 1), scores(NaiveMC(model), 2)
+                again = scores(model, 3)
+                rho[name] = round(float(spearmanr(fast, naive).statistic), 3)
+                noise[name] = round(float(spearmanr(fast, again).statistic), 3)
+            out["mc_rank_spearman"] = rho
+            out["mc_rank_spearman_noise"] = noise
+            out["mc_rank_detail"] = {
+                "images": len(pool), "samples": session.inference_config.mc_samples,
+                "dropout": f"{model.config.dropout_mode} dropout p={model.config.dropout}, "
+                           f"head={model.config.dropout_head}, decoder stages="
+                           f"{model.config.dropout_decoder}"}
+    return out
+
+
+def gui_stall(tiny: bool) -> dict:
+    """Run benchmarks/gui_stall.py in a subprocess (xvfb-run when there is no display)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gui_stall.py")] + (["--tiny"] if tiny
+                                                                         else [])
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        if shutil.which("xvfb-run") is None:
+            return {"gui_max_stall_ms": None, "gui_note": "no display and no xvfb-run"}
+        cmd = ["xvfb-run", "-a", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"gui_max_stall_ms": None,
+                "gui_note": f"gui_stall.py failed ({proc.returncode}): {proc.stderr[-500:]}"}
+    res = json.loads(lines[-1])
+    return {"gui_max_stall_ms": res.pop("gui_max_stall_ms"), "gui_detail": res}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA if DEFAULT_DATA.is_dir() else None,
+                   help="benchmark folder (images/ + masks/) for round_s and the MC ranking")
+    p.add_argument("--no-gui", action="store_true", help="skip gui_max_stall_ms")
     args = p.parse_args(argv)
     tiny = args.tiny
     reps = 1 if tiny else args.repeats
@@ -165,6 +324,10 @@ def main(argv=None) -> int:
     out["forward_gflops"] = round(achieved, 2)
     out["matmul_gflops"] = round(peak, 2)
     out["cpu_efficiency"] = round(achieved / peak, 3)
+
+    out.update(round_and_ranking(args.data, tiny))
+    if not args.no_gui:
+        out.update(gui_stall(tiny))
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SPEED_KEYS = {
     "predict_512_ms", "mc8_cost_ratio", "mc8_naive_ratio", "score_pool_images_per_s",
-    "train_patches_per_s", "predict_4096_peak_mb", "cpu_efficiency",
+    "train_patches_per_s", "predict_4096_peak_mb", "cpu_efficiency", "round_s",
+    "round_rescore_s", "mc_rank_spearman", "mc_rank_spearman_noise", "gui_max_stall_ms",
 }
 
 
@@ -26,3 +27,9 @@ def test_speed_script_writes_its_keys(tmp_path, monkeypatch):
     assert SPEED_KEYS <= set(data)
     assert data["predict_512_ms"] > 0 and data["mc8_cost_ratio"] > 0
     assert 0 < data["cpu_efficiency"] < 5
+    assert data["round_s"] > 0 and data["round_detail"]["labelled"] == 5
+    assert set(data["mc_rank_spearman"]) == {"bald", "variance"}
+    assert all(-1 <= v <= 1 for v in data["mc_rank_spearman"].values())
+    # the GUI probe ran a real viewer in a subprocess (pytest-xvfb gives it a display)
+    assert data["gui_max_stall_ms"] is not None, data.get("gui_note")
+    assert data["gui_detail"]["finished"] is True

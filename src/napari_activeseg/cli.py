@@ -194,7 +194,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     model = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     train = {k: v for k, v in (("patch_size", args.patch_size), ("batch_size", args.batch_size),
-                                ("lr", args.lr)) if v is not None}
+                                ("lr", args.lr), ("focus_p", args.focus_p)) if v is not None}
     inference = {} if args.tile_size is None else {"tile_size": args.tile_size}
     config = BenchmarkConfig(
         data=Path(args.data), out=Path(args.out),
@@ -286,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind, what in (("--width", int, "U-Net width"), ("--depth", int, "U-Net depth"),
                              ("--patch-size", int, "training patch size"),
                              ("--batch-size", int, "training batch size"),
-                             ("--lr", float, "peak learning rate")):
+                             ("--lr", float, "peak learning rate"),
+                             ("--focus-p", float, "fraction of training patches centred on "
+                              "pixels the previous model got wrong or was unsure of")):
         bench.add_argument(flag, type=kind, default=None, help=f"{what} (None = the product's)")
     bench.add_argument("--tile-size", type=int, default=None,
                        help="prediction tile size (None = the product's)")

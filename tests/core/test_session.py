@@ -205,3 +205,21 @@ def test_adopted_model_becomes_current_and_is_recorded(project, tmp_path):
         assert other.load_model()[2]["adopted"] is True
     finally:
         other.close()
+
+
+def test_submission_records_the_corrected_pixels_for_focus_sampling(project):
+    s = ActiveLearningSession(project, model_config=TINY_MODEL,
+                              train_config=TINY_TRAIN.replace(focus_p=0.5),
+                              inference_config=InferenceConfig(tile_size=64, overlap=8))
+    ids = [r.id for r in project.images()]
+    s.submit(ids[0], project.truth[ids[0]])
+    assert ids[0] not in s._focus  # no pre-annotation, no model: nothing known to be hard
+    run_to_end(s.train())
+    pre = s.predict(ids[1]).labels
+    s.mark_shown(ids[1], pre)
+    s.submit(ids[1], project.truth[ids[1]])
+    hard = s._focus[ids[1]]
+    probs = s.predict(ids[1]).probs
+    assert np.array_equal(hard, (pre != project.truth[ids[1]]) | (probs.max(0) < 0.8))
+    run_to_end(s.train())  # trains with the focus maps (focus_p = 0.5)
+    assert len(project.rounds()) == 2

@@ -158,3 +158,50 @@ def test_training_oom_halves_the_batch(blob_set, monkeypatch):
                                          time_budget_s=None)).fit(images, labels), recs.append)
     assert seen[:3] == [8, 4, 2] and len(recs) == 3
     assert "batch halved to 2" in recs[0].message
+
+
+def _centres(focus_p, focus, n_batches=20):
+    from napari_activeseg.core.training import _PatchSampler
+
+    imgs = [np.zeros((1, 64, 64), np.float32) for _ in range(2)]
+    labs = [np.zeros((64, 64), np.int64) for _ in range(2)]
+    labs[0][10:20, 10:20] = 1
+    sampler = _PatchSampler(imgs, labs, [None, None],
+                            TrainConfig(patch_size=32, focus_p=focus_p),
+                            np.random.default_rng(0), focus)
+    seen = []
+    real = sampler._crop
+    sampler._crop = lambda i, c: seen.append((i, c)) or real(i, c)
+    for _ in range(n_batches):
+        sampler.batch(8)
+    return seen
+
+
+def test_focus_p_centres_patches_on_the_hard_pixels():
+    hard = np.zeros((64, 64), bool)
+    hard[50:54, 40:44] = True  # the only hard pixels: image 1, bottom right
+    seen = _centres(1.0, [None, hard])
+    assert {i for i, _ in seen} == {1}
+    assert all(hard.flat[c] for _, c in seen)
+    half = _centres(0.5, [None, hard])
+    share = np.mean([i == 1 and hard.flat[c] for i, c in half])
+    assert 0.35 < share < 0.65  # about half, the rest spread over both images
+    off = _centres(0.0, [None, hard])  # focus_p = 0: the hard pixels are not favoured
+    assert np.mean([i == 1 and hard.flat[c] for i, c in off]) < 0.05
+    none = _centres(1.0, [None, None])  # no hard pixel anywhere: ordinary sampling
+    assert {i for i, _ in none} == {0, 1}
+
+
+def test_fit_accepts_focus_and_keeps_it_aligned_with_the_validation_split():
+    pairs = [make_blobs(shape=(48, 48), seed=s, n=3) for s in range(10)]
+    imgs = [p[0][None].astype(np.float32) for p in pairs]
+    labs = [p[1] for p in pairs]
+    focus = [p[1] > 0 for p in pairs]
+    cfg = TrainConfig(patch_size=32, batch_size=2, max_steps=3, time_budget_s=None,
+                      focus_p=0.5, min_val_images=5)
+    result = run_to_end(Trainer(ModelConfig(in_channels=1, width=4, depth=2), cfg)
+                        .fit(imgs, labs, focus=focus))
+    assert result.steps == 3
+    with pytest.raises(ValueError, match="10 images but 3 focus masks"):
+        run_to_end(Trainer(ModelConfig(in_channels=1, width=4, depth=2), cfg)
+                   .fit(imgs, labs, focus=focus[:3]))

@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -318,15 +318,22 @@ class ModelStore:
                                      files["json"]))  # fmt: skip
         return out
 
-    def load_model(self, version: str | None = None) -> tuple[dict[str, Any], ModelConfig, dict]:
+    def load_model(
+        self, version: str | None = None, *,
+        fits: Callable[[ModelConfig], str | None] | None = None,
+    ) -> tuple[dict[str, Any], ModelConfig, dict]:
         """Load a model version: ``(state_dict, model_config, meta)``.
 
         Parameters
         ----------
         version : str, optional
             Default: the latest *good* version. If the latest is damaged (missing file, bad
-            JSON, checksum mismatch, not safetensors), the previous good one is loaded and a
-            :class:`ProjectWarning` says so.
+            JSON, checksum mismatch, not safetensors) or does not fit the project (another
+            class count, e.g. a checkpoint copied in by hand, or rejected by `fits`), the newest
+            one that does is loaded and a :class:`ProjectWarning` says why.
+        fits : callable, optional
+            ``fits(model_config)`` returns None for a usable model, or why it is not (only
+            used when choosing the default version).
 
         Returns
         -------
@@ -363,6 +370,13 @@ class ModelStore:
                     loaded = self._load_version(candidate, files[candidate])
                 except ProjectError as err:
                     failures.append(f"{candidate}: {err}")
+                    continue
+                config = loaded[1]
+                why = (f"it was trained for {config.n_classes} classes but the project has "
+                       f"{self.n_classes}" if config.n_classes != self.n_classes
+                       else fits(config) if fits is not None else None)
+                if why:
+                    failures.append(f"{candidate}: {why}.")
                     continue
                 if failures:
                     self._note([

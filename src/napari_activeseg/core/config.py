@@ -156,6 +156,9 @@ class TrainConfig(_JsonConfig):
     invert_p: float = 0.0
     # patch sampling: fraction of patches centred on a reviewed foreground (non-zero) pixel
     foreground_p: float = 0.5
+    # fraction of patches centred on "hard" pixels: where the previous model's pre-annotation
+    # was corrected or its confidence was low (recorded at submission); 0 = off
+    focus_p: float = 0.0
     # validation / early stopping on held-back labelled images
     val_fraction: float = 0.2
     min_val_images: int = 10
@@ -180,6 +183,7 @@ class TrainConfig(_JsonConfig):
         _check(0.0 <= self.invert_p <= 1.0, f"invert_p must be in [0, 1], got {self.invert_p}.")
         _check(0.0 <= self.foreground_p <= 1.0,
                f"foreground_p must be in [0, 1], got {self.foreground_p}.")
+        _check(0.0 <= self.focus_p <= 1.0, f"focus_p must be in [0, 1], got {self.focus_p}.")
         _check(0.0 <= self.val_fraction < 1.0,
                f"val_fraction must be in [0, 1), got {self.val_fraction}.")
 

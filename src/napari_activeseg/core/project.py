@@ -184,6 +184,17 @@ def _default_colors(n: int) -> list[str]:
     return [_DEFAULT_COLORS[i % len(_DEFAULT_COLORS)] if i else "#000000" for i in range(n)]
 
 
+def _n_channels(shape: Sequence[int]) -> int:
+    """Channels of a stored image shape: (H, W) is 1, (H, W, C) is C."""
+    return 1 if len(shape) == 2 else int(shape[-1])
+
+
+def _channel_message(what: str, n: int, expected: int) -> str:
+    return (f"{what} has {n} channel(s) but the project's images have {expected}: one model "
+            f"takes one channel count. Convert it to {expected} channel(s) (or make a separate "
+            "project for it).")
+
+
 def _check_colors(colors: Any, n_classes: int) -> list[str]:
     if colors is None:
         return _default_colors(n_classes)
@@ -864,6 +875,19 @@ class Project(ModelStore):
                 if not skip_unreadable:
                     raise
                 problems.append(f"Skipped {str(path)!r}: {err}")
+        expected = self._channel_count()
+        kept = []
+        for item in probed:
+            n = _n_channels(item[5])
+            expected = n if expected is None else expected
+            if n != expected:
+                err = _channel_message(repr(str(item[1])), n, expected)
+                if not skip_unreadable:
+                    raise ValueError(err)
+                problems.append(f"Skipped {err}")
+                continue
+            kept.append(item)
+        probed = kept
         if entries and not probed:
             raise ValueError(
                 "None of the given files could be added as an image:\n  "
@@ -948,9 +972,20 @@ class Project(ModelStore):
             self._unlink_image_files(key)
         return ids
 
+    def _channel_count(self) -> int | None:
+        """Channels of the project's images (the model takes one count), None before any."""
+        row = self._db.execute("SELECT shape FROM images ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else _n_channels(json.loads(row["shape"]))
+
     def _add_checked_arrays(
         self, arrays: Mapping[str, np.ndarray], created: list[Path] | None = None
     ) -> list[ImageRecord]:
+        expected = self._channel_count()
+        for name, image in arrays.items():
+            n = _n_channels(image.shape)
+            expected = n if expected is None else expected
+            if n != expected:  # refused before anything is written
+                raise ValueError(_channel_message(f"array {name!r}", n, expected))
         by_sha = self._by_sha()
         taken = self._taken_keys()
         now = sf.utc_now()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,7 +35,7 @@ from .effort import correction_effort
 from .inference import Prediction, predict
 from .model import UNet
 from .preprocess import prepare_image
-from .project import Project
+from .project import Project, ProjectError, ProjectWarning
 from .strategies import (
     Candidate,
     Pick,
@@ -90,6 +91,9 @@ class RoundSummary:
     notes: list[str] = field(default_factory=list)
 
 
+_FOCUS_CONFIDENCE = 0.8  # below this top-class probability a pixel counts as "unsure"
+
+
 class _LRU:
     """A small byte-bounded LRU cache of numpy-holding values."""
 
@@ -98,6 +102,14 @@ class _LRU:
         self._data: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+
+    def find(self, match):
+        """The most recently used value whose key satisfies ``match(key)``, or None."""
+        with self._lock:
+            for key in reversed(self._data):
+                if match(key):
+                    return self._data[key][0]
+        return None
 
     def get(self, key):
         with self._lock:
@@ -178,6 +190,7 @@ class ActiveLearningSession:
         self._shown: dict[int, tuple[float, np.ndarray | None, int | None]] = {}
         self._trainer: Trainer | None = None
         self.committee: list[UNet] = []
+        self._focus: dict[int, np.ndarray] = {}  # image id -> hard pixels (this process only)
 
         self.model_config = model_config or self._saved(ModelConfig, "model_config") \
             or self._default_model_config()
@@ -200,12 +213,24 @@ class ActiveLearningSession:
         self.model: UNet | None = None
         self.model_version: str | None = None
         if project.models():
-            state, cfg, meta = project.load_model()
-            if cfg.in_channels == self.model_config.in_channels and \
-                    cfg.n_classes == self.model_config.n_classes:
+            want = self.model_config
+
+            def fits(cfg: ModelConfig) -> str | None:
+                if cfg.in_channels != want.in_channels:
+                    return (f"it takes {cfg.in_channels} input channel(s) but the images have "
+                            f"{want.in_channels}")
+                return None
+
+            try:
+                state, cfg, meta = project.load_model(fits=fits)
+            except ProjectError as err:  # every version is damaged or foreign: start afresh
+                warnings.warn(f"No saved model could be used ({err}); the next training "
+                              "starts a new model.", ProjectWarning, stacklevel=2)
+            else:
                 self.model_config = cfg
                 self.model = self._build(state)
-                # not models()[-1]: a damaged latest version makes load_model fall back
+                # not models()[-1]: a damaged or foreign latest version makes load_model fall
+                # back to the newest one that fits
                 self.model_version = meta["version"]
         if not project.read_only:
             self._save_settings()
@@ -396,8 +421,10 @@ class ActiveLearningSession:
         self._trainer = Trainer(self.model_config, cfg.replace(seed=cfg.seed + round_no))
         if self._stop.is_set():
             return None
+        focus = [self._focus.get(i) for i, _, _ in labelled] + \
+            [None] * (len(images) - len(labelled))  # pseudo-labelled images have none
         result: TrainResult = yield from self._trainer.fit(
-            images, labels, reviewed, init_state=init)
+            images, labels, reviewed, init_state=init, focus=focus)
         if result.stop_reason == "stop_requested":
             notes.append("Training cancelled: the last good model is kept.")
             return RoundSummary(self.model_version, result, len(labelled), n_pseudo,
@@ -630,6 +657,7 @@ class ActiveLearningSession:
         if pre is not None and pre.shape != labels.shape:
             pre = None
         effort = correction_effort(pre, labels, reviewed)
+        self._record_focus(image_id, pre, labels)
         sub = self.project.submit(
             image_id, labels, reviewed, seconds=seconds, pixels_changed=effort.pixels_changed,
             objects_added=effort.objects_added, objects_removed=effort.objects_removed,
@@ -639,6 +667,20 @@ class ActiveLearningSession:
         self._candidates.pop(image_id, None)
         self.project.discard_draft(image_id)
         return sub
+
+    def _record_focus(self, image_id: int, pre: np.ndarray | None, labels: np.ndarray) -> None:
+        """Remember the "hard" pixels of a submission for ``TrainConfig.focus_p``: where the
+        pre-annotation was corrected, or the current model's (cached) confidence is low."""
+        hard = None if pre is None else pre != labels
+        cached = self._predictions.find(lambda key: key[0] == image_id
+                                        and key[1] == self.model_version)
+        if cached is not None and cached.probs.shape[1:] == labels.shape:
+            unsure = cached.probs.max(0) < _FOCUS_CONFIDENCE
+            hard = unsure if hard is None else hard | unsure
+        if hard is None or not hard.any():
+            self._focus.pop(image_id, None)
+        else:
+            self._focus[image_id] = hard
 
     def skip(self, image_id: int, *, suggestion_id: int | None = None) -> None:
         shown = self._shown.pop(image_id, None)

@@ -81,13 +81,16 @@ class _PatchSampler:
         reviewed: Sequence[np.ndarray | None],
         cfg: TrainConfig,
         rng: np.random.Generator,
+        focus: Sequence[np.ndarray | None] | None = None,
     ) -> None:
         self.images, self.labels, self.cfg, self.rng = images, labels, cfg, rng
         self.reviewed: list[np.ndarray | None] = []
         self.centres: list[np.ndarray] = []
         self.fg_centres: list[np.ndarray] = []
-        counts = []
-        for lab, rev in zip(labels, reviewed, strict=True):
+        self.focus_centres: list[np.ndarray] = []
+        counts, focus_counts = [], []
+        focus = list(focus) if focus is not None else [None] * len(labels)
+        for lab, rev, foc in zip(labels, reviewed, focus, strict=True):
             if rev is not None and rev.all():
                 rev = None
             self.reviewed.append(rev)
@@ -96,6 +99,12 @@ class _PatchSampler:
             counts.append(n_valid)
             self.centres.append(self._subsample(np.flatnonzero(valid)))
             self.fg_centres.append(self._subsample(np.flatnonzero(valid & (lab > 0))))
+            hard = np.flatnonzero(valid & foc) if foc is not None and foc.shape == lab.shape \
+                else np.empty(0, np.int64)
+            focus_counts.append(int(hard.size))
+            self.focus_centres.append(self._subsample(hard))
+        n_focus = sum(focus_counts)
+        self.p_focus = np.asarray(focus_counts, float) / n_focus if n_focus else None
         total = sum(counts)
         if total == 0:
             raise ValueError("No reviewed pixel in any training image: review (label) at least "
@@ -117,10 +126,15 @@ class _PatchSampler:
         y = np.zeros((n, ps, ps), np.int64)
         ign = np.ones((n, ps, ps), bool)
         for b in range(n):
-            i = int(self.rng.choice(len(self.images), p=self.p_image))
-            pool = self.fg_centres[i]
-            if pool.size == 0 or self.rng.random() >= self.cfg.foreground_p:
-                pool = self.centres[i]
+            if self.p_focus is not None and self.rng.random() < self.cfg.focus_p:
+                # a pixel the previous model got wrong or was unsure of
+                i = int(self.rng.choice(len(self.images), p=self.p_focus))
+                pool = self.focus_centres[i]
+            else:
+                i = int(self.rng.choice(len(self.images), p=self.p_image))
+                pool = self.fg_centres[i]
+                if pool.size == 0 or self.rng.random() >= self.cfg.foreground_p:
+                    pool = self.centres[i]
             centre = int(pool[self.rng.integers(pool.size)])
             xi, yi, ii = self._crop(i, centre)
             x[b], y[b], ign[b] = self._augment(xi, yi, ii)
@@ -265,6 +279,7 @@ class Trainer:
         val_images: Sequence[np.ndarray] | None = None,
         val_labels: Sequence[np.ndarray] | None = None,
         init_state: dict[str, torch.Tensor] | None = None,
+        focus: Sequence[np.ndarray | None] | None = None,
     ) -> Generator[TrainProgress, None, TrainResult]:
         """Train one round; yields :class:`TrainProgress`, returns :class:`TrainResult`.
 
@@ -282,10 +297,16 @@ class Trainer:
             held back (deterministically for the seed).
         init_state : state dict, optional
             Warm start from earlier weights (same architecture).
+        focus : sequence of (H, W) bool ndarray or None, optional
+            Per image, the "hard" pixels (e.g. where the previous model was corrected);
+            ``focus_p`` of the patches are centred on one of them (0 = ignored).
         """
         cfg, mc = self.train_config, self.model_config
         self._stop.clear()
         images, labels, reviewed = self._check_data(images, labels, reviewed)
+        focus = list(focus) if focus is not None and cfg.focus_p > 0 else [None] * len(images)
+        if len(focus) != len(images):
+            raise ValueError(f"{len(images)} images but {len(focus)} focus masks.")
         rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         if cfg.num_threads:
@@ -304,12 +325,14 @@ class Trainer:
                 images = [images[i] for i in keep]
                 labels = [labels[i] for i in keep]
                 reviewed = [reviewed[i] for i in keep]
+                focus = [focus[i] for i in keep]
         elif val_labels is None or len(val_labels) != len(val_images):
             raise ValueError("val_images and val_labels must be given together, same length.")
         val = _val_crops(val_images, val_labels, max(cfg.patch_size * 2, 128), rng) \
             if val_images else []
 
-        sampler = _PatchSampler(images, labels, reviewed, cfg, rng)
+        sampler = _PatchSampler(images, labels, reviewed, cfg, rng,
+                                None if cfg.focus_p <= 0 else focus)
         model = UNet(mc)
         if init_state is not None:
             try:

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=20.0, help="training time budget")
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--trace", action="store_true",
+                   help="sample the GUI thread's stack during gaps over 60 ms (diagnosis)")
     args = p.parse_args(argv)
 
     import napari
@@ -64,12 +66,36 @@ def main(argv=None) -> int:
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     done = {"train": False, "score": False}
-    widget.training_finished.connect(lambda *_: done.__setitem__("train", True))
-    widget.scoring_finished.connect(lambda *_: done.__setitem__("score", True))
+    marks: dict[str, float] = {}
+
+    def mark(name):
+        done[name] = True
+        marks[name] = time.perf_counter()
+
+    widget.training_finished.connect(lambda *_: mark("train"))
+    widget.scoring_finished.connect(lambda *_: mark("score"))
     # let the viewer settle before measuring
     t_end = time.perf_counter() + 1.0
     while time.perf_counter() < t_end:
         app.processEvents()
+    stacks: dict[str, int] = {}
+    if args.trace:
+        import sys
+        import threading
+        import traceback
+
+        main_id = threading.get_ident()
+
+        def watch():
+            while not done["score"]:
+                time.sleep(0.02)
+                if ticks and time.perf_counter() - ticks[-1] > 0.06:
+                    frame = sys._current_frames().get(main_id)
+                    if frame is not None:
+                        key = "".join(traceback.format_stack(frame, limit=12)[-8:])
+                        stacks[key] = stacks.get(key, 0) + 1
+
+        threading.Thread(target=watch, daemon=True).start()
     timer.start()
     t0 = time.perf_counter()
     widget.train()  # after training, the widget re-scores the pool in a second worker
@@ -77,14 +103,32 @@ def main(argv=None) -> int:
         app.processEvents()
         time.sleep(0.001)
     timer.stop()
-    gaps = np.diff(np.asarray(ticks)) * 1e3
+    t_ticks = np.asarray(ticks)
+    gaps = np.diff(t_ticks) * 1e3
+    # where the long gaps are: phase of the gap's end (training, after training = the GUI
+    # thread's own work on finishing, scoring), and the five longest with their times
+    t_train, t_score = marks.get("train", np.inf), marks.get("score", np.inf)
+    ends = t_ticks[1:] if gaps.size else t_ticks
+    phase = np.where(ends <= t_train, "training",
+                     np.where(ends <= t_train + 0.5, "training finished",
+                              np.where(ends <= t_score, "scoring", "after")))
+    by_phase = {str(ph): round(float(gaps[phase == ph].max() - 10.0), 1)
+                for ph in dict.fromkeys(phase.tolist())} if gaps.size else {}
+    worst = np.argsort(gaps)[::-1][:5] if gaps.size else []
     out = {
         "gui_max_stall_ms": round(float(gaps.max() - 10.0), 1) if gaps.size else None,
         "gui_p99_gap_ms": round(float(np.percentile(gaps, 99)), 1) if gaps.size else None,
+        "gui_max_stall_by_phase_ms": by_phase,
+        "gui_worst_gaps": [{"ms": round(float(gaps[i]), 1),
+                            "at_s": round(float(ends[i] - t0), 2), "phase": str(phase[i])}
+                           for i in worst],
         "ticks": int(len(ticks)),
         "seconds": round(time.perf_counter() - t0, 1),
         "finished": bool(done["train"] and done["score"]),
     }
+    if args.trace:
+        for key, n in sorted(stacks.items(), key=lambda kv: -kv[1])[:6]:
+            print(f"--- {n} samples (x20 ms) of the GUI thread during gaps:\n{key}")
     widget.session.project.close()
     viewer.close()
     print(json.dumps(out))

@@ -18,9 +18,10 @@ Medians of repeated runs (the machines are shared and noisy). Writes a JSON with
   the user's whole wait for the next suggestion);
 - ``mc_rank_spearman``: Spearman rank correlation over that project's unlabelled images between
   the image scores from the fast MC dropout (deterministic part once, T samples folded into the
-  head) and from T naive full stochastic passes, for BALD and variance, with the same model (the
-  one trained for ``round_s``); ``mc_rank_spearman_noise`` is the fast sampler against itself
-  with another random seed: the Monte-Carlo noise floor of T = 8;
+  head) and from T naive full stochastic passes with the same dropout masks, for BALD and
+  variance, with the model trained for ``round_s``; ``mc_rank_spearman_mask_sets`` compares
+  the fast scores of two different sets of T masks (how much the ranking depends on the draw),
+  and ``..._t32`` the same with T = 32;
 - ``gui_max_stall_ms``: the longest gap of a 10 ms QTimer in a real napari viewer while a
   training round and pool scoring run in the widget's workers (``benchmarks/gui_stall.py`` in a
   subprocess; under ``xvfb-run`` when there is no display). Skipped with ``--no-gui``.
@@ -116,7 +117,11 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dsb2018_nuclei"
 
 
 class NaiveMC(torch.nn.Module):
-    """The textbook MC dropout: T independent full stochastic passes (for comparison only)."""
+    """The textbook MC dropout: T full stochastic forward passes (for comparison only).
+
+    Given the fast path's masks (``head_masks``), pass t runs the whole network and applies
+    mask t before the head, so both compute the same T samples the two ways.
+    """
 
     def __init__(self, net: UNet) -> None:
         super().__init__()
@@ -125,13 +130,23 @@ class NaiveMC(torch.nn.Module):
     def forward(self, x):
         return self.net(x)
 
-    def mc_forward(self, x, samples: int):
-        prev = self.net.mc_dropout
-        self.net.mc_dropout = True
-        try:
-            return torch.stack([self.net(x) for _ in range(samples)])
-        finally:
-            self.net.mc_dropout = prev
+    def head_masks(self, samples: int, seed: int | None = 0):
+        return self.net.head_masks(samples, seed)
+
+    def mc_forward(self, x, samples: int, *, masks=None):
+        if masks is None:
+            prev = self.net.mc_dropout
+            self.net.mc_dropout = True
+            try:
+                return torch.stack([self.net(x) for _ in range(samples)])
+            finally:
+                self.net.mc_dropout = prev
+        p, head, out = self.net.config.dropout, self.net.head, []
+        for t in range(samples):
+            _, feats = self.net.forward_with_features(x)  # a whole pass, every time
+            keep = masks[t].to(feats.dtype)[None, :, None, None] / (1 - p)
+            out.append(torch.nn.functional.conv2d(feats * keep, head.weight, head.bias))
+        return torch.stack(out)
 
 
 def _round_project(data: Path | None, tiny: bool, folder: Path):
@@ -205,25 +220,28 @@ def round_and_ranking(data: Path | None, tiny: bool) -> dict:
 
             model = session.model
             pool = [i for i in ids if i not in project.labelled_ids()]
-            rho, noise = {}, {}
+            rho, noise, noise32 = {}, {}, {}
+            icfg = session.inference_config
             for name in ("bald", "variance"):
                 strategy = get_strategy(name)
 
-                def scores(net, seed, strategy=strategy):
-                    torch.manual_seed(seed)
+                def scores(net, seed, samples=icfg.mc_samples, strategy=strategy):
+                    cfg = icfg.replace(mc_seed=seed, mc_samples=samples)
                     cands = [c for i in pool for c in build_candidates(
-                        strategy, str(i), session.prepared(i), net,
-                        inference_config=session.inference_config)]
+                        strategy, str(i), session.prepared(i), net, inference_config=cfg)]
                     return strategy.score(cands, StrategyContext(round=1))
 
-                fast, naive = scores(model, 1), scores(NaiveMC(model), 2)
-                again = scores(model, 3)
+                fast, naive = scores(model, 0), scores(NaiveMC(model), 0)
                 rho[name] = round(float(spearmanr(fast, naive).statistic), 3)
-                noise[name] = round(float(spearmanr(fast, again).statistic), 3)
+                # how much the ranking depends on which T masks were drawn
+                noise[name] = round(float(spearmanr(fast, scores(model, 1)).statistic), 3)
+                noise32[name] = round(float(spearmanr(scores(model, 0, 32),
+                                                      scores(model, 1, 32)).statistic), 3)
             out["mc_rank_spearman"] = rho
-            out["mc_rank_spearman_noise"] = noise
+            out["mc_rank_spearman_mask_sets"] = noise
+            out["mc_rank_spearman_mask_sets_t32"] = noise32
             out["mc_rank_detail"] = {
-                "images": len(pool), "samples": session.inference_config.mc_samples,
+                "images": len(pool), "samples": icfg.mc_samples,
                 "dropout": f"{model.config.dropout_mode} dropout p={model.config.dropout}, "
                            f"head={model.config.dropout_head}, decoder stages="
                            f"{model.config.dropout_decoder}"}

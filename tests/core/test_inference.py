@@ -125,3 +125,18 @@ def test_out_of_memory_halves_the_batch(model, monkeypatch):
     assert state["raised"]
     assert any("halved" in n for n in pred.notes)
     assert pred.probs.shape == (3, 64, 64)
+
+
+def test_mc_uncertainty_is_reproducible_for_a_seed():
+    torch.manual_seed(0)
+    model = UNet(ModelConfig(in_channels=1, width=4, depth=2, dropout=0.5)).eval()
+    img = np.random.default_rng(0).random((1, 96, 80), dtype=np.float32)
+    cfg = InferenceConfig(tile_size=48, overlap=8, mc_samples=4)
+    a = predict(model, img, mode="mc", maps=("bald",), config=cfg)
+    b = predict(model, img, mode="mc", maps=("bald",), config=cfg)
+    np.testing.assert_array_equal(a.uncertainty["bald"], b.uncertainty["bald"])
+    # the draw depends on the seed only, not on the image: a seed change changes the map
+    other = predict(model, img, mode="mc", maps=("bald",), config=cfg.replace(mc_seed=1))
+    assert not np.allclose(other.uncertainty["bald"], a.uncertainty["bald"])
+    fresh = predict(model, img, mode="mc", maps=("bald",), config=cfg.replace(mc_seed=None))
+    assert not np.allclose(fresh.uncertainty["bald"], a.uncertainty["bald"])

@@ -142,3 +142,24 @@ def test_element_dropout_mode_still_samples():
     with torch.no_grad():
         s = model.mc_forward(torch.randn(1, 1, 16, 16), 3)
     assert s.shape == (3, 1, 2, 16, 16) and not torch.allclose(s[0], s[1])
+
+
+def test_shared_head_masks_apply_the_same_draw_to_every_image():
+    model = _model(dropout_head=True, dropout_mode="channel")
+    masks = model.head_masks(5, seed=3)
+    assert masks.shape == (5, 4) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(masks, model.head_masks(5, seed=3))  # reproducible for a seed
+    assert not torch.equal(masks, model.head_masks(5, seed=4))
+    x = torch.randn(2, 1, 20, 24)
+    with torch.no_grad():
+        _, feats = model.forward_with_features(x)
+        fast = model.mc_forward(x, 5, masks=masks)
+        p = model.config.dropout
+        for t in range(5):
+            ref = model.head(feats * masks[t][None, :, None, None] / (1 - p))
+            assert torch.allclose(fast[t], ref, atol=1e-5)  # both images, mask t
+    with pytest.raises(ValueError, match=r"masks must have shape \(5, 4\)"):
+        model.mc_forward(x, 5, masks=masks[:3])
+    # dropout elsewhere: no shared masks (each call draws its own)
+    assert _model(dropout_head=False, dropout_decoder=1).head_masks(5) is None
+    assert _model(dropout_head=True, dropout_mode="element").head_masks(5) is None

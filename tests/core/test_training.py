@@ -205,3 +205,20 @@ def test_fit_accepts_focus_and_keeps_it_aligned_with_the_validation_split():
     with pytest.raises(ValueError, match="10 images but 3 focus masks"):
         run_to_end(Trainer(ModelConfig(in_channels=1, width=4, depth=2), cfg)
                    .fit(imgs, labs, focus=focus[:3]))
+
+
+def test_warm_lr_factor_scales_the_peak_lr_of_warm_started_rounds_only():
+    image, labels = make_blobs(shape=(48, 48), seed=0, n=3)
+    mcfg = ModelConfig(in_channels=1, width=4, depth=2)
+    cfg = TrainConfig(patch_size=32, batch_size=2, max_steps=20, time_budget_s=None,
+                      warm_lr_factor=0.25, warmup_fraction=0.0)
+    cold_lrs, warm_lrs = [], []
+    cold = run_to_end(Trainer(mcfg, cfg).fit([image[None]], [labels]),
+                      lambda p: cold_lrs.append(p.lr))
+    run_to_end(Trainer(mcfg, cfg).fit([image[None]], [labels], init_state=cold.state_dict),
+               lambda p: warm_lrs.append(p.lr))
+    assert max(cold_lrs) == pytest.approx(cfg.lr)  # from scratch: the full schedule
+    assert max(warm_lrs) == pytest.approx(cfg.lr * 0.25)
+    assert np.allclose(np.asarray(warm_lrs), np.asarray(cold_lrs) * 0.25)
+    with pytest.raises(ValueError, match="warm_lr_factor"):
+        TrainConfig(warm_lr_factor=0.0)

@@ -143,6 +143,9 @@ class TrainConfig(_JsonConfig):
     max_steps: int | None = 300
     time_budget_s: float | None = 90.0
     lr: float = 3e-3
+    # peak learning rate of a warm-started round, as a fraction of ``lr`` (fine-tuning gently
+    # keeps what the previous round learnt); 1 = the same schedule as from scratch
+    warm_lr_factor: float = 1.0
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
     final_lr_fraction: float = 0.02
@@ -184,6 +187,8 @@ class TrainConfig(_JsonConfig):
         _check(0.0 <= self.foreground_p <= 1.0,
                f"foreground_p must be in [0, 1], got {self.foreground_p}.")
         _check(0.0 <= self.focus_p <= 1.0, f"focus_p must be in [0, 1], got {self.focus_p}.")
+        _check(0.0 < self.warm_lr_factor <= 1.0,
+               f"warm_lr_factor must be in (0, 1], got {self.warm_lr_factor}.")
         _check(0.0 <= self.val_fraction < 1.0,
                f"val_fraction must be in [0, 1), got {self.val_fraction}.")
 
@@ -198,6 +203,9 @@ class InferenceConfig(_JsonConfig):
     overlap: int = 64
     batch_size: int = 4
     mc_samples: int = 8
+    # seed of the MC-dropout masks shared by all tiles and images (head-only channel dropout:
+    # reproducible, comparable scores); None = fresh masks on every call
+    mc_seed: int | None = 0
     device: str = "auto"
     amp: bool = True
 

@@ -125,10 +125,14 @@ def _single(model: nn.Module) -> Sampler:
     return lambda x: torch.softmax(model(x).float(), dim=1).unsqueeze(0)
 
 
-def _mc(model: nn.Module, samples: int) -> Sampler:
+def _mc(model: nn.Module, samples: int, seed: int | None = 0) -> Sampler:
     if not hasattr(model, "mc_forward"):
         raise ValueError("MC-dropout sampling needs a model with mc_forward (core.model.UNet).")
-    return lambda x: torch.softmax(model.mc_forward(x, samples).float(), dim=2)
+    # one set of masks for every tile (and, with a seed, every image): see UNet.head_masks
+    masks = model.head_masks(samples, seed) if hasattr(model, "head_masks") else None
+    if masks is None:
+        return lambda x: torch.softmax(model.mc_forward(x, samples).float(), dim=2)
+    return lambda x: torch.softmax(model.mc_forward(x, samples, masks=masks).float(), dim=2)
 
 
 def _tta(model: nn.Module) -> Sampler:
@@ -213,7 +217,7 @@ def predict_iter(
     if mode == "single":
         sampler = _single(models[0])
     elif mode == "mc":
-        sampler = _mc(models[0], config.mc_samples)
+        sampler = _mc(models[0], config.mc_samples, config.mc_seed)
     elif mode == "tta":
         sampler = _tta(models[0])
     else:

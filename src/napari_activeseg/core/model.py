@@ -104,7 +104,27 @@ class UNet(nn.Module):
             return F.dropout(h, self.config.dropout, training=active)
         return h
 
-    def _mc_head(self, feats: torch.Tensor, samples: int) -> torch.Tensor:
+    def head_masks(self, samples: int, seed: int | None = 0) -> torch.Tensor | None:
+        """T channel keep-masks (T, C) of 0/1 for head-only channel dropout, or None when
+        dropout sits elsewhere (then every call draws its own).
+
+        Sharing one set of masks between the tiles of an image and between images (common
+        random numbers) makes MC uncertainty reproducible and comparable across images: two
+        images differ in score because the model sees them differently, not because they got
+        other dropout draws. ``seed=None`` draws fresh masks.
+        """
+        cfg = self.config
+        if not (self._points == [cfg.depth] and cfg.dropout_mode == "channel"):
+            return None
+        gen = torch.Generator()
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        return (torch.rand(samples, cfg.width, generator=gen) >= cfg.dropout).float()
+
+    def _mc_head(self, feats: torch.Tensor, samples: int,
+                 masks: torch.Tensor | None = None) -> torch.Tensor:
         """T channel-dropout samples of the 1x1 head as ONE convolution.
 
         Dropping input channel c of a 1x1 convolution for a whole image equals zeroing column
@@ -116,7 +136,10 @@ class UNet(nn.Module):
         """
         n, c = feats.shape[:2]
         p = self.config.dropout
-        keep = (torch.rand(samples, n, c, device=feats.device) >= p).to(feats.dtype) / (1 - p)
+        if masks is not None:  # the same T masks for every image (see head_masks)
+            keep = masks.to(feats.device, feats.dtype)[:, None, :].expand(samples, n, c) / (1 - p)
+        else:
+            keep = (torch.rand(samples, n, c, device=feats.device) >= p).to(feats.dtype) / (1 - p)
         w = self.head.weight[:, :, 0, 0]  # (K, C)
         k = w.shape[0]
         out = []
@@ -177,7 +200,8 @@ class UNet(nn.Module):
         logits = self._decode_from(h, skips, 0)
         return logits[..., :h0, :w0]
 
-    def mc_forward(self, x: torch.Tensor, samples: int) -> torch.Tensor:
+    def mc_forward(self, x: torch.Tensor, samples: int, *,
+                   masks: torch.Tensor | None = None) -> torch.Tensor:
         """T stochastic forward passes sharing the deterministic part.
 
         Parameters
@@ -185,6 +209,9 @@ class UNet(nn.Module):
         x : (N, C_in, H, W) tensor
         samples : int
             Number of MC-dropout samples T.
+        masks : (T, C) tensor of 0/1, optional
+            Keep-masks for head-only channel dropout (:meth:`head_masks`), shared by all
+            images; ignored for other dropout placements.
 
         Returns
         -------
@@ -208,7 +235,10 @@ class UNet(nn.Module):
             if first == depth and self.config.dropout_mode == "channel":
                 # head-only channel dropout: the network runs once, the head folds T samples
                 h = self._decode_until(h, skips, depth)
-                return self._mc_head(h, samples)[..., :h0, :w0]
+                if masks is not None and tuple(masks.shape) != (samples, h.shape[1]):
+                    raise ValueError(f"masks must have shape ({samples}, {h.shape[1]}), got "
+                                     f"{tuple(masks.shape)}.")
+                return self._mc_head(h, samples, masks)[..., :h0, :w0]
             # deterministic part: decoder stages before the first dropout point, run once
             h = self._decode_until(h, skips, first)
             # sample-major repeat: rows [t*n:(t+1)*n] are sample t

@@ -343,7 +343,8 @@ class Trainer:
                     f"width/depth/channels/classes?): {str(exc).splitlines()[0]}"
                 ) from exc
         model.to(device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        peak_lr = cfg.lr * (cfg.warm_lr_factor if init_state is not None else 1.0)
+        opt = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=cfg.weight_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
         weights = None
         if cfg.class_weights is not None:
@@ -373,7 +374,7 @@ class Trainer:
             if self._stop.is_set():
                 stop_reason = "stop_requested"
                 break
-            lr = cfg.lr * _lr_factor(frac, cfg)
+            lr = peak_lr * _lr_factor(frac, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y, ign = sampler.batch(batch)

@@ -60,13 +60,14 @@ def rng():
 
 @pytest.fixture
 def image_folder(tmp_path, rng):
-    """Three 8-bit TIFFs of different sizes, an RGB PNG, and a non-image file."""
+    """8- and 16-bit TIFFs of different sizes, a PNG, and a non-image file (all one channel:
+    a project takes one channel count, see test_bad_inputs)."""
     folder = tmp_path / "images"
     folder.mkdir()
     tifffile.imwrite(folder / "a.tif", rng.integers(0, 255, (32, 40), dtype=np.uint8))
     tifffile.imwrite(folder / "b.tif", rng.integers(0, 4000, (24, 24), dtype=np.uint16))
     tifffile.imwrite(folder / "c.tif", rng.integers(0, 255, (16, 20), dtype=np.uint8))
-    iio.imwrite(folder / "d.png", rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    iio.imwrite(folder / "d.png", rng.integers(0, 255, (20, 30), dtype=np.uint8))
     (folder / "notes.txt").write_text("not an image")
     return folder
 
@@ -125,7 +126,7 @@ def _start_child(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
 def test_create_from_folder_round_trips(project, image_folder):
     records = project.images()
     assert [r.name for r in records] == ["a.tif", "b.tif", "c.tif", "d.png"]
-    assert [r.shape for r in records] == [(32, 40), (24, 24), (16, 20), (20, 30, 3)]
+    assert [r.shape for r in records] == [(32, 40), (24, 24), (16, 20), (20, 30)]
     assert [r.dtype for r in records] == ["uint8", "uint16", "uint8", "uint8"]
     assert all(r.status == "unlabelled" and r.origin == "external" for r in records)
     assert records[0].path == (image_folder / "a.tif").resolve()
@@ -147,20 +148,27 @@ def test_create_from_folder_round_trips(project, image_folder):
 
 
 def test_create_from_list_arrays_and_copies_is_self_contained(tmp_path, image_folder, rng):
-    rgb = rng.integers(0, 255, (12, 14, 3), dtype=np.uint8)
+    gray2 = rng.integers(0, 255, (12, 14), dtype=np.uint8)
     gray = rng.random((10, 11)).astype(np.float32)
     folder = tmp_path / "deep" / "proj"
     with Project.create(
         folder, images=[image_folder / "a.tif", image_folder / "d.png"], copy_images=True,
-        arrays={"layer one": gray, "RGB layer": rgb}, classes=("bg", "cell", "edge"),
+        arrays={"layer one": gray, "second layer": gray2}, classes=("bg", "cell", "edge"),
         colors=("#000000", "#ff0000", "#00ff00"),
     ) as p:  # fmt: skip
         records = p.images()
         assert [r.origin for r in records] == ["copied", "copied", "array", "array"]
-        assert [r.key for r in records] == ["a", "d", "layer_one", "RGB_layer"]
+        assert [r.key for r in records] == ["a", "d", "layer_one", "second_layer"]
         assert p.colors == ["#000000", "#ff0000", "#00ff00"] and p.n_classes == 3
-        five = rng.random((9, 8, 5)).astype(np.float32)
-        (extra,) = p.add_arrays({"five": five}, channel_axis=-1)
+    # multichannel arrays are stored as pages and come back channel-last
+    rgb = rng.integers(0, 255, (12, 14, 3), dtype=np.uint8)
+    five = rng.random((9, 8, 5)).astype(np.float32)
+    with Project.create(tmp_path / "rgb", arrays={"RGB layer": rgb}) as q:
+        np.testing.assert_array_equal(q.load_image(1), rgb)
+    tifffile.imwrite(tmp_path / "five.tif", np.moveaxis(five * 2, -1, 0))
+    with Project.create(tmp_path / "five", images=[tmp_path / "five.tif"], channel_axis=0) as q:
+        (extra,) = q.add_arrays({"five": five}, channel_axis=-1)
+        np.testing.assert_array_equal(q.load_image(extra.id), five)
     # the project works after its sources are gone and it is moved
     shutil.rmtree(image_folder)
     moved = tmp_path / "moved"
@@ -168,8 +176,7 @@ def test_create_from_list_arrays_and_copies_is_self_contained(tmp_path, image_fo
     with Project.open(moved) as p:
         assert p.check_images() == []
         np.testing.assert_array_equal(p.load_image(3), gray)
-        np.testing.assert_array_equal(p.load_image(4), rgb)
-        np.testing.assert_array_equal(p.load_image(extra.id), five)
+        np.testing.assert_array_equal(p.load_image(4), gray2)
         assert p.load_image(1).shape == (32, 40)
         assert p.get_setting("copy_images") is True
         assert p.integrity_check() == []

@@ -223,3 +223,13 @@ def test_submission_records_the_corrected_pixels_for_focus_sampling(project):
     assert np.array_equal(hard, (pre != project.truth[ids[1]]) | (probs.max(0) < 0.8))
     run_to_end(s.train())  # trains with the focus maps (focus_p = 0.5)
     assert len(project.rounds()) == 2
+
+
+def test_no_focus_maps_are_kept_while_focus_sampling_is_off(project):
+    s = _session(project)  # TINY_TRAIN: focus_p = 0
+    ids = [r.id for r in project.images()]
+    s.submit(ids[0], project.truth[ids[0]])
+    run_to_end(s.train())
+    s.mark_shown(ids[1], s.predict(ids[1]).labels)
+    s.submit(ids[1], project.truth[ids[1]])
+    assert s._focus == {}

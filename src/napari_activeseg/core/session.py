@@ -670,7 +670,11 @@ class ActiveLearningSession:
 
     def _record_focus(self, image_id: int, pre: np.ndarray | None, labels: np.ndarray) -> None:
         """Remember the "hard" pixels of a submission for ``TrainConfig.focus_p``: where the
-        pre-annotation was corrected, or the current model's (cached) confidence is low."""
+        pre-annotation was corrected, or the current model's (cached) confidence is low.
+        Nothing is computed or kept while focus sampling is off (the default)."""
+        if self.train_config.focus_p <= 0:
+            self._focus.pop(image_id, None)
+            return
         hard = None if pre is None else pre != labels
         cached = self._predictions.find(lambda key: key[0] == image_id
                                         and key[1] == self.model_version)

@@ -25,6 +25,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=20.0, help="training time budget")
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--idle-seconds", type=float, default=3.0,
+                   help="measure the viewer alone (no worker) this long first: the floor this "
+                        "display/machine sets")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the training round (default: the widget's choice)")
+    p.add_argument("--switch-interval", type=float, default=None, help="(diagnosis)")
+    p.add_argument("--no-plot", action="store_true", help="(diagnosis)")
+    p.add_argument("--preload", action="store_true", help="(diagnosis)")
     p.add_argument("--trace", action="store_true",
                    help="sample the GUI thread's stack during gaps over 60 ms (diagnosis)")
     args = p.parse_args(argv)
@@ -47,7 +55,8 @@ def main(argv=None) -> int:
     budget = 2.0 if args.tiny else args.seconds
     project.set_setting("model_config", ModelConfig(in_channels=1).to_dict())
     project.set_setting("train_config", TrainConfig(time_budget_s=budget, max_steps=None,
-                                                    patch_size=64 if args.tiny else 128)
+                                                    patch_size=64 if args.tiny else 128,
+                                                    num_threads=args.threads)
                         .to_dict())
     project.set_setting("inference_config", InferenceConfig().to_dict())
     ids = [r.id for r in project.images()]
@@ -60,6 +69,13 @@ def main(argv=None) -> int:
     viewer.window.add_dock_widget(widget)
     widget.open_project(tmp / "p")
     app = QApplication.instance()
+    import sys as _sys
+    if args.switch_interval:
+        _sys.setswitchinterval(args.switch_interval)
+    if args.no_plot:
+        widget._redraw_plot = lambda: None
+    if args.preload:
+        import torch._dynamo  # noqa: F401
 
     ticks: list[float] = []
     timer = QTimer()
@@ -90,13 +106,24 @@ def main(argv=None) -> int:
             while not done["score"]:
                 time.sleep(0.02)
                 if ticks and time.perf_counter() - ticks[-1] > 0.06:
-                    frame = sys._current_frames().get(main_id)
-                    if frame is not None:
-                        key = "".join(traceback.format_stack(frame, limit=12)[-8:])
+                    frames = sys._current_frames()
+                    for tid, frame in frames.items():
+                        if tid == threading.get_ident():
+                            continue
+                        who = "GUI thread" if tid == main_id else "worker thread"
+                        key = who + ":\n" + "".join(
+                            traceback.format_stack(frame, limit=12)[-6:])
                         stacks[key] = stacks.get(key, 0) + 1
 
         threading.Thread(target=watch, daemon=True).start()
     timer.start()
+    # the floor: the viewer alone, no worker running
+    t_idle = time.perf_counter() + (0.5 if args.tiny else args.idle_seconds)
+    while time.perf_counter() < t_idle:
+        app.processEvents()
+        time.sleep(0.001)
+    idle_gaps = np.diff(np.asarray(ticks)) * 1e3
+    ticks.clear()
     t0 = time.perf_counter()
     widget.train()  # after training, the widget re-scores the pool in a second worker
     while not (done["train"] and done["score"]) and time.perf_counter() - t0 < budget * 10 + 120:
@@ -117,6 +144,8 @@ def main(argv=None) -> int:
     worst = np.argsort(gaps)[::-1][:5] if gaps.size else []
     out = {
         "gui_max_stall_ms": round(float(gaps.max() - 10.0), 1) if gaps.size else None,
+        "gui_idle_max_stall_ms": round(float(idle_gaps.max() - 10.0), 1)
+        if idle_gaps.size else None,
         "gui_p99_gap_ms": round(float(np.percentile(gaps, 99)), 1) if gaps.size else None,
         "gui_max_stall_by_phase_ms": by_phase,
         "gui_worst_gaps": [{"ms": round(float(gaps[i]), 1),
@@ -127,8 +156,8 @@ def main(argv=None) -> int:
         "finished": bool(done["train"] and done["score"]),
     }
     if args.trace:
-        for key, n in sorted(stacks.items(), key=lambda kv: -kv[1])[:6]:
-            print(f"--- {n} samples (x20 ms) of the GUI thread during gaps:\n{key}")
+        for key, n in sorted(stacks.items(), key=lambda kv: -kv[1])[:10]:
+            print(f"--- {n} samples (x20 ms) during GUI gaps, {key}")
     widget.session.project.close()
     viewer.close()
     print(json.dumps(out))

@@ -222,3 +222,31 @@ def test_warm_lr_factor_scales_the_peak_lr_of_warm_started_rounds_only():
     assert np.allclose(np.asarray(warm_lrs), np.asarray(cold_lrs) * 0.25)
     with pytest.raises(ValueError, match="warm_lr_factor"):
         TrainConfig(warm_lr_factor=0.0)
+
+
+def _image_shares(area_exponent, n_batches=60):
+    from napari_activeseg.core.training import _PatchSampler
+
+    # one big image (128 x 128) and one small one (32 x 32): 16 x the area
+    imgs = [np.zeros((1, 128, 128), np.float32), np.zeros((1, 32, 32), np.float32)]
+    labs = [np.zeros((128, 128), np.int64), np.zeros((32, 32), np.int64)]
+    sampler = _PatchSampler(imgs, labs, [None, None],
+                            TrainConfig(patch_size=32, area_exponent=area_exponent),
+                            np.random.default_rng(0))
+    seen = []
+    real = sampler._crop
+    sampler._crop = lambda i, c: seen.append(i) or real(i, c)
+    for _ in range(n_batches):
+        sampler.batch(8)
+    return np.mean(np.asarray(seen) == 1)  # the small image's share of the patches
+
+
+def test_area_exponent_sets_how_images_of_different_sizes_share_the_patches():
+    # 1: per pixel (the small image gets 1/17 of the patches); 0: per image (half);
+    # 0.5: in proportion to the square root of the area (4 : 1, i.e. 1/5)
+    assert _image_shares(1.0) == pytest.approx(1 / 17, abs=0.03)
+    assert _image_shares(0.0) == pytest.approx(0.5, abs=0.07)
+    assert _image_shares(0.5) == pytest.approx(0.2, abs=0.05)
+    with pytest.raises(ValueError, match="area_exponent"):
+        TrainConfig(area_exponent=1.5)
+

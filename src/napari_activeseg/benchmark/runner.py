@@ -769,7 +769,8 @@ class _Benchmark:
         os.replace(tmp, weights)
         atomic_write_text(doc, json.dumps({
             "images": self._round0_names(session, labelled), "steps": int(steps),
-            "seconds": float(train_s), "model_config": self.model_config.to_dict()}) + "\n")
+            "seconds": float(train_s), "model_config": self.model_config.to_dict(),
+            "train_config": self.train_config.to_dict()}) + "\n")
 
     def _shared_round0(self, session, seed: int, labelled) -> tuple[int, float] | None:
         """Adopt the seed's cached round-0 model if it was trained on these images."""
@@ -781,7 +782,8 @@ class _Benchmark:
         try:
             info = json.loads(doc.read_text(encoding="utf-8"))
             if info.get("images") != self._round0_names(session, labelled) or \
-                    info.get("model_config") != self.model_config.to_dict():
+                    info.get("model_config") != self.model_config.to_dict() or \
+                    info.get("train_config") != self.train_config.to_dict():
                 return None
             state = load_state_dict(weights)
             session.adopt_model(state, {"steps": info["steps"], "seconds": info["seconds"],

@@ -109,9 +109,12 @@ class _PatchSampler:
         if total == 0:
             raise ValueError("No reviewed pixel in any training image: review (label) at least "
                              "part of one image before training.")
-        # images are picked in proportion to their reviewed area, so every reviewed pixel has
-        # about the same chance to be seen, whatever the image sizes
-        self.p_image = np.asarray(counts, float) / total
+        # images are picked in proportion to (reviewed area) ** area_exponent: 1 gives every
+        # reviewed pixel the same chance whatever the image sizes; lower keeps a few huge
+        # images from taking most of the patches of a pool of small ones
+        w = np.asarray(counts, float) ** cfg.area_exponent
+        w[np.asarray(counts) == 0] = 0.0
+        self.p_image = w / w.sum()
         self.total_pixels = total
 
     def _subsample(self, idx: np.ndarray) -> np.ndarray:

@@ -30,9 +30,6 @@ def main(argv=None) -> int:
                         "display/machine sets")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the training round (default: the widget's choice)")
-    p.add_argument("--switch-interval", type=float, default=None, help="(diagnosis)")
-    p.add_argument("--no-plot", action="store_true", help="(diagnosis)")
-    p.add_argument("--preload", action="store_true", help="(diagnosis)")
     p.add_argument("--trace", action="store_true",
                    help="sample the GUI thread's stack during gaps over 60 ms (diagnosis)")
     args = p.parse_args(argv)
@@ -69,13 +66,6 @@ def main(argv=None) -> int:
     viewer.window.add_dock_widget(widget)
     widget.open_project(tmp / "p")
     app = QApplication.instance()
-    import sys as _sys
-    if args.switch_interval:
-        _sys.setswitchinterval(args.switch_interval)
-    if args.no_plot:
-        widget._redraw_plot = lambda: None
-    if args.preload:
-        import torch._dynamo  # noqa: F401
 
     ticks: list[float] = []
     timer = QTimer()

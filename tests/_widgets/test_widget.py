@@ -232,11 +232,34 @@ def test_export_labels_from_the_dock(widget, qtbot, tmp_path):
     assert np.array_equal(tifffile.imread(files[0]), w.truth[first])
 
 
+def _colour_pixels(widget, colour, tol=40):
+    """How many pixels of the widget's rendering are close to ``colour``."""
+    img = widget.grab().toImage()
+    n = 0
+    for y in range(0, img.height()):
+        for x in range(0, img.width()):
+            c = img.pixelColor(x, y)
+            if abs(c.red() - colour.red()) + abs(c.green() - colour.green()) + \
+                    abs(c.blue() - colour.blue()) < tol:
+                n += 1
+    return n
+
+
 def test_training_plot_follows_the_steps(make_napari_viewer):
+    from napari_activeseg._widgets._plot import LOSS_COLOR, MAX_POINTS, VAL_COLOR
+
     w = ActiveSegWidget(make_napari_viewer())
+    w.plot.resize(300, 130)
+    assert _colour_pixels(w.plot, LOSS_COLOR) == 0  # empty before training
     w._history = [(1, 1.0, None)]
     w._redraw_plot()
-    w._history = [(i, 1.0 / i, 0.5 if i % 10 == 0 else None) for i in range(1, 101)]
+    w._history = [(i, 1.0 / i, 0.5 if i % 10 == 0 else None) for i in range(1, 1001)]
     w._redraw_plot()
-    assert w._ax.get_xlim()[1] >= 100
-    assert len(w._val_line.get_xdata()) == 10
+    assert w.plot.x_range() == (0.0, 1000.0)
+    assert w.plot.val_points() == [(i, 0.5) for i in range(10, 1001, 10)]
+    loss = w.plot.loss_points()  # long rounds are strided, the newest step always drawn
+    assert len(loss) <= MAX_POINTS + 1 and loss[0] == (1, 1.0) and loss[-1] == (1000, 0.001)
+    assert _colour_pixels(w.plot, LOSS_COLOR) > 100  # the loss curve is painted
+    assert _colour_pixels(w.plot, VAL_COLOR) > 100  # and the validation points
+    w.plot.clear()
+    assert w.plot.loss_points() == [] and _colour_pixels(w.plot, LOSS_COLOR) == 0

@@ -10,6 +10,7 @@ torch and the core are imported lazily (inside methods), so opening napari stays
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -72,6 +73,27 @@ def _background_priority() -> None:
         pass
 
 
+_WARMED_UP = threading.Event()
+
+
+def _warm_up_torch() -> None:
+    """Import what torch loads lazily on the first optimiser step (``torch._dynamo``: about a
+    quarter of a second holding the GIL), in a background thread while the widget opens, so it
+    is not a stall of the viewer when the first training round starts."""
+    if _WARMED_UP.is_set():
+        return
+    _WARMED_UP.set()
+
+    def run():
+        _background_priority()
+        try:
+            import torch._dynamo  # noqa: F401
+        except Exception:  # noqa: BLE001 - only a warm-up: the round imports it if this failed
+            pass
+
+    threading.Thread(target=run, name="activeseg-warm-up", daemon=True).start()
+
+
 def _stop_session(session_ref: weakref.ref, workers: list) -> None:
     """Stop long work when the widget goes away (viewer closed): no orphan thread keeps
     training after the window is gone. Holds no reference to the widget itself."""
@@ -123,6 +145,7 @@ class ActiveSegWidget(QWidget):
         self._submissions_since_train = 0
         self._build_ui()
         self._update_enabled()
+        _warm_up_torch()
         self._draft_timer = QTimer(self)
         self._draft_timer.setInterval(30_000)
         self._draft_timer.timeout.connect(self._autosave_draft)
@@ -297,31 +320,12 @@ class ActiveSegWidget(QWidget):
         layout.addStretch(1)
 
     def _build_plot(self, parent_layout) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
+        from ._plot import TrainingPlot
 
-        fig = Figure(figsize=(4, 1.8), tight_layout=True)
-        fig.patch.set_alpha(0)
-        self._ax = fig.add_subplot(111)
-        self._ax2 = self._ax.twinx()
-        for ax in (self._ax, self._ax2):
-            ax.tick_params(labelsize=7, colors="#999999")
-            ax.set_facecolor("none")
-        self._ax.set_xlabel("step", fontsize=7, color="#999999")
-        self._ax.set_ylabel("loss", fontsize=7, color="#ff7f0e")
-        self._ax2.set_ylabel("val Dice", fontsize=7, color="#1f77b4")
-        self._ax2.set_ylim(0, 1)
-        # lines are created once and only get new data: a redraw is one Agg render
-        (self._loss_line,) = self._ax.plot([], [], color="#ff7f0e", lw=1)
-        (self._val_line,) = self._ax2.plot([], [], "o-", color="#1f77b4", ms=3, lw=1)
-        self.canvas = FigureCanvasQTAgg(fig)
-        self.canvas.setMinimumHeight(130)
-        parent_layout.addWidget(self.canvas)
-
-    def _style_axes(self) -> None:
-        """Empty the plot for a new round."""
-        self._loss_line.set_data([], [])
-        self._val_line.set_data([], [])
+        # QPainter, not matplotlib: an Agg render of axes and ticks cost ~100 ms of GUI thread
+        # per update on a 2-core machine that is training (benchmarks/gui_stall.py)
+        self.plot = TrainingPlot()
+        parent_layout.addWidget(self.plot)
 
     def _update_enabled(self) -> None:
         has = self.session is not None
@@ -786,8 +790,7 @@ class ActiveSegWidget(QWidget):
         if self._score_worker is not None:
             self.session.request_stop()
         self._history = []
-        self._style_axes()
-        self.canvas.draw_idle()
+        self.plot.clear()
         self.progress.setValue(0)
         self.progress_label.setText("Training…")
         self._submissions_since_train = 0
@@ -807,22 +810,12 @@ class ActiveSegWidget(QWidget):
             _notify("warning", rec.message)
         self._history.append((rec.step, rec.loss_smooth, rec.val_dice))
         now = time.monotonic()
-        if now - self._last_plot > 1.0:  # an Agg render is ~10 ms: at most once a second
+        if now - self._last_plot > 0.25:  # a repaint is cheap; 4 per second is smooth enough
             self._last_plot = now
             self._redraw_plot()
 
     def _redraw_plot(self) -> None:
-        if not self._history:
-            return
-        steps = [h[0] for h in self._history]
-        self._loss_line.set_data(steps, [h[1] for h in self._history])
-        val = [(h[0], h[2]) for h in self._history if h[2] is not None]
-        if val:
-            self._val_line.set_data(*zip(*val, strict=True))
-        # the twin axis shares x: setting its limits would switch x autoscaling off for good
-        self._ax.relim()
-        self._ax.autoscale_view()
-        self.canvas.draw_idle()
+        self.plot.set_history(self._history)
 
     def _on_trained(self, summary) -> None:
         self._redraw_plot()

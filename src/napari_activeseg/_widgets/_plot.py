@@ -101,6 +101,12 @@ class TrainingPlot(QWidget):
             p.setPen(QPen(VAL_COLOR, 1))
             p.drawText(QPointF(box.right() + 4, box.top() + fm.ascent() / 2), "1.0")
             p.drawText(QPointF(box.right() + 4, box.bottom() + fm.ascent() / 2), "0")
+            # legend inside the box, top corners
+            legend = "val Dice"
+            p.drawText(QPointF(box.right() - fm.horizontalAdvance(legend) - 4,
+                               box.top() + fm.ascent() + 2), legend)
+            p.setPen(QPen(LOSS_COLOR, 1))
+            p.drawText(QPointF(box.left() + 4, box.top() + fm.ascent() + 2), "loss")
             if not loss and not val:
                 p.setPen(QPen(TEXT_COLOR, 1))
                 p.drawText(box, Qt.AlignmentFlag.AlignCenter, "loss and validation Dice "

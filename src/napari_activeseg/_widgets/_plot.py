@@ -2,8 +2,8 @@
 
 A matplotlib canvas re-renders axes, ticks and text on every update: ~100 ms on the GUI thread
 of a 2-core machine that is training at the same time, which the viewer feels as a stall. This
-widget draws two polylines and four labels (well under a millisecond) and is repainted at most
-as often as Qt coalesces ``update()`` calls.
+widget draws two polylines and a few labels (well under a millisecond); the dock asks for a
+repaint at most 4 times a second.
 """
 
 from __future__ import annotations

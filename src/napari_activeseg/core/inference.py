@@ -290,7 +290,10 @@ def _run_tiles(
         # inference mode only around the compute: a generator must not leave it switched on
         # for its consumer between yields
         with torch.inference_mode():
-            x = torch.stack([src[:, y:y + th, x0:x0 + tw] for y, x0 in chunk]).to(device)
+            # channels-last input: oneDNN/cuDNN convolutions run ~2x faster on it (CPU here:
+            # batch 4 x 512² 754 -> 373 ms, same output to 4e-6)
+            x = torch.stack([src[:, y:y + th, x0:x0 + tw] for y, x0 in chunk]).to(device) \
+                .contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
                 samples = sampler(x)  # (T, B, K, th, tw)
             samples = samples.float()

@@ -345,7 +345,9 @@ class Trainer:
                     "The warm-start weights do not fit this model configuration (different "
                     f"width/depth/channels/classes?): {str(exc).splitlines()[0]}"
                 ) from exc
-        model.to(device).train()
+        # channels-last: the convolutions of a training step run ~1.7x faster on this kind of
+        # CPU (measured 0.29 -> 0.17 s for 16 x 128²), and it is the layout CUDA's AMP prefers
+        model.to(device, memory_format=torch.channels_last).train()
         peak_lr = cfg.lr * (cfg.warm_lr_factor if init_state is not None else 1.0)
         opt = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=cfg.weight_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
@@ -405,8 +407,7 @@ class Trainer:
                 model.train()
                 if best_dice is None or val_dice > best_dice + 1e-4:
                     best_dice, bad_evals = val_dice, 0
-                    best_state = {k: v.detach().cpu().clone() for k, v in
-                                  model.state_dict().items()}
+                    best_state = _plain_state(model)
                 else:
                     bad_evals += 1
             rec = TrainProgress(
@@ -423,7 +424,7 @@ class Trainer:
                 stop_reason = "early_stopping"
                 break
 
-        final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        final_state = _plain_state(model)
         if best_state is not None:
             # the held-back images pick the weights the round keeps
             final_dice = self._validate(model, val, device)
@@ -440,7 +441,8 @@ class Trainer:
 
     @staticmethod
     def _step(model, opt, scaler, device, x, y, ign, weights) -> float:
-        xt = torch.from_numpy(x).to(device, non_blocking=True)
+        xt = torch.from_numpy(x).to(device, non_blocking=True) \
+            .contiguous(memory_format=torch.channels_last)
         yt = torch.from_numpy(y).to(device, non_blocking=True)
         it = torch.from_numpy(ign).to(device, non_blocking=True)
         opt.zero_grad(set_to_none=True)
@@ -457,10 +459,17 @@ class Trainer:
         scores = []
         with torch.inference_mode():
             for img, lab in crops:
-                logits = model(torch.from_numpy(np.ascontiguousarray(img))[None].to(device))
+                x = torch.from_numpy(np.ascontiguousarray(img))[None].to(device)
+                logits = model(x.contiguous(memory_format=torch.channels_last))
                 pred = logits.argmax(1)[0].cpu().numpy()
                 scores.append(dice_score(pred, lab))
         return float(np.mean(scores)) if scores else 0.0
+
+
+def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the weights in the ordinary (contiguous) layout, whatever the model's."""
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+            for k, v in model.state_dict().items()}
 
 
 def run_to_end(gen: Generator[Any, None, Any], callback=None) -> Any:

@@ -77,9 +77,21 @@ def finished(data, tmp_path_factory):
     """A whole tiny run: 2 strategies x 2 seeds x rounds 0..2, both baselines."""
     out = tmp_path_factory.mktemp("bench") / "out"
     records = []
-    result = run_to_end(run_benchmark(_config(data, out, seeds=(0, 1), rounds=2)),
+    result = run_to_end(run_benchmark(_config(data, out, strategies=("random", "entropy"),
+                                              seeds=(0, 1), rounds=2)),
                         records.append)
     return out, result, records
+
+
+def test_the_default_run_compares_the_default_strategy_with_random(tmp_path):
+    # one name decides what the GUI, the session and the benchmark use unless told otherwise
+    from napari_activeseg.cli import build_parser
+    from napari_activeseg.core.config import DEFAULT_STRATEGY, QueryConfig
+
+    assert DEFAULT_STRATEGY == QueryConfig().strategy
+    assert BenchmarkConfig(data=tmp_path, out=tmp_path).strategies == ("random", DEFAULT_STRATEGY)
+    args = build_parser().parse_args(["benchmark", "--data", "d", "--out", "o"])
+    assert args.strategies.split(",") == ["random", DEFAULT_STRATEGY]
 
 
 def test_end_to_end_writes_the_three_files(finished):

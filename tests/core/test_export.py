@@ -14,7 +14,12 @@ import torch
 
 from napari_activeseg.cli import main
 from napari_activeseg.core import export as ex
-from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_activeseg.core.config import (
+    DEFAULT_STRATEGY,
+    InferenceConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from napari_activeseg.core.inference import predict
 from napari_activeseg.core.model import UNet
 from napari_activeseg.core.preprocess import prepare_image
@@ -380,7 +385,7 @@ def test_export_provenance(trained, tmp_path):
     rounds = json.loads(files["rounds"].read_text())
     assert len(rounds) == 1
     r = rounds[0]
-    assert r["model_version"] == trained.session.model_version and r["strategy"] == "entropy"
+    assert r["model_version"] == trained.session.model_version and r["strategy"] == DEFAULT_STRATEGY
     assert r["seed"] is not None and sorted(r["labelled_ids"]) == sorted(trained.submitted)
     assert r["metrics"]["steps"] == 5 and "train_s" in r["wall_times"]
     assert r["model"]["model_config"] == TINY.to_dict() and len(r["labelled_names"]) == 2

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_activeseg.core.config import (
+    DEFAULT_STRATEGY,
+    InferenceConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from napari_activeseg.core.project import Project
 from napari_activeseg.core.session import ActiveLearningSession
 from napari_activeseg.core.strategies import PseudoLabelConfig
@@ -66,10 +71,10 @@ def test_full_loop_submit_train_score_suggest(project):
     assert pred.labels.shape == (48, 56) and "entropy" in pred.uncertainty
     n = run_to_end(s.score_pool())
     assert n == 4
-    assert len(project.scores(strategy="entropy")) == 4
+    assert len(project.scores(strategy=DEFAULT_STRATEGY)) == 4
     nxt = s.suggest(2)
     assert first.image_id not in {p.image_id for p in nxt}
-    assert all(p.strategy == "entropy" and p.reason for p in nxt)
+    assert all(p.strategy == DEFAULT_STRATEGY and p.reason for p in nxt)
     # effort is recorded against the pre-annotation that was shown
     pre = s.predict(nxt[0].image_id).labels
     s.mark_shown(nxt[0].image_id, pre, nxt[0].suggestion_id)

@@ -60,6 +60,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..core.config import DEFAULT_STRATEGY
 from .annotator import SimulatedAnnotator, box_mask
 from .dataset import SegDataset, load_dataset, mean_dice, split_dataset
 from .report import (
@@ -144,7 +145,7 @@ class BenchmarkConfig:
 
     data: Path
     out: Path
-    strategies: tuple[str, ...] = ("random", "entropy")
+    strategies: tuple[str, ...] = ("random", DEFAULT_STRATEGY)
     seeds: tuple[int, ...] = (0, 1, 2)
     initial: int = 4
     step: int = 8

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import InferenceConfig, ModelConfig, TrainConfig
+from .config import DEFAULT_STRATEGY, InferenceConfig, ModelConfig, TrainConfig
 from .effort import correction_effort
 from .inference import Prediction, predict
 from .model import UNet
@@ -50,7 +50,6 @@ from .strategies import (
 )
 from .training import Trainer, TrainProgress, TrainResult
 
-DEFAULT_STRATEGY = "entropy"
 _CACHE_BYTES = 1 << 30  # per cache: prepared images, predictions
 
 

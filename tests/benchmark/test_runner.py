@@ -145,6 +145,24 @@ def test_every_strategy_of_a_seed_starts_from_the_same_images(finished):
     assert doc["curves"]["rf"]["0"]["picked"] == doc["curves"]["random"]["0"]["picked"]
 
 
+@pytest.mark.parametrize("change", [None, {"lr": 5e-3}])
+def test_a_cached_round0_model_is_adopted_only_under_the_same_training_config(
+        finished, data, tmp_path, change):
+    import shutil
+
+    src, _, _ = finished
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    for f in (src / "runs").glob("_round0_s0.*"):
+        shutil.copy(f, out / "runs" / f.name)
+    train = {**TINY["train"], **(change or {})}
+    run_to_end(run_benchmark(_config(data, out, strategies=("entropy",), baselines=(),
+                                     rounds=1, train=train)))
+    with Project.open(out / "runs" / "entropy_s0", read_only=True) as proj:
+        meta = proj.load_model(proj.rounds()[0].model_version)[2]
+    assert bool(meta.get("shared_round0")) is (change is None)
+
+
 def test_json_schema(finished):
     out, _, _ = finished
     doc = json.loads((out / "results.json").read_text())

@@ -61,6 +61,36 @@ def test_stop_request_honoured_within_one_step(blob_set):
     assert result.stop_reason == "stop_requested" and result.steps == 3
 
 
+@pytest.mark.parametrize("how", ["finished", "abandoned"])
+def test_num_threads_holds_for_the_round_and_is_given_back(blob_set, how):
+    images, labels = blob_set
+    before = torch.get_num_threads()
+    want = 1 if before > 1 else 2
+    cfg = TrainConfig(patch_size=32, batch_size=2, max_steps=3, time_budget_s=None,
+                      num_threads=want)
+    gen = Trainer(TINY, cfg).fit(images, labels)
+    try:
+        next(gen)
+        during = torch.get_num_threads()
+        if how == "finished":
+            run_to_end(gen)
+        else:  # the caller drops the round half-way (e.g. an error in its callback)
+            gen.close()
+        assert during == want
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_weights_are_kept_in_the_ordinary_layout(blob_set):
+    # the round trains channels-last; what it hands out must load, save and hash like any weights
+    images, labels = blob_set
+    cfg = TrainConfig(patch_size=32, batch_size=2, max_steps=2, time_budget_s=None)
+    res = run_to_end(Trainer(TINY, cfg).fit(images, labels))
+    conv = [v for v in res.state_dict.values() if v.ndim == 4 and v.shape[-1] > 1]
+    assert conv and all(v.is_contiguous() for v in res.state_dict.values())
+
+
 def test_deterministic_with_a_seed(blob_set):
     images, labels = blob_set
     cfg = TrainConfig(patch_size=32, batch_size=2, max_steps=6, time_budget_s=None, seed=7)

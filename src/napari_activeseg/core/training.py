@@ -304,6 +304,18 @@ class Trainer:
             Per image, the "hard" pixels (e.g. where the previous model was corrected);
             ``focus_p`` of the patches are centred on one of them (0 = ignored).
         """
+        # torch's thread count is process-wide: set it for the round, give it back after
+        previous = torch.get_num_threads()
+        if self.train_config.num_threads:
+            torch.set_num_threads(self.train_config.num_threads)
+        try:
+            return (yield from self._fit(images, labels, reviewed, val_images=val_images,
+                                         val_labels=val_labels, init_state=init_state,
+                                         focus=focus))
+        finally:
+            torch.set_num_threads(previous)
+
+    def _fit(self, images, labels, reviewed, *, val_images, val_labels, init_state, focus):
         cfg, mc = self.train_config, self.model_config
         self._stop.clear()
         images, labels, reviewed = self._check_data(images, labels, reviewed)
@@ -312,8 +324,6 @@ class Trainer:
             raise ValueError(f"{len(images)} images but {len(focus)} focus masks.")
         rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
         device = choose_device(cfg.device)
 
         # hold back validation images only when there are enough to spare

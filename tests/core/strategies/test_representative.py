@@ -61,3 +61,54 @@ def test_suggestive_map_option_switches_needs():
 def test_coreset_rejects_mismatched_descriptors():
     with pytest.raises(ValueError, match="same"):
         get_strategy("coreset").select([_feat("a", [0, 0]), _feat("b", [0, 0, 1])], k=1)
+
+
+def _two_types(n_a=30, n_b=10, n_lab_a=4, seed=0):
+    """Type A (common, sure) around (1, 0), type B (rare, unsure) around (0, 1); the labelled
+    images are all of type A. Uncertainty = 0.5 + i/1000 in A, 0.9 + i/1000 in B."""
+    rng = np.random.default_rng(seed)
+    lab = [_feat(f"LA{i}", [1, 0] + 0.05 * rng.standard_normal(2), labelled=True)
+           for i in range(n_lab_a)]
+    a = [_feat(f"A{i:02d}", [1, 0] + 0.05 * rng.standard_normal(2), 0.5 + i / 1000)
+         for i in range(n_a)]
+    b = [_feat(f"B{i:02d}", [0, 1] + 0.05 * rng.standard_normal(2), 0.9 + i / 1000)
+         for i in range(n_b)]
+    return lab, a, b
+
+
+def test_stratified_keeps_the_labelled_set_in_the_pools_proportions():
+    lab, a, b = _two_types()
+    cands = lab + a + b
+    # uncertainty alone: all four from the rare, unsure type B
+    only = get_strategy("entropy", diversity="none").select(cands, k=4)
+    assert [p.key for p in only] == ["B09", "B08", "B07", "B06"]
+    s = get_strategy("stratified", n_strata=2)
+    picks = s.select(cands, k=4)
+    # 44 images, 34 of type A: after 4 picks (8 labelled) A's share is 6.2 and B's 1.8, so
+    # A (4 labelled) gets 2 and B 2; inside each type, the most uncertain first
+    assert sorted(p.key for p in picks) == ["A28", "A29", "B08", "B09"]
+    # one pick at a time to the stratum furthest below its share after that pick:
+    # 5 labelled -> B short by 1.14 (A over by 0.14); 6 -> A short by 0.64; 7 -> B by 0.59
+    assert [p.key for p in picks] == ["B09", "A29", "B08", "A28"]
+    assert "stratum" in picks[0].reason and "most uncertain" in picks[0].reason
+    # one pick: B is the stratum furthest below its share (A already has 4 of its 3.9)
+    assert [p.key for p in s.select(cands, k=1)] == ["B09"]
+
+
+def test_stratified_with_one_stratum_is_plain_uncertainty_ranking():
+    lab, a, b = _two_types()
+    picks = get_strategy("stratified", n_strata=1).select(lab + a + b, k=3)
+    assert [p.key for p in picks] == ["B09", "B08", "B07"]
+
+
+def test_stratified_is_deterministic_and_needs_descriptors():
+    lab, a, b = _two_types(seed=3)
+    s = get_strategy("stratified", n_strata=3)
+    first = [p.key for p in s.select(lab + a + b, k=5, context=StrategyContext(round=2))]
+    again = [p.key for p in s.select(lab + a + b, k=5, context=StrategyContext(round=2))]
+    assert first == again
+    assert s.needs_features and s.needs_labelled_set and s.prediction_mode == "single"
+    assert get_strategy("stratified", map_name="bald").prediction_mode == "mc"
+    bare = [Candidate(key="x", image_id="x", maps={"entropy": np.ones((2, 2))})]
+    with pytest.raises(ValueError, match="features"):
+        s.select(bare, k=1)

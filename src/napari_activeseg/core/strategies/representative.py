@@ -12,6 +12,14 @@
   then the greedy max-cover subset: maximise ``sum over the unlabelled pool of the best cosine
   similarity to a pick`` (negative similarities count as 0), so the batch represents the pool.
   Ties in coverage go to the more uncertain candidate.
+- ``stratified``: uncertainty within strata. The descriptors of labelled + candidate images
+  (standardised per dimension) are clustered by k-means into ``n_strata`` strata; the batch
+  gives each stratum its share of the labelled set -- its share of all images -- taking one
+  pick at a time from the stratum furthest below its share, and inside a stratum the most
+  uncertain candidate (aggregated ``map_name``, one-pass entropy by default). Uncertainty
+  alone spends a small labelled set on the rare image types the model is least sure of (on
+  DSB 2018, 6 to 8 of the 8 first picks were stained tissue, a fifth of the pool); stratified,
+  the labelled set keeps the pool's make-up and each type contributes its hardest images.
 """
 
 from __future__ import annotations
@@ -25,7 +33,10 @@ from . import diversity as div
 from .base import MAP_LABELS, Candidate, QueryStrategy, StrategyContext, _fmt
 from .registry import register
 
-__all__ = ["CoresetStrategy", "SuggestiveStrategy"]
+__all__ = ["CoresetStrategy", "StratifiedStrategy", "SuggestiveStrategy", "kmeans"]
+
+_UNCERTAINTY_MAPS = ("entropy", "margin", "least_confidence", "bald", "variance", "tta",
+                     "ensemble")
 
 
 def _features(cands: Sequence[Candidate]) -> np.ndarray:
@@ -91,8 +102,7 @@ class SuggestiveStrategy(QueryStrategy):
 
     def __init__(self, *, map_name: str = "entropy", uncertain_factor: int = 2, **options) -> None:
         super().__init__(**options)
-        valid = ("entropy", "margin", "least_confidence", "bald", "variance", "tta", "ensemble")
-        self.map_name = check_choice(map_name, valid, name="map_name")
+        self.map_name = check_choice(map_name, _UNCERTAINTY_MAPS, name="map_name")
         self.uncertain_factor = check_positive(uncertain_factor, name="uncertain_factor",
                                                integer=True)
         self.needs_mc_samples = map_name in ("bald", "variance")
@@ -111,4 +121,83 @@ class SuggestiveStrategy(QueryStrategy):
         for j, g in zip(local, gains, strict=True):
             out.append((int(top[j]), f"among the {m} most uncertain by {label}, adds coverage "
                                      f"{_fmt(g)} of {len(pool)} pool images (max-cover)"))
+        return out
+
+
+def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, *, iterations: int = 50
+           ) -> np.ndarray:
+    """Lloyd's k-means from a k-means++ start; returns the (n,) cluster of each row.
+
+    Clusters are numbered by their first member (row order), so the labels do not depend on
+    the order the seeding happened to find them in. An emptied cluster keeps its centre.
+    """
+    x = np.asarray(x, np.float64)
+    n = x.shape[0]
+    k = max(1, min(int(k), n))
+    first = int(rng.integers(n))
+    seeds, _ = div.kmeanspp_seeding(x, k, rng, first=first)
+    centres = x[seeds].copy()
+    labels = np.full(n, -1)
+    for _ in range(iterations):
+        new = div.sq_distances(x, centres).argmin(axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for c in range(k):
+            members = labels == c
+            if members.any():
+                centres[c] = x[members].mean(axis=0)
+    _, first_seen = np.unique(labels, return_index=True)
+    renumber = {int(labels[i]): j for j, i in enumerate(sorted(first_seen))}
+    return np.array([renumber[int(v)] for v in labels])
+
+
+@register
+class StratifiedStrategy(QueryStrategy):
+    name = "stratified"
+    needs_features = True
+    needs_labelled_set = True
+    map_name = "entropy"
+    description = ("Uncertainty within strata: images are clustered by their descriptors, "
+                   "each cluster gets its share of the labelled set, and inside a cluster the "
+                   "most uncertain image goes first -- uncertain picks that keep the labelled "
+                   "set's make-up close to the pool's.")
+
+    def __init__(self, *, map_name: str = "entropy", n_strata: int = 4, **options) -> None:
+        super().__init__(**options)
+        self.map_name = check_choice(map_name, _UNCERTAINTY_MAPS, name="map_name")
+        self.n_strata = check_positive(n_strata, name="n_strata", integer=True)
+        self.needs_mc_samples = map_name in ("bald", "variance")
+        self.needs_tta = map_name == "tta"
+        self.needs_ensemble = map_name == "ensemble"
+
+    def strata(self, pool: Sequence[Candidate], labelled: Sequence[Candidate],
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Stratum of every pool and every labelled candidate (those with descriptors)."""
+        x = _features([*pool, *labelled])  # (n + L, D)
+        x = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-12)
+        lab = kmeans(x, self.n_strata, rng)
+        return lab[:len(pool)], lab[len(pool):]
+
+    def _select_batch(self, pool, scores, k, ctx):
+        labelled = [c for c in ctx.labelled if c.features is not None]
+        in_pool, in_lab = self.strata(pool, labelled, ctx.rng)
+        n_strata = int(max(in_pool.max(), in_lab.max(initial=-1))) + 1
+        size = np.bincount(in_pool, minlength=n_strata) + np.bincount(in_lab,
+                                                                      minlength=n_strata)
+        have = np.bincount(in_lab, minlength=n_strata).astype(np.float64)
+        total, n_lab = float(size.sum()), len(labelled)
+        order = np.argsort(-scores, kind="stable")
+        queue = {c: [int(i) for i in order if in_pool[i] == c] for c in range(n_strata)}
+        out = []
+        for _ in range(k):
+            # each stratum's share of the labelled set once this pick is made
+            target = size / total * (n_lab + len(out) + 1)
+            open_ = [c for c in range(n_strata) if queue[c]]
+            c = max(open_, key=lambda s: (target[s] - have[s], size[s], -s))
+            i = queue[c].pop(0)
+            out.append((i, f"stratum {c + 1} of {n_strata} ({size[c]} of {int(total)} images, "
+                           f"{int(have[c])} labelled or picked before): its most uncertain "
+                           "candidate left"))
+            have[c] += 1
         return out

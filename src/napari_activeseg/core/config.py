@@ -224,11 +224,13 @@ class InferenceConfig(_JsonConfig):
         _check(self.mc_samples >= 1, f"mc_samples must be >= 1, got {self.mc_samples}.")
 
 
-# The query strategy used unless the user picks another: ALGES (uncertainty from last-layer
-# gradients, then a batch spread over the gradient profiles). On DSB 2018 it was the one
-# strategy ahead of random picking (README, "Active learning"); entropy alone chased the rare
-# image types.
-DEFAULT_STRATEGY = "alges"
+# The query strategy used unless the user picks another: "stratified" (the most uncertain
+# images, by one-pass entropy, spread over k-means strata of the image descriptors in
+# proportion to the pool). On DSB 2018 (README, "Active learning"; 6 seeds) it, alges and
+# random picking end level in area under the learning curve (0.850, 0.850, 0.847);
+# stratified has the best worst seed and keeps the labelled set closest to the pool's make-up,
+# where pure uncertainty spends the first rounds on the rarest image type.
+DEFAULT_STRATEGY = "stratified"
 
 
 @dataclass(frozen=True)

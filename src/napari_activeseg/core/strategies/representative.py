@@ -39,6 +39,14 @@ _UNCERTAINTY_MAPS = ("entropy", "margin", "least_confidence", "bald", "variance"
                      "ensemble")
 
 
+def _use_map(strategy: QueryStrategy, map_name: str) -> None:
+    """Rank by ``map_name``; switch on the prediction mode that map needs."""
+    strategy.map_name = check_choice(map_name, _UNCERTAINTY_MAPS, name="map_name")
+    strategy.needs_mc_samples = map_name in ("bald", "variance")
+    strategy.needs_tta = map_name == "tta"
+    strategy.needs_ensemble = map_name == "ensemble"
+
+
 def _features(cands: Sequence[Candidate]) -> np.ndarray:
     vecs = [np.asarray(c.features, np.float64).ravel() for c in cands]
     if len({v.size for v in vecs}) > 1:
@@ -102,12 +110,9 @@ class SuggestiveStrategy(QueryStrategy):
 
     def __init__(self, *, map_name: str = "entropy", uncertain_factor: int = 2, **options) -> None:
         super().__init__(**options)
-        self.map_name = check_choice(map_name, _UNCERTAINTY_MAPS, name="map_name")
+        _use_map(self, map_name)
         self.uncertain_factor = check_positive(uncertain_factor, name="uncertain_factor",
                                                integer=True)
-        self.needs_mc_samples = map_name in ("bald", "variance")
-        self.needs_tta = map_name == "tta"
-        self.needs_ensemble = map_name == "ensemble"
 
     def _select_batch(self, pool, scores, k, ctx):
         order = np.argsort(-scores, kind="stable")
@@ -165,11 +170,8 @@ class StratifiedStrategy(QueryStrategy):
 
     def __init__(self, *, map_name: str = "entropy", n_strata: int = 4, **options) -> None:
         super().__init__(**options)
-        self.map_name = check_choice(map_name, _UNCERTAINTY_MAPS, name="map_name")
+        _use_map(self, map_name)
         self.n_strata = check_positive(n_strata, name="n_strata", integer=True)
-        self.needs_mc_samples = map_name in ("bald", "variance")
-        self.needs_tta = map_name == "tta"
-        self.needs_ensemble = map_name == "ensemble"
 
     def strata(self, pool: Sequence[Candidate], labelled: Sequence[Candidate],
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -156,14 +156,28 @@ def test_shape_mismatch_names_file_and_shapes(gray_folder):
     assert "'b.tif'" in msg and "(32, 40)" in msg and "(30, 40)" in msg
 
 
-def test_channel_mismatch_names_both_files(gray_folder):
-    rng = np.random.default_rng(5)
-    _write(gray_folder / "images" / "c_rgb.png", _gray(rng, (32, 40, 3)))
+def test_an_rgb_image_among_gray_ones_becomes_gray(gray_folder):
+    """Two gray images and one RGB: the dataset is gray, the RGB image the mean of its
+    normalised channels (what the plugin's projects do too)."""
+    from napari_activeseg.core.imageio import normalize_image
+
+    rgb = _gray(np.random.default_rng(5), (32, 40, 3))
+    _write(gray_folder / "images" / "c_rgb.png", rgb)
     _write(gray_folder / "masks" / "c_rgb.png", np.zeros((32, 40), np.uint8))
+    ds = load_dataset(gray_folder)
+    assert ds.in_channels == 1 and [im.shape for im in ds.images] == [(1, 32, 40)] * 3
+    np.testing.assert_allclose(ds.images[ds.names.index("c_rgb.png")][0],
+                               normalize_image(rgb).mean(0), atol=1e-6)
+
+
+def test_a_channel_count_with_no_conversion_names_the_file(gray_folder):
+    two = _gray(np.random.default_rng(5), (32, 40, 2))  # gray + a varying alpha
+    _write(gray_folder / "images" / "c_two.png", two)
+    _write(gray_folder / "masks" / "c_two.png", np.zeros((32, 40), np.uint8))
     with pytest.raises(ValueError) as info:
         load_dataset(gray_folder)
     msg = str(info.value)
-    assert "channel" in msg and "'a.png'" in msg and "'c_rgb.png'" in msg
+    assert "1 channel" in msg and "'c_two.png (2)'" in msg and "gray <-> RGB" in msg
 
 
 def test_non_integer_mask(gray_folder):

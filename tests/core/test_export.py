@@ -367,11 +367,13 @@ def test_predict_folder_recursive_names_and_wrong_channels(trained, tmp_path):
     iio.imwrite(src / "x.png", (img * 255).astype(np.uint8))
     rgb = np.stack([img] * 3, -1)
     rgb[..., 1] *= 0.5
-    iio.imwrite(src / "rgb.png", (rgb * 255).astype(np.uint8))
+    iio.imwrite(src / "rgb.png", (rgb * 255).astype(np.uint8))  # gray model: its mean is used
+    two = np.stack([img, 1 - img], -1)  # gray + a varying alpha: no conversion
+    iio.imwrite(src / "two.png", (two * 255).astype(np.uint8))
     result = ex.predict_folder(trained, src, tmp_path / "out", recursive=True)
-    assert sorted(result.written) == ["sub/x.tif", "x.png", "x.tif"]
-    assert [n for n, _ in result.failed] == ["rgb.png"]
-    assert "channel" in result.failed[0][1]
+    assert sorted(result.written) == ["rgb.png", "sub/x.tif", "x.png", "x.tif"]
+    assert [n for n, _ in result.failed] == ["two.png"]
+    assert "2 channel(s) but the model takes 1" in result.failed[0][1]
     for name in ("x_tif_labels.tif", "x_png_labels.tif", "sub/x_labels.tif"):
         assert (tmp_path / "out" / name).is_file()
 

@@ -413,36 +413,76 @@ def test_five_channel_stack_needs_channel_axis(tmp_path, capsys):
     assert rc == 0, err
 
 
-def test_an_image_with_another_channel_count_is_refused_when_added(tmp_path):
-    """A gray image offered to an RGB project: refused at add time, named, nothing written
-    (before, it was accepted and every later suggest failed until it was removed)."""
+def test_a_gray_image_joins_an_rgb_project_repeated_on_its_channels(tmp_path):
+    """Gray offered to an RGB project: kept, with a note; the model sees it on 3 equal
+    channels, and a round trains and predicts on the mix."""
     rgb = {f"c{i}": np.stack([good_image(i + s) for s in range(3)], -1) for i in range(2)}
-    folder = tmp_path / "in"
-    folder.mkdir()
-    tifffile.imwrite(folder / "gray.tif", good_image(9))
+    folder = write_folder(tmp_path / "in", {"gray.tif": good_image(9)})
+    with Project.create(tmp_path / "proj", arrays=rgb) as project:
+        with pytest.warns(UserWarning, match=r"array 'gray' has 1 channel\(s\), the project's "
+                                             r"images 3: its channel is repeated"):
+            (arr,) = project.add_arrays({"gray": good_image(9)})
+        with pytest.warns(UserWarning, match=r"gray\.tif' has 1 channel\(s\).*repeated"):
+            (tif,) = project.add_images([folder / "gray.tif"], skip_unreadable=False)
+        assert project.channels == 3 and len(project.images()) == 4
+        session = ActiveLearningSession(project, model_config=TINY_MODEL.replace(in_channels=3))
+        x = session.prepared(arr.id)
+        assert x.shape == (3, 32, 32)
+        np.testing.assert_array_equal(x[0], x[1])
+        np.testing.assert_array_equal(x[0], x[2])
+        assert x.std() > 0.1  # the image, not zeros
+        train_and_predict(project, TINY_MODEL.replace(in_channels=3))
+
+
+def test_a_channel_count_with_no_conversion_is_refused_when_added(tmp_path):
+    """Gray+alpha (2 channels) offered to an RGB project: refused at add time, named, nothing
+    written (before, it was accepted and every later suggest failed until it was removed)."""
+    rgb = {f"c{i}": np.stack([good_image(i + s) for s in range(3)], -1) for i in range(2)}
+    two = np.stack([good_image(9), good_image(10)], -1)  # a varying alpha is kept as data
+    folder = write_folder(tmp_path / "in", {"two.png": two})
     with Project.create(tmp_path / "proj", arrays=rgb) as project, unchanged(project.folder):
-        with pytest.raises(ValueError, match=r"array 'gray' has 1 channel\(s\) but the "
-                                             r"project's images have 3.*Convert it"):
-            project.add_arrays({"gray": good_image(9)})
-        with pytest.raises(ValueError, match=r"gray\.tif' has 1 channel\(s\) but the "
+        with pytest.raises(ValueError, match=r"array 'two' has 2 channel\(s\) but the "
+                                             r"project's images have 3.*only gray <-> RGB.*"
+                                             r"Convert it"):
+            project.add_arrays({"two": two}, channel_axis=-1)
+        with pytest.raises(ValueError, match=r"two\.png' has 2 channel\(s\) but the "
                                              r"project's images have 3"):
-            project.add_images([folder / "gray.tif"], skip_unreadable=False)
-        with pytest.raises(ValueError, match=r"(?s)None of the given files.*gray\.tif.*1 channel"):
-            project.add_images([folder / "gray.tif"])  # skipped, and nothing else to add
+            project.add_images([folder / "two.png"], skip_unreadable=False)
+        with pytest.raises(ValueError, match=r"(?s)None of the given files.*two\.png.*2 channel"):
+            project.add_images([folder / "two.png"])  # skipped, and nothing else to add
         assert len(project.images()) == 2
 
 
-def test_a_folder_of_mixed_channel_counts_keeps_the_first_kind_and_names_the_rest(tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(2):
-        tifffile.imwrite(folder / f"a{i}.tif", good_image(i))
-    tifffile.imwrite(folder / "b_rgb.tif", np.stack([good_image(5 + s) for s in range(3)], -1),
-                     photometric="rgb")
-    with pytest.warns(UserWarning, match=r"Skipped .*b_rgb\.tif' has 3 channel\(s\)"):
+@pytest.mark.parametrize("n_gray, n_rgb, expected", [(2, 1, 1), (1, 2, 3), (1, 1, 3)],
+                         ids=["mostly-gray", "mostly-rgb", "tie-keeps-colour"])
+def test_a_folder_mixing_gray_and_rgb_takes_the_common_count_and_converts_the_rest(
+        tmp_path, n_gray, n_rgb, expected):
+    """The most common channel count wins (not whichever file sorts first; a tie keeps
+    colour), every image is kept, the converted ones are named, and a round trains."""
+    files = {f"a_gray{i}.tif": good_image(i) for i in range(n_gray)}
+    rgb = [np.stack([good_image(5 + i + s) for s in range(3)], -1) for i in range(n_rgb)]
+    files.update({f"b_rgb{i}.png": im for i, im in enumerate(rgb)})
+    folder = write_folder(tmp_path / "in", files)
+    odd = "b_rgb" if expected == 1 else "a_gray"
+    with pytest.warns(UserWarning, match=rf"{odd}0\.\w+' has {4 - expected} channel\(s\), the "
+                                         rf"project's images {expected}"):
         project = Project.create(tmp_path / "proj", source_folder=folder)
     with project:
-        assert sorted(r.name for r in project.images()) == ["a0.tif", "a1.tif"]
+        assert sorted(r.name for r in project.images()) == sorted(files)
+        assert project.channels == expected
+        session = ActiveLearningSession(project)
+        assert session.model_config.in_channels == expected
+        for rec in project.images():
+            assert session.prepared(rec.id).shape == (expected, 32, 32)
+        if expected == 1:  # an RGB image becomes the mean of its normalised channels
+            rec = next(r for r in project.images() if r.name == "b_rgb0.png")
+            from napari_activeseg.core.imageio import normalize_image
+
+            want = normalize_image(rgb[0]).mean(0)
+            np.testing.assert_allclose(session.prepared(rec.id)[0], want, atol=1e-6)
+        train_and_predict(project, TINY_MODEL.replace(in_channels=expected))
+    with Project.open(tmp_path / "proj") as again:  # the count is the project's, not a guess
+        assert again.channels == expected
 
 
 # --------------------------------------------------------------------------- 9. 3D stack

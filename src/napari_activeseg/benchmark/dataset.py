@@ -181,10 +181,11 @@ def load_dataset(root: str | Path, *, max_images: int | None = None) -> SegDatas
     ------
     ValueError
         If a folder is missing, holds no image, an image has no mask or a mask no image, an
-        image and its mask differ in height and width, images differ in channel count, or a
-        mask is not a class map. The message names the files.
+        image and its mask differ in height and width, an image's channel count differs from
+        the most common one other than gray <-> RGB (converted), or a mask is not a class map. The message names the files.
     """
     from ..core.imageio import normalize_image, read_image
+    from ..core.preprocess import channels_convertible, common_channel_count, match_channels
 
     root = Path(root)
     image_dir, mask_dir = root / "images", root / "masks"
@@ -222,7 +223,6 @@ def load_dataset(root: str | Path, *, max_images: int | None = None) -> SegDatas
 
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
-    first_channels: tuple[str, int] | None = None
     for name in names:
         image = np.asarray(read_image(image_files[name]))
         mask = _read_mask(mask_files[name])
@@ -231,18 +231,20 @@ def load_dataset(root: str | Path, *, max_images: int | None = None) -> SegDatas
                 f"Image {name!r} has height x width {image.shape[:2]} (shape {image.shape}) but "
                 f"its mask has {mask.shape}; the mask must have the image's height and width."
             )
-        norm = normalize_image(image)
-        channels = int(norm.shape[0])
-        if first_channels is None:
-            first_channels = (name, channels)
-        elif channels != first_channels[1]:
-            raise ValueError(
-                f"Images have different channel counts: {first_channels[0]!r} has "
-                f"{first_channels[1]} and {name!r} has {channels}; convert them to the same "
-                "number of channels (e.g. all gray or all RGB)."
-            )
+        norm = normalize_image(image, channel_axis=-1 if image.ndim == 3 else None)
         images.append(np.ascontiguousarray(norm, dtype=np.float32))
         masks.append(mask)
+    # one model takes one channel count: the most common one; gray <-> RGB is converted
+    in_channels = common_channel_count([im.shape[0] for im in images])
+    bad = [f"{name} ({im.shape[0]})" for name, im in zip(names, images, strict=True)
+           if not channels_convertible(im.shape[0], in_channels)]
+    if bad:
+        raise ValueError(
+            f"Most images have {in_channels} channel(s) but {len(bad)} have a count that is not "
+            f"converted automatically (only gray <-> RGB is): {_listing(bad)}; convert them to "
+            f"{in_channels} channel(s)."
+        )
+    images = [match_channels(im, in_channels) for im in images]
 
     n_classes = max(2, max(int(m.max()) if m.size else 0 for m in masks) + 1)
     return SegDataset(
@@ -251,7 +253,7 @@ def load_dataset(root: str | Path, *, max_images: int | None = None) -> SegDatas
         images=images,
         masks=masks,
         n_classes=n_classes,
-        in_channels=first_channels[1],
+        in_channels=in_channels,
     )
 
 

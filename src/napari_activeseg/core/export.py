@@ -370,7 +370,8 @@ def export_predictions_iter(
                 try:
                     raw = proj.load_image(rec.id)  # (H, W) or channels-last (H, W, C)
                     image = prepare_image(raw, polarity=polarity,
-                                          channel_axis=-1 if raw.ndim == 3 else None)
+                                          channel_axis=-1 if raw.ndim == 3 else None,
+                                          channels=model.config.in_channels)
                     pred = yield from _run_prediction(
                         model, image, mode=mode, maps=maps, config=config, name=rec.name,
                         done=n - 1, total=total, t0=t0)
@@ -505,6 +506,10 @@ def preprocessing_spec(model_config: ModelConfig, *, classes: Sequence[str],
             "channel_order_note": "channels in the order the image stores them, read channels-"
                                   "last ((H, W, C); RGB as R, G, B; a (C, H, W) TIFF stack with "
                                   "its channel axis moved last); a 2D image is one channel",
+            "channel_matching": "after normalization, an image with another channel count is "
+                                "matched to in_channels: a 1-channel image is repeated on every "
+                                "channel; for in_channels = 1 a 3-channel image becomes the "
+                                "mean of its channels; other counts are refused",
             "any_size": True,
             "size_multiple": multiple,
             "padding": "done inside the TorchScript model: reflect-pad bottom/right to a multiple"
@@ -854,12 +859,8 @@ def predict_folder_iter(
                 try:
                     raw = read_image(path, channel_axis=channel_axis)  # channels last
                     image = prepare_image(raw, polarity=cfg.polarity,
-                                          channel_axis=-1 if raw.ndim == 3 else None)
-                    if image.shape[0] != cfg.in_channels:
-                        raise ValueError(
-                            f"{name} has {image.shape[0]} channel(s) but the model expects "
-                            f"{cfg.in_channels}; convert it, or pass channel_axis= for a "
-                            "TIFF stack.")
+                                          channel_axis=-1 if raw.ndim == 3 else None,
+                                          channels=cfg.in_channels)
                     pred = yield from _run_prediction(
                         model, image, mode="single", maps=maps, config=config, name=name,
                         done=n - 1, total=total, t0=t0)

@@ -6,9 +6,16 @@ an image whose normalised median (mean over channels) lies above 0.5, i.e. whose
 bright, is inverted (``1 - x``), so every image reaches the network with a dark background. This
 is a deterministic function of the image, applied identically in training and prediction and
 saved with the model configuration; ``polarity="none"`` turns it off.
+
+A folder may also mix gray and RGB files (the same microscope exported by two programs). One
+model takes one channel count, so an image is matched to it (:func:`match_channels`): a gray
+image is repeated on every channel of an RGB model, an RGB image becomes gray (the mean of its
+normalised channels) for a gray model. Any other mismatch is refused with a clear message.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -35,10 +42,53 @@ def apply_polarity(image: np.ndarray, polarity: str = "auto") -> np.ndarray:
     return image
 
 
+def channels_convertible(n: int, expected: int) -> bool:
+    """Whether :func:`match_channels` turns an ``n``-channel image into ``expected`` channels:
+    the same count, gray to any count (repeated), or RGB to gray (channel mean)."""
+    return n == expected or n == 1 or (expected == 1 and n == 3)
+
+
+def common_channel_count(counts: Sequence[int]) -> int | None:
+    """The channel count a model for these images takes: the most common one (a tie goes to
+    the larger count, so colour is not thrown away); None for no image."""
+    if len(counts) == 0:
+        return None
+    values, freq = np.unique(np.asarray(counts, int), return_counts=True)
+    return int(values[freq == freq.max()].max())
+
+
+def match_channels(image: np.ndarray, channels: int, *, name: str = "The image") -> np.ndarray:
+    """A normalised (C, H, W) image with ``channels`` channels (see :func:`channels_convertible`).
+
+    Raises
+    ------
+    ValueError
+        For a mismatch with no sensible conversion (e.g. 2 or 4 channels against 3), naming
+        both counts.
+    """
+    n = int(image.shape[0])
+    if n == channels:
+        return image
+    if not channels_convertible(n, channels):
+        raise ValueError(
+            f"{name} has {n} channel(s) but the model takes {channels}; only gray <-> RGB is "
+            f"converted automatically. Convert it to {channels} channel(s), or pass the channel "
+            "axis of a TIFF stack.")
+    if n == 1:
+        return np.ascontiguousarray(np.broadcast_to(image, (channels, *image.shape[1:])))
+    return image.mean(axis=0, keepdims=True, dtype=np.float32)
+
+
 def prepare_image(
     image: np.ndarray, *, polarity: str = "auto", channel_axis: int | None = None,
-    low: float = 1.0, high: float = 99.8,
+    channels: int | None = None, low: float = 1.0, high: float = 99.8,
 ) -> np.ndarray:
-    """Raw image ((H, W) or (H, W, C), any dtype) -> network input (C, H, W) float32."""
-    return apply_polarity(normalize_image(image, low=low, high=high, channel_axis=channel_axis),
-                          polarity)
+    """Raw image ((H, W) or (H, W, C), any dtype) -> network input (C, H, W) float32.
+
+    ``channels``: the model's channel count; the image is matched to it with
+    :func:`match_channels` (None leaves the image's own count).
+    """
+    norm = normalize_image(image, low=low, high=high, channel_axis=channel_axis)
+    if channels is not None:
+        norm = match_channels(norm, channels)
+    return apply_polarity(norm, polarity)

@@ -117,6 +117,7 @@ from ._store_common import (
 )
 from ._store_models import MODELS_DIR, ModelStore, check_state_dict, load_state_dict
 from ._store_schema import SCHEMA_V1, SCHEMA_VERSION, migrate, run_script
+from .preprocess import channels_convertible, common_channel_count
 from .imageio import SUPPORTED_SUFFIXES, list_images, read_image, read_labels, write_tiff
 from .validation import check_choice, check_image, check_labels, check_mask, check_positive
 
@@ -184,6 +185,10 @@ def _default_colors(n: int) -> list[str]:
     return [_DEFAULT_COLORS[i % len(_DEFAULT_COLORS)] if i else "#000000" for i in range(n)]
 
 
+# settings key of the channel count the project's model takes
+_CHANNELS_SETTING = "channels"
+
+
 def _n_channels(shape: Sequence[int]) -> int:
     """Channels of a stored image shape: (H, W) is 1, (H, W, C) is C."""
     return 1 if len(shape) == 2 else int(shape[-1])
@@ -191,8 +196,16 @@ def _n_channels(shape: Sequence[int]) -> int:
 
 def _channel_message(what: str, n: int, expected: int) -> str:
     return (f"{what} has {n} channel(s) but the project's images have {expected}: one model "
-            f"takes one channel count. Convert it to {expected} channel(s) (or make a separate "
-            "project for it).")
+            f"takes one channel count, and only gray <-> RGB is converted automatically. "
+            f"Convert it to {expected} channel(s) (or make a separate project for it).")
+
+
+def _conversion_note(what: str, n: int, expected: int) -> str:
+    how = "its channel is repeated on the model's" if n == 1 else \
+        "the model sees the mean of its channels, as for the project's"
+    return (f"{what} has {n} channel(s), the project's images {expected}: {how} {expected} "
+            "(gray <-> RGB is converted automatically).")
+
 
 
 def _check_colors(colors: Any, n_classes: int) -> list[str]:
@@ -876,16 +889,19 @@ class Project(ModelStore):
                     raise
                 problems.append(f"Skipped {str(path)!r}: {err}")
         expected = self._channel_count()
+        if expected is None:
+            expected = common_channel_count([_n_channels(item[5]) for item in probed])
         kept = []
         for item in probed:
             n = _n_channels(item[5])
-            expected = n if expected is None else expected
-            if n != expected:
+            if not channels_convertible(n, expected):
                 err = _channel_message(repr(str(item[1])), n, expected)
                 if not skip_unreadable:
                     raise ValueError(err)
                 problems.append(f"Skipped {err}")
                 continue
+            if n != expected:
+                problems.append(_conversion_note(repr(str(item[1])), n, expected))
             kept.append(item)
         probed = kept
         if entries and not probed:
@@ -937,6 +953,8 @@ class Project(ModelStore):
             raise
         if created is not None:
             created.extend(copies)
+        if ids:
+            self._remember_channels(expected)
         self._note(problems)
         return [self.get_image(i) for i in ids]
 
@@ -972,20 +990,40 @@ class Project(ModelStore):
             self._unlink_image_files(key)
         return ids
 
+    @property
+    def channels(self) -> int | None:
+        """The channel count the project's model takes (None before the first image).
+
+        Set when the first images are added: the most common count among them (see
+        :func:`~.preprocess.match_channels` for the others); projects made before this was
+        recorded take their first image's count.
+        """
+        return self._channel_count()
+
     def _channel_count(self) -> int | None:
-        """Channels of the project's images (the model takes one count), None before any."""
+        saved = self.get_setting(_CHANNELS_SETTING)
+        if saved is not None:
+            return int(saved)
         row = self._db.execute("SELECT shape FROM images ORDER BY id LIMIT 1").fetchone()
         return None if row is None else _n_channels(json.loads(row["shape"]))
+
+    def _remember_channels(self, count: int | None) -> None:
+        if count is not None and self.get_setting(_CHANNELS_SETTING) is None:
+            self.set_setting(_CHANNELS_SETTING, int(count))
 
     def _add_checked_arrays(
         self, arrays: Mapping[str, np.ndarray], created: list[Path] | None = None
     ) -> list[ImageRecord]:
         expected = self._channel_count()
+        if expected is None:
+            expected = common_channel_count([_n_channels(a.shape) for a in arrays.values()])
+        notes = []
         for name, image in arrays.items():
             n = _n_channels(image.shape)
-            expected = n if expected is None else expected
-            if n != expected:  # refused before anything is written
+            if not channels_convertible(n, expected):  # refused before anything is written
                 raise ValueError(_channel_message(f"array {name!r}", n, expected))
+            if n != expected:
+                notes.append(_conversion_note(f"array {name!r}", n, expected))
         by_sha = self._by_sha()
         taken = self._taken_keys()
         now = sf.utc_now()
@@ -1025,7 +1063,9 @@ class Project(ModelStore):
             raise
         if created is not None:
             created.extend(written)
-        self._note(problems)
+        if ids:
+            self._remember_channels(expected)
+        self._note(notes + problems)
         return [self.get_image(i) for i in ids]
 
     def _note(self, messages: list[str]) -> None:

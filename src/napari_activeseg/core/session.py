@@ -151,7 +151,8 @@ class ActiveLearningSession:
         An open project (read-write for training and submitting).
     model_config, train_config, inference_config : optional
         Default: the ones saved in the project, else defaults sized for a CPU, with
-        ``in_channels`` from the first image and ``n_classes`` from the project's classes.
+        ``in_channels`` from the project's channel count (``Project.channels``) and
+        ``n_classes`` from the project's classes.
         Given ones are saved to the project.
     strategy : str
         Registry name (:func:`~.strategies.available_strategies`); options via
@@ -243,9 +244,7 @@ class ActiveLearningSession:
         recs = self.project.images()
         if not recs:
             raise ValueError("The project has no image; add images before starting a session.")
-        shape = recs[0].shape
-        in_ch = 1 if len(shape) == 2 else int(shape[-1])
-        return ModelConfig(in_channels=in_ch, n_classes=self.project.n_classes)
+        return ModelConfig(in_channels=self.project.channels, n_classes=self.project.n_classes)
 
     def _save_settings(self) -> None:
         self.project.set_setting("model_config", self.model_config.to_dict())
@@ -299,14 +298,13 @@ class ActiveLearningSession:
         img = self._images.get(key)
         if img is None:
             raw = self.project.load_image(image_id)  # (H, W) or channels-last (H, W, C)
-            img = prepare_image(raw, polarity=self.model_config.polarity,
-                                channel_axis=-1 if raw.ndim == 3 else None)
-            if img.shape[0] != self.model_config.in_channels:
-                raise ValueError(
-                    f"Image {image_id} has {img.shape[0]} channel(s) but the model expects "
-                    f"{self.model_config.in_channels}; a project needs one channel count. "
-                    f"Remove it (project.remove_image({image_id})), or convert it to "
-                    f"{self.model_config.in_channels} channel(s) and add it again.")
+            try:
+                img = prepare_image(raw, polarity=self.model_config.polarity,
+                                    channel_axis=-1 if raw.ndim == 3 else None,
+                                    channels=self.model_config.in_channels)
+            except ValueError as exc:
+                raise ValueError(f"Image {image_id}: {exc} Or remove it from the project "
+                                 f"(project.remove_image({image_id})).") from exc
             self._images.put(key, img, img.nbytes)
         return img
 
@@ -353,7 +351,7 @@ class ActiveLearningSession:
         if self.model is None:
             raise ValueError("No trained model yet: submit labels and train first.")
         img = prepare_image(image, polarity=self.model_config.polarity,
-                            channel_axis=channel_axis)
+                            channel_axis=channel_axis, channels=self.model_config.in_channels)
         return predict(self.model, img, mode=mode, maps=maps, config=self.inference_config)
 
     # ------------------------------------------------------------------ long jobs

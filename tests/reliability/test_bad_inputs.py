@@ -420,7 +420,7 @@ def test_a_gray_image_joins_an_rgb_project_repeated_on_its_channels(tmp_path):
     folder = write_folder(tmp_path / "in", {"gray.tif": good_image(9)})
     with Project.create(tmp_path / "proj", arrays=rgb) as project:
         with pytest.warns(UserWarning, match=r"array 'gray' has 1 channel\(s\), the project's "
-                                             r"images 3: its channel is repeated"):
+                                             r"images 3: it is repeated on the 3 channels"):
             (arr,) = project.add_arrays({"gray": good_image(9)})
         with pytest.warns(UserWarning, match=r"gray\.tif' has 1 channel\(s\).*repeated"):
             (tif,) = project.add_images([folder / "gray.tif"], skip_unreadable=False)

@@ -117,8 +117,8 @@ from ._store_common import (
 )
 from ._store_models import MODELS_DIR, ModelStore, check_state_dict, load_state_dict
 from ._store_schema import SCHEMA_V1, SCHEMA_VERSION, migrate, run_script
-from .preprocess import channels_convertible, common_channel_count
 from .imageio import SUPPORTED_SUFFIXES, list_images, read_image, read_labels, write_tiff
+from .preprocess import channels_convertible, common_channel_count
 from .validation import check_choice, check_image, check_labels, check_mask, check_positive
 
 __all__ = [
@@ -201,11 +201,9 @@ def _channel_message(what: str, n: int, expected: int) -> str:
 
 
 def _conversion_note(what: str, n: int, expected: int) -> str:
-    how = "its channel is repeated on the model's" if n == 1 else \
-        "the model sees the mean of its channels, as for the project's"
-    return (f"{what} has {n} channel(s), the project's images {expected}: {how} {expected} "
-            "(gray <-> RGB is converted automatically).")
-
+    how = f"it is repeated on the {expected} channels the model takes" if n == 1 else \
+        f"the model takes the mean of its {n} channels, as gray"
+    return f"{what} has {n} channel(s), the project's images {expected}: {how}."
 
 
 def _check_colors(colors: Any, n_classes: int) -> list[str]:

@@ -208,10 +208,10 @@ def round_and_ranking(data: Path | None, tiny: bool) -> dict:
             session.submit(pick, truth[pick])
             t0 = time.perf_counter()
             summary = run_to_end(session.train())  # one default round, warm start
-            out["round_s"] = round(time.perf_counter() - t0, 1)
+            out["round_s"] = round(time.perf_counter() - t0, 3)
             t1 = time.perf_counter()
             n_scored = run_to_end(session.score_pool())
-            out["round_rescore_s"] = round(time.perf_counter() - t1, 1)
+            out["round_rescore_s"] = round(time.perf_counter() - t1, 3)
             out["round_detail"] = {
                 "project": what, "labelled": 5, "steps": summary.result.steps,
                 "stop_reason": summary.result.stop_reason, "rescored_images": n_scored,

@@ -182,7 +182,8 @@ def load_dataset(root: str | Path, *, max_images: int | None = None) -> SegDatas
     ValueError
         If a folder is missing, holds no image, an image has no mask or a mask no image, an
         image and its mask differ in height and width, an image's channel count differs from
-        the most common one other than gray <-> RGB (converted), or a mask is not a class map. The message names the files.
+        the most common one other than gray <-> RGB (converted), or a mask is not a class map.
+        The message names the files.
     """
     from ..core.imageio import normalize_image, read_image
     from ..core.preprocess import channels_convertible, common_channel_count, match_channels

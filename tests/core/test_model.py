@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from napari_activeseg.core.config import ModelConfig
-from napari_activeseg.core.model import UNet, count_parameters, unet_gflops
+from napari_activeseg.core.model import UNet, count_parameters, norm_layer, unet_gflops
 
 
 @pytest.mark.parametrize("shape", [(37, 50), (64, 64), (8, 8), (3, 130)])
@@ -25,9 +25,11 @@ def test_width_and_depth_change_the_network(depth, width):
 
 def _model(**kw):
     torch.manual_seed(0)
+    kw = {"norm": "batch", **kw}
     cfg = ModelConfig(in_channels=1, n_classes=2, depth=2, width=4, dropout=0.5, **kw)
     model = UNet(cfg).eval()
-    # give BatchNorm non-trivial running statistics so eval/train mode differ visibly
+    # give BatchNorm non-trivial running statistics so eval/train mode differ visibly (the
+    # MC paths must be right for either normalisation; BatchNorm is the one with a mode)
     model.train()
     with torch.no_grad():
         for _ in range(3):
@@ -53,13 +55,14 @@ def test_eval_forward_is_deterministic_and_mc_samples_differ():
     {"dropout_head": False, "dropout_bottleneck": True},
     {"dropout_head": True, "dropout_decoder": 2, "dropout_bottleneck": True},
 ])
-def test_mc_forward_matches_naive_sampling_in_distribution(placement):
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_mc_forward_matches_naive_sampling_in_distribution(placement, norm):
     """The shared-encoder MC path samples the same distribution as T naive passes.
 
     With the same dropout masks the two paths must agree exactly; we check this by making the
     only stochastic layer see a fixed seed in both paths, sample by sample.
     """
-    model = _model(**placement)
+    model = _model(norm=norm, **placement)
     x = torch.randn(2, 1, 24, 40)
     t = 3
     with torch.no_grad():
@@ -163,3 +166,44 @@ def test_shared_head_masks_apply_the_same_draw_to_every_image():
     # dropout elsewhere: no shared masks (each call draws its own)
     assert _model(dropout_head=False, dropout_decoder=1).head_masks(5) is None
     assert _model(dropout_head=True, dropout_mode="element").head_masks(5) is None
+
+
+def test_groupnorm_is_the_default_and_has_no_batch_statistics():
+    model = UNet(ModelConfig(in_channels=1, depth=2, width=8, dropout=0.0))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any("running" in k for k in model.state_dict())
+    # groups of 4 channels: 8 -> 2 groups, 16 -> 4, 32 -> 8
+    assert sorted({(m.num_channels, m.num_groups) for m in norms}) == [(8, 2), (16, 4), (32, 8)]
+    # an image's output does not depend on the other images of the batch, in train mode too
+    # (BatchNorm's would: it normalises by the batch)
+    x = torch.randn(3, 1, 32, 32)
+    model.train()
+    with torch.no_grad():
+        together = model(x)
+        alone = model(x[1:2])
+    torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("channels,groups", [(4, 1), (5, 1), (6, 1), (8, 2), (12, 3), (20, 5),
+                                             (24, 6), (10, 2), (2, 1)])
+def test_norm_layer_groups_divide_the_channels(channels, groups):
+    layer = norm_layer("group", channels)
+    assert (layer.num_channels, layer.num_groups) == (channels, groups)
+    assert isinstance(norm_layer("batch", channels), torch.nn.BatchNorm2d)
+    with pytest.raises(ValueError, match="norm must be"):
+        norm_layer("instance", channels)
+
+
+def test_a_config_saved_before_the_norm_option_is_a_batchnorm_model():
+    old = {k: v for k, v in ModelConfig(in_channels=1, depth=2, width=4).to_dict().items()
+           if k != "norm"}
+    cfg = ModelConfig.from_dict(old)
+    assert cfg.norm == "batch"
+    legacy = UNet(cfg)
+    assert any("running_mean" in k for k in legacy.state_dict())
+    # and a new config round-trips as it is
+    assert ModelConfig.from_json(ModelConfig().to_json()) == ModelConfig()
+    assert ModelConfig.from_json(ModelConfig().to_json()).norm == "group"
+    with pytest.raises(ValueError, match="norm must be"):
+        ModelConfig(norm="layer")

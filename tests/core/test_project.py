@@ -689,6 +689,33 @@ def test_state_dict_for_another_architecture_is_refused_clearly(project):
     assert list((project.folder / "models").iterdir()) == []
 
 
+def test_batchnorm_model_saved_before_the_norm_option_still_loads(project):
+    """A model JSON written before ``norm`` existed has BatchNorm weights and no such field."""
+    import torch
+
+    legacy = TINY.replace(norm="batch")
+    sd = tiny_state_dict(legacy, seed=3)
+    assert any(k.endswith("running_mean") for k in sd)
+    project.save_model(sd, legacy, {})
+    path = project.folder / "models" / "v0001.json"
+    doc = json.loads(path.read_text())
+    del doc["model_config"]["norm"]
+    path.write_text(json.dumps(doc))
+    project = reopen(project)
+    try:
+        state, config, _ = project.load_model()
+        assert config.norm == "batch" and config == legacy
+        net, _ = project.load_unet()
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+        # weights of one kind under a config of the other are refused, naming the mismatch
+        with pytest.raises(ProjectError, match="BatchNorm network, the config says norm='group'"):
+            check_state_dict(state, TINY)
+        with pytest.raises(ProjectError, match="GroupNorm network, the config says norm='batch'"):
+            check_state_dict(tiny_state_dict(TINY), legacy)
+    finally:
+        project.close()
+
+
 class _Payload:
     """Unpickling this creates a marker file: a stand-in for arbitrary code execution."""
 

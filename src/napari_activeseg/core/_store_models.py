@@ -138,6 +138,10 @@ def check_state_dict(state_dict: Mapping[str, Any], config: ModelConfig) -> None
     depth = len({k.split(".")[1] for k in got if k.startswith("encoders.")})
     if depth and depth != config.depth:
         hints.append(f"the weights have depth {depth}, the config {config.depth}")
+    batch_stats = any(k.endswith("running_mean") for k in got)
+    if got and batch_stats != (config.norm == "batch"):
+        hints.append(f"the weights are a {'BatchNorm' if batch_stats else 'GroupNorm'} network, "
+                     f"the config says norm={config.norm!r}")
     parts = []
     if mismatched:
         shown = ", ".join(f"{k}: weights {a} vs model {b}" for k, a, b in mismatched[:4])

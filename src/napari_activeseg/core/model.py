@@ -1,7 +1,13 @@
 """A compact U-Net with MC-dropout sampling that reuses the deterministic part of the network.
 
-The network is the classic encoder/decoder with skip connections (two 3x3 conv + BatchNorm +
-ReLU per block, max-pool down, transposed-conv up). Dropout can sit at three places:
+The network is the classic encoder/decoder with skip connections (two 3x3 conv + normalisation
++ ReLU per block, max-pool down, transposed-conv up). The normalisation is GroupNorm by default
+(groups of 4 channels): it normalises each patch by its own statistics, so a short training
+round on a mixed pool (dark fluorescence, bright brightfield, stained tissue) does not end with
+running BatchNorm statistics that fit the last few batches rather than the test images
+(README, "Training defaults": the same picks trained with three seeds scored 0.822-0.902 test
+Dice with BatchNorm, 0.880-0.893 with GroupNorm). ``norm="batch"`` keeps the classic layer
+(and is what models saved before the option existed use). Dropout can sit at three places:
 the bottleneck output, the input of the last ``dropout_decoder`` decoder stages, and the last
 feature map before the 1x1 classifier (``dropout_head``).
 
@@ -9,7 +15,7 @@ MC dropout: :meth:`UNet.mc_forward` runs everything up to the first dropout laye
 repeats that activation T times along the batch and runs only the remaining, stochastic part
 for the T samples in one batched call. With the default placement (head only) the T samples
 cost one forward pass plus T tiny 1x1 convolutions; with bottleneck dropout they cost the encoder
-once plus T decoders. BatchNorm always stays in eval mode while sampling (the statistics of a
+once plus T decoders. A BatchNorm model stays in eval mode while sampling (the statistics of a
 single image would otherwise replace the learned ones).
 """
 
@@ -22,14 +28,33 @@ from torch import nn
 from .config import ModelConfig
 
 
+GROUP_CHANNELS = 4  # channels per group of GroupNorm
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """The normalisation of a conv block: ``"batch"`` or ``"group"``.
+
+    GroupNorm uses groups of :data:`GROUP_CHANNELS` channels (the largest group count that
+    divides `channels` and leaves at least that many channels per group; 1 group for narrow
+    layers).
+    """
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        groups = max(g for g in range(1, max(1, channels // GROUP_CHANNELS) + 1)
+                     if channels % g == 0)
+        return nn.GroupNorm(groups, channels)
+    raise ValueError(f"norm must be 'batch' or 'group', got {kind!r}.")
+
+
 class ConvBlock(nn.Sequential):
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, norm: str = "group") -> None:
         super().__init__(
             nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
+            norm_layer(norm, cout),
             nn.ReLU(inplace=True),
             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
+            norm_layer(norm, cout),
             nn.ReLU(inplace=True),
         )
 
@@ -56,14 +81,14 @@ class UNet(nn.Module):
         self.encoders = nn.ModuleList()
         cin = config.in_channels
         for cout in widths[:-1]:
-            self.encoders.append(ConvBlock(cin, cout))
+            self.encoders.append(ConvBlock(cin, cout, config.norm))
             cin = cout
-        self.bottleneck = ConvBlock(widths[-2], widths[-1])
+        self.bottleneck = ConvBlock(widths[-2], widths[-1], config.norm)
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for i in range(config.depth, 0, -1):
             self.ups.append(nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2))
-            self.decoders.append(ConvBlock(2 * widths[i - 1], widths[i - 1]))
+            self.decoders.append(ConvBlock(2 * widths[i - 1], widths[i - 1], config.norm))
         self.head = nn.Conv2d(widths[0], config.n_classes, 1)
         self.mc_dropout = False
         self._points = self._drop_points()
@@ -291,7 +316,7 @@ def build_model(config: ModelConfig) -> UNet:
 def unet_gflops(config: ModelConfig, height: int, width: int) -> float:
     """Multiply-accumulates x 2 of one forward pass on an (H, W) input, in GFLOP.
 
-    Counts convolutions and transposed convolutions (the BatchNorm/ReLU/pooling terms are
+    Counts convolutions and transposed convolutions (the normalisation/ReLU/pooling terms are
     memory-bound and small); used to express speed as a fraction of the hardware's GFLOP/s.
     """
     model = UNet(config)

@@ -265,7 +265,7 @@ class ActiveLearningSession:
                 raise ValueError(f"n_classes must stay {self.project.n_classes} (the project's "
                                  "classes).")
             arch_changed = any(getattr(model_config, f) != getattr(self.model_config, f) for f in
-                               ("in_channels", "n_classes", "depth", "width", "polarity"))
+                               ("in_channels", "n_classes", "depth", "width", "polarity", "norm"))
             self.model_config = model_config
             if arch_changed:
                 self.model, self.model_version, self.committee = None, None, []

@@ -270,6 +270,21 @@ def test_resume_with_other_settings_is_refused(data, tmp_path):
                                          rounds=0, step=2)))
 
 
+def test_a_run_begun_under_other_network_defaults_is_not_continued(data, tmp_path):
+    """A folder whose config.json predates the resolved network (the BatchNorm era) is
+    refused; the same settings resume."""
+    out = tmp_path / "out"
+    cfg = _config(data, out, strategies=("random",), baselines=(), rounds=0)
+    run_to_end(run_benchmark(cfg))
+    pinned = json.loads((out / "config.json").read_text())
+    assert pinned["resolved_model"]["norm"] == "group"
+    run_to_end(run_benchmark(cfg))  # same settings: resumes
+    del pinned["resolved_model"]
+    (out / "config.json").write_text(json.dumps(pinned))
+    with pytest.raises(ValueError, match=r"other settings.*resolved_model: None"):
+        run_to_end(run_benchmark(cfg))
+
+
 # ------------------------------------------------------------------------ regions
 
 

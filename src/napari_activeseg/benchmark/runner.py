@@ -239,8 +239,18 @@ class BenchmarkConfig:
         return d
 
     def identity(self) -> dict[str, Any]:
+        from ..core.config import ModelConfig
+
         d = self.to_dict()
-        return {k: d[k] for k in self.IDENTITY}
+        out = {k: d[k] for k in self.IDENTITY}
+        # the network as the product defaults resolve it (the channel and class counts come
+        # from the data): a folder begun under other defaults (e.g. BatchNorm before GroupNorm
+        # became the default) is not silently continued with a different network
+        resolved = ModelConfig(**{k: v for k, v in self.model.items()
+                                  if k not in ("in_channels", "n_classes")}).to_dict()
+        out["resolved_model"] = {k: v for k, v in resolved.items()
+                                 if k not in ("in_channels", "n_classes")}
+        return out
 
     @property
     def x_axis(self) -> str:

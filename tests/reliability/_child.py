@@ -18,7 +18,8 @@ checkpoint save at the end of ``session.train``.
 ``loop`` runs suggest -> submit, and trains every second submission, forever. Before each
 submit it logs ``begin <image_id> <hash>``, after it ``done <submission_id> <image_id> <hash>``;
 after a training round ``saved <version>``; each line flushed and fsync'ed, so the parent knows
-what had returned before the kill.
+what had returned before the kill. Each returned submit is also announced on stdout (``done
+<submission_id>``), so the parent can let the loop get going before its random kill.
 
 ``read-only`` runs without write permission on FOLDER and RO_PARENT (see the test): a
 read-write open and a create must fail clearly, while a read-only session and ``activeseg
@@ -129,6 +130,7 @@ def loop(folder: str, log_path: str, seed: int) -> None:
             _log(log, f"begin {image_id} {digest}")
             sub = session.submit(image_id, labels, reviewed)
             _log(log, f"done {sub} {image_id} {digest}")
+            print("done", sub, flush=True)  # the parent times its kill from here
             n += 1
             if n % 2 == 0:
                 summary = run_to_end(session.train())

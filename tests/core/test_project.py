@@ -935,7 +935,7 @@ class _Crash(BaseException):
     """Stands for the process dying at this point (not an Exception: nothing may catch it)."""
 
 
-def _crash_submit(p: Project, monkeypatch, step: str, *args) -> None:
+def _crash_submit(p: Project, monkeypatch, step: str, *args, **kwargs) -> None:
     """Run a submit that dies at `step`, then drop the Project like a dead process would."""
     real_write, real_finish = sf.atomic_write_bytes, Project._finish_staged
 
@@ -957,7 +957,7 @@ def _crash_submit(p: Project, monkeypatch, step: str, *args) -> None:
     if step == "before-commit":
         monkeypatch.setattr(Project, "_stamp", stamp)
     with pytest.raises(_Crash):
-        p.submit(*args)
+        p.submit(*args, **kwargs)
     monkeypatch.undo()
     p.close()
 
@@ -982,7 +982,10 @@ def test_a_crash_at_any_step_leaves_old_or_new_labels(
     new_reviewed = np.zeros(shape, bool)
     new_reviewed[:, :7] = True
     project.save_draft(1, new)
-    _crash_submit(project, monkeypatch, step, 1, new, new_reviewed if new_mask else None)
+    # merge=False: the new submission replaces the old one (the merged case writes the same
+    # files, with the union as the mask: test_crash_in_a_merged_submission below)
+    _crash_submit(project, monkeypatch, step, 1, new, new_reviewed if new_mask else None,
+                  merge=False)
 
     with Project.open(project.folder) as p:
         assert p.integrity_check() == []
@@ -1000,6 +1003,30 @@ def test_a_crash_at_any_step_leaves_old_or_new_labels(
         assert list((p.folder / "labels").glob(".*")) == []
         if new_state:
             assert p.drafts() == []  # the draft predates the labels it led to
+
+
+@pytest.mark.parametrize(("step", "new_state"), [("before-labels", False), ("before-mask", True)])
+def test_crash_in_a_merged_submission(project, rng, monkeypatch, step, new_state):
+    shape = project.get_image(1).shape
+    old = labels_for(project, 1, rng)
+    old_reviewed = np.zeros(shape, bool)
+    old_reviewed[:5] = True
+    project.submit(1, old, old_reviewed)
+    new = labels_for(project, 1, rng)
+    new_reviewed = np.zeros(shape, bool)
+    new_reviewed[:, :7] = True
+    _crash_submit(project, monkeypatch, step, 1, new, new_reviewed)
+    with Project.open(project.folder) as p:
+        assert p.integrity_check() == []
+        labels, mask = p.load_labels(1)
+        if new_state:  # the union, old truth kept where only the old box reviewed it
+            np.testing.assert_array_equal(mask, old_reviewed | new_reviewed)
+            np.testing.assert_array_equal(labels[new_reviewed], new[new_reviewed])
+            only_old = old_reviewed & ~new_reviewed
+            np.testing.assert_array_equal(labels[only_old], old[only_old])
+        else:
+            np.testing.assert_array_equal(mask, old_reviewed)
+            np.testing.assert_array_equal(labels, old)
 
 
 def test_leftover_temp_files_are_cleaned(project):

@@ -74,6 +74,9 @@ class ImageRecord:
     added_at: str
     origin: str
     removed: bool = False
+    #: Submitted with a reviewed mask that leaves pixels unreviewed (boxes, scribbles): the
+    #: image stays in the pool and its unreviewed windows can still be suggested.
+    partial: bool = False
 
 
 @dataclass(frozen=True)

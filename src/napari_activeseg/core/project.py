@@ -91,6 +91,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,11 @@ __all__ = [
 ]
 
 STATUSES = ("unlabelled", "suggested", "in_progress", "submitted", "skipped")
+
+# Whether an image's latest submission reviewed only part of it (a stored reviewed mask; a
+# whole-image submission stores none): such an image stays in the pool.
+_PARTIAL_SQL = ("COALESCE((SELECT s.reviewed_sha256 IS NOT NULL FROM submissions s "
+                "WHERE s.image_id = images.id ORDER BY s.id DESC LIMIT 1), 0)")
 ACTIONS = ("submitted", "skipped")
 
 DB_NAME = "project.sqlite"
@@ -1146,6 +1152,7 @@ class Project(ModelStore):
             added_at=row["added_at"],
             origin=row["origin"],
             removed=row["removed_at"] is not None,
+            partial=bool(row["partial"]) if "partial" in row.keys() else False,
         )
 
     def _expected_path(self, row: sqlite3.Row) -> Path:
@@ -1157,7 +1164,7 @@ class Project(ModelStore):
         """The images of the pool (by id), optionally only those with one status."""
         if status is not None:
             check_choice(status, STATUSES, name="status")
-        sql = "SELECT * FROM images WHERE (? IS NULL OR status = ?)"
+        sql = f"SELECT *, {_PARTIAL_SQL} AS partial FROM images WHERE (? IS NULL OR status = ?)"
         if not include_removed:
             sql += " AND removed_at IS NULL"
         with self._lock:
@@ -1167,7 +1174,10 @@ class Project(ModelStore):
     def get_image(self, image_id: int) -> ImageRecord:
         """The record of one image (removed ones included)."""
         with self._lock:
-            return self._record(self._image_row(image_id, allow_removed=True))
+            row = self._image_row(image_id, allow_removed=True)
+            partial = self._db.execute(
+                f"SELECT {_PARTIAL_SQL} FROM images WHERE id = ?", (row["id"],)).fetchone()[0]
+            return replace(self._record(row), partial=bool(partial))
 
     def _locate(self, row: sqlite3.Row) -> tuple[Path, bool]:
         """Where the image is now, and whether it is only found at its project-relative path.
@@ -1392,6 +1402,7 @@ class Project(ModelStore):
         model_version: str | None = None,
         strategy: str | None = None,
         suggestion_id: int | None = None,
+        merge: bool = True,
     ) -> int:
         """Save an image's labels as ground truth and record the submission.
 
@@ -1411,6 +1422,12 @@ class Project(ModelStore):
             Which model pre-annotated it and which strategy suggested it.
         suggestion_id : int, optional
             The suggestion acted on; by default the image's latest suggestion not acted on yet.
+        merge : bool
+            With a partial ``reviewed`` mask, keep what earlier submissions of the image
+            reviewed: the stored ground truth becomes the earlier labels inside the earlier
+            reviewed pixels, overwritten by ``labels`` inside ``reviewed``, and the reviewed
+            mask the union of both (region after region of one image adds up). False replaces
+            the earlier submission. A whole-image submission always replaces.
 
         Returns
         -------
@@ -1439,6 +1456,8 @@ class Project(ModelStore):
                     )
                 if mask.all():
                     mask = None
+            if mask is not None and merge and self._latest_submission(row["id"]) is not None:
+                labels, mask = self._merged(row, labels, mask)
             if seconds is not None:
                 seconds = float(check_positive(seconds, name="seconds", allow_zero=True))
             effort = [_optional_count(v, n) for v, n in (
@@ -1479,6 +1498,30 @@ class Project(ModelStore):
                         (now, submission_id, sid),
                     )
             return submission_id
+
+    def _merged(self, row: sqlite3.Row, labels: np.ndarray, mask: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+        """A partial submission on top of the image's stored one (see ``submit(merge=)``)."""
+        old = self._read_label_files(row, required=True)
+        old_labels, old_mask = old
+        keep = np.ones(mask.shape, bool) if old_mask is None else old_mask
+        keep &= ~mask
+        merged = np.where(keep, old_labels, labels).astype(
+            np.promote_types(labels.dtype, old_labels.dtype), copy=False)
+        union = None if old_mask is None else (old_mask | mask)
+        if union is not None and union.all():
+            union = None
+        return merged, union
+
+    def reviewed_mask(self, image_id: int) -> np.ndarray | None:
+        """Which pixels of an image are ground truth: (H, W) bool, all False for an image
+        never submitted; None when the whole image is reviewed."""
+        with self._lock:
+            row = self._image_row(image_id, allow_removed=True)
+            if self._latest_submission(row["id"]) is None:
+                shape = tuple(json.loads(row["shape"]))[:2]
+                return np.zeros(shape, bool)
+            return self._read_label_files(row, required=True)[1]
 
     def _write_label_files(
         self, key: str, label_bytes: bytes, label_sha: str, mask_bytes: bytes | None,

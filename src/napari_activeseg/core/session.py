@@ -48,6 +48,7 @@ from .strategies import (
     make_pseudo_labels,
     pseudo_training_set,
 )
+from .strategies.regions import auto_region_size, reviewed_fraction
 from .training import Trainer, TrainProgress, TrainResult
 
 _CACHE_BYTES = 1 << 30  # per cache: prepared images, predictions
@@ -91,6 +92,7 @@ class RoundSummary:
 
 
 _FOCUS_CONFIDENCE = 0.8  # below this top-class probability a pixel counts as "unsure"
+_MAX_REVIEWED = 0.5  # a window with this fraction of its pixels reviewed is not suggested
 
 
 class _LRU:
@@ -309,9 +311,53 @@ class ActiveLearningSession:
         return img
 
     def _pool_ids(self) -> list[int]:
-        """Images that may be suggested: not submitted, not skipped."""
+        """Images that may be suggested: not skipped, and not submitted whole (an image with
+        reviewed boxes or scribbles only stays in the pool for its other windows)."""
         return [r.id for r in self.project.images()
-                if r.status in ("unlabelled", "suggested", "in_progress")]
+                if r.status in ("unlabelled", "suggested", "in_progress") or r.partial]
+
+    @property
+    def region_size(self) -> int:
+        """The side of suggested boxes: the project's ``region_size`` setting, else decided
+        once from the pool's image shapes (:func:`~.strategies.regions.auto_region_size`)
+        and saved in the project, so every later suggestion uses the same boxes."""
+        size = self.project.get_setting("region_size")
+        if size is None:
+            shapes = [r.shape for r in self.project.images()]
+            if not shapes:
+                raise ValueError("The project has no image to size the boxes from.")
+            size = auto_region_size(shapes)
+            if not self.project.read_only:
+                self.project.set_setting("region_size", int(size))
+        return int(size)
+
+    def annotation(self, image_id: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """What to show for correcting an image, and which of it is already ground truth.
+
+        Returns
+        -------
+        labels : (H, W) ndarray
+            The image's draft if it has one; else its stored ground truth inside the reviewed
+            pixels and the current model's prediction (zeros before the first model)
+            everywhere else -- never last round's prediction that happened to be stored
+            beside a box.
+        reviewed : (H, W) bool ndarray or None
+            The pixels already reviewed (all False for a new image); None = the whole image.
+        """
+        reviewed = self.project.reviewed_mask(image_id)
+        draft = self.project.load_draft(image_id)
+        if draft is not None:
+            return draft, reviewed
+        pred = self.predict(image_id)
+        shape = self.project.get_image(image_id).shape[:2]
+        shown = pred.labels.copy() if pred is not None else np.zeros(shape, np.uint8)
+        if reviewed is None or reviewed.any():
+            loaded = self.project.load_labels(image_id)
+            if loaded is not None:
+                truth = loaded[0]
+                shown = truth.copy() if reviewed is None else np.where(
+                    reviewed, truth, shown).astype(truth.dtype)
+        return shown, reviewed
 
     def _labelled(self) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
         out = []
@@ -507,13 +553,16 @@ class ActiveLearningSession:
         finally:
             self._job_lock.release()
 
-    def score_pool(self, *, regions: bool = False, region_size: int = 256
+    def score_pool(self, *, regions: bool = False, region_size: int | None = None
                    ) -> Generator[ScoreProgress, None, int]:
-        """Predict and score every image not yet submitted; returns how many were scored.
+        """Predict and score every image not yet submitted whole; returns how many were scored.
 
         Only images without up-to-date candidates are recomputed (a new model or strategy
-        invalidates them; a submission removes one image). Scores go to the project.
+        invalidates them; a submission re-scores its image). ``regions``: one candidate per
+        window of ``region_size`` (default :attr:`region_size`), windows mostly reviewed
+        already left out. Scores go to the project.
         """
+        region_size = self.region_size if region_size is None else int(region_size)
         self._begin_job("scoring")
         try:
             return (yield from self._score_pool(regions, region_size))
@@ -558,11 +607,16 @@ class ActiveLearningSession:
     def _build_candidates(self, image_id: int, regions: bool, region_size: int,
                           labelled: bool = False, labels: np.ndarray | None = None):
         pred = None if labelled else self.predict(image_id)
-        return build_candidates(
+        cands = build_candidates(
             self.strategy, str(image_id), self.prepared(image_id), self.model,
             committee=self.committee or None, prediction=pred,
             inference_config=self.inference_config,
             region_size=region_size if regions else None, labelled=labelled, labels=labels)
+        if regions and not labelled:
+            reviewed = self.project.reviewed_mask(image_id)
+            # a window mostly reviewed already would teach little: only the others compete
+            cands = [c for c in cands if reviewed_fraction(reviewed, c.box) < _MAX_REVIEWED]
+        return cands
 
     def _labelled_candidates(self) -> list[Candidate]:
         req = self.strategy.requirements
@@ -595,15 +649,23 @@ class ActiveLearningSession:
                                   for i, s in best.items()])
 
     # ------------------------------------------------------------------ the user's side
-    def suggest(self, k: int = 1, *, regions: bool = False, region_size: int = 256
-                ) -> list[Suggestion]:
+    def suggest(self, k: int = 1, *, regions: bool = False, region_size: int | None = None,
+                boxes_per_image: int = 1) -> list[Suggestion]:
         """The next k images (or regions) to annotate, recorded in the query history.
 
         Scores the pool first if needed (quick before the first model; the GUI runs
         :meth:`score_pool` in a worker beforehand so this returns at once).
+
+        ``boxes_per_image`` (regions only): after the best window, up to that many windows of
+        the *same* image, ranked by the strategy among that image's windows, so the user
+        reviews several boxes in one go ("review 3 boxes in this image"). ``k`` is then the
+        number of images (only the first is used).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}.")
+        if int(boxes_per_image) != boxes_per_image or boxes_per_image < 1:
+            raise ValueError(f"boxes_per_image must be an integer >= 1, got {boxes_per_image!r}.")
+        region_size = self.region_size if region_size is None else int(region_size)
         if self._cand_key(regions, region_size) != self._candidates_key or \
                 any(i not in self._candidates for i in self._pool_ids()):
             gen = self.score_pool(regions=regions, region_size=region_size)
@@ -615,12 +677,17 @@ class ActiveLearningSession:
             return []
         if self.model is None:
             strategy = get_strategy("random", seed=self.seed)
-            picks: list[Pick] = strategy.select(cands, k, StrategyContext(
-                round=len(self.project.rounds())))
+            ctx = StrategyContext(round=len(self.project.rounds()))
             name = "random (no model yet)"
         else:
-            picks = self.strategy.select(cands, k, self._context())
-            name = self._strategy_spec["name"]
+            strategy, ctx, name = self.strategy, self._context(), self._strategy_spec["name"]
+        picks: list[Pick] = strategy.select(cands, 1 if boxes_per_image > 1 else k, ctx)
+        if regions and boxes_per_image > 1 and picks:
+            same = [c for c in cands if c.image_id == picks[0].image_id]
+            more = strategy.select(same, min(boxes_per_image, len(same)), ctx)
+            # the overall best window first, then the image's others in the strategy's order
+            picks = [picks[0]] + [p for p in more if p.key != picks[0].key]
+            picks = picks[:boxes_per_image]
         out = []
         for p in picks:
             image_id = int(p.image_id)

@@ -25,8 +25,52 @@ import numpy as np
 from ..validation import check_positive
 from .base import Box, Candidate
 
-__all__ = ["boundary_length", "correction_cost", "region_boxes", "region_candidates",
-           "region_key", "window_spans"]
+__all__ = ["auto_region_size", "boundary_length", "correction_cost", "region_boxes",
+           "region_candidates", "region_key", "reviewed_fraction", "window_spans"]
+
+#: Bounds of :func:`auto_region_size`: a box smaller than ~96 px holds too little context to
+#: judge (and is dominated by the per-box overhead of opening and submitting it); one larger
+#: than 256 px is no longer "a region" but most of a typical field of view.
+REGION_SIZE_RANGE = (96, 256)
+
+
+def auto_region_size(shapes, *, receptive_field: int | None = None) -> int:
+    """The side of the suggested boxes for a pool of images, decided once from the data.
+
+    Half the median short side of the images, rounded down to a multiple of 16 and clipped to
+    :data:`REGION_SIZE_RANGE`; never below twice the network's receptive field (a box narrower
+    than that is judged on the padding around it) nor above the median short side itself (so a
+    small-image pool still gets whole-image boxes rather than slivers).
+
+    Parameters
+    ----------
+    shapes : sequence of (H, W, ...) tuples
+        The pool's image shapes (only the first two entries are read).
+    receptive_field : int, optional
+        The model's receptive field in pixels.
+
+    Returns
+    -------
+    int
+    """
+    sides = [min(int(s[0]), int(s[1])) for s in shapes]
+    if not sides:
+        raise ValueError("auto_region_size needs the shape of at least one image.")
+    low, high = REGION_SIZE_RANGE
+    if receptive_field is not None:
+        low = max(low, 2 * int(receptive_field))
+    median = int(np.median(sides))
+    size = max(low, min(high, (median // 2) // 16 * 16))
+    return int(max(16, min(size, median)))
+
+
+def reviewed_fraction(reviewed, box) -> float:
+    """Fraction of a box's pixels already reviewed (``reviewed`` None = nothing reviewed)."""
+    if reviewed is None:
+        return 0.0
+    y0, x0, y1, x1 = box
+    window = np.asarray(reviewed)[y0:y1, x0:x1]
+    return float(window.mean()) if window.size else 1.0
 
 
 def region_key(image_id: str, box: Box) -> str:

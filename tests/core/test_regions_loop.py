@@ -1,0 +1,169 @@
+"""Regions as the unit of annotation: a submitted box reviews that box only.
+
+The image stays in the pool, its other windows can still be suggested, boxes of one image add
+up, and what is shown for correcting an image never passes off a stored prediction as truth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_activeseg.core.project import Project
+from napari_activeseg.core.session import ActiveLearningSession
+from napari_activeseg.core.strategies.regions import auto_region_size, reviewed_fraction
+from napari_activeseg.core.training import run_to_end
+
+from ..conftest import make_blobs
+
+TINY_MODEL = ModelConfig(in_channels=1, n_classes=2, depth=2, width=4, polarity="none")
+TINY_TRAIN = TrainConfig(patch_size=32, batch_size=4, max_steps=10, time_budget_s=None, lr=1e-2)
+SHAPE = (64, 96)
+
+
+@pytest.fixture
+def project(tmp_path):
+    pairs = [make_blobs(shape=SHAPE, seed=s, n=5) for s in range(3)]
+    images = {f"img{s}": (p[0] * 200).astype(np.uint8) for s, p in enumerate(pairs)}
+    proj = Project.create(tmp_path / "proj", arrays=images, classes=("background", "nucleus"))
+    proj.truth = {r.id: pairs[int(r.name[3:])][1] for r in proj.images()}
+    yield proj
+    proj.close()
+
+
+def _session(project, **kw):
+    return ActiveLearningSession(project, model_config=TINY_MODEL, train_config=TINY_TRAIN,
+                                 inference_config=InferenceConfig(tile_size=64, overlap=8,
+                                                                  mc_samples=3),
+                                 strategy="entropy", **kw)
+
+
+def _box_mask(box, shape=SHAPE):
+    m = np.zeros(shape, bool)
+    y0, x0, y1, x1 = box
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_auto_region_size_follows_the_pool_and_the_bounds():
+    assert auto_region_size([(1000, 1000)] * 3) == 256  # capped
+    assert auto_region_size([(520, 696), (520, 696), (256, 320)]) == 256
+    assert auto_region_size([(256, 256), (256, 320), (360, 360)]) == 128
+    assert auto_region_size([(300, 300)]) == 144  # half the side, a multiple of 16
+    assert auto_region_size([(64, 64)]) == 64  # never larger than the images themselves
+    assert auto_region_size([(400, 400)], receptive_field=110) == 220  # 2 x receptive field
+    with pytest.raises(ValueError, match="at least one image"):
+        auto_region_size([])
+
+
+def test_reviewed_fraction_of_a_box():
+    rev = np.zeros((10, 10), bool)
+    rev[:5] = True
+    assert reviewed_fraction(rev, (0, 0, 10, 10)) == 0.5
+    assert reviewed_fraction(rev, (0, 0, 5, 10)) == 1.0
+    assert reviewed_fraction(None, (0, 0, 5, 5)) == 0.0
+
+
+def test_a_submitted_box_reviews_only_that_box_and_the_image_stays_in_the_pool(project):
+    s = _session(project)
+    i = project.images()[0].id
+    truth = project.truth[i]
+    box = (0, 0, 32, 48)
+    s.submit(i, truth, _box_mask(box))
+    rec = project.get_image(i)
+    assert rec.status == "submitted" and rec.partial
+    rev = project.reviewed_mask(i)
+    assert rev.sum() == 32 * 48 and rev[:32, :48].all()
+    assert i in {r.id for r in project.images() if r.partial}
+    # still suggestible: the image is in the pool, its reviewed window is not
+    run_to_end(s.train())
+    picks = s.suggest(20, regions=True, region_size=32)
+    assert i in {p.image_id for p in picks}
+    boxes_of_i = {p.box for p in picks if p.image_id == i}
+    assert boxes_of_i and all(reviewed_fraction(rev, b) < 0.5 for b in boxes_of_i)
+    assert (0, 0, 32, 32) not in boxes_of_i and (0, 32, 32, 64) not in boxes_of_i
+
+
+def test_boxes_of_one_image_add_up_and_keep_earlier_truth(project):
+    s = _session(project)
+    i = project.images()[0].id
+    truth = project.truth[i]
+    first, second = (0, 0, 32, 48), (32, 48, 64, 96)
+    s.submit(i, truth, _box_mask(first))
+    # the second submission carries garbage where the first box was: it must not overwrite it
+    garbage = np.ones(SHAPE, np.uint8)
+    garbage[32:, 48:] = truth[32:, 48:]
+    s.submit(i, garbage, _box_mask(second))
+    labels, rev = project.load_labels(i)
+    assert rev.sum() == 2 * 32 * 48
+    assert np.array_equal(labels[:32, :48], truth[:32, :48])
+    assert np.array_equal(labels[32:, 48:], truth[32:, 48:])
+    assert project.get_image(i).partial
+    # the remaining two windows reviewed: the image is done and leaves the pool
+    s.submit(i, truth, _box_mask((0, 48, 32, 96)) | _box_mask((32, 0, 64, 48)))
+    labels, rev = project.load_labels(i)
+    assert rev is None and np.array_equal(labels, truth)
+    rec = project.get_image(i)
+    assert not rec.partial and rec.status == "submitted"
+    assert i not in {p.image_id for p in s.suggest(3)}
+
+
+def test_merge_false_replaces_the_earlier_submission(project):
+    i = project.images()[0].id
+    truth = project.truth[i]
+    project.submit(i, truth, _box_mask((0, 0, 32, 48)))
+    project.submit(i, truth, _box_mask((32, 48, 64, 96)), merge=False)
+    rev = project.reviewed_mask(i)
+    assert rev.sum() == 32 * 48 and rev[32:, 48:].all() and not rev[:32, :48].any()
+
+
+def test_whole_image_submission_after_boxes_reviews_everything(project):
+    i = project.images()[0].id
+    truth = project.truth[i]
+    project.submit(i, np.zeros(SHAPE, np.uint8), _box_mask((0, 0, 32, 48)))
+    project.submit(i, truth)
+    labels, rev = project.load_labels(i)
+    assert rev is None and np.array_equal(labels, truth)
+
+
+def test_annotation_shows_truth_inside_reviewed_and_the_current_prediction_outside(project):
+    s = _session(project)
+    i = project.images()[0].id
+    truth = project.truth[i]
+    stale = np.ones(SHAPE, np.uint8)  # e.g. last round's prediction, left beside the box
+    stale[:32, :48] = truth[:32, :48]
+    s.submit(i, stale, _box_mask((0, 0, 32, 48)))
+    shown, rev = s.annotation(i)
+    assert rev.sum() == 32 * 48
+    assert np.array_equal(shown[:32, :48], truth[:32, :48])
+    # no model yet: outside the reviewed box nothing is claimed (zeros), not the stored ones
+    assert not shown[~rev].any()
+    run_to_end(s.train())
+    shown, _ = s.annotation(i)
+    pred = s.predict(i).labels
+    assert np.array_equal(shown[~rev], pred[~rev])
+    # a never-submitted image: nothing reviewed, the prediction shown
+    j = project.images()[1].id
+    shown, rev = s.annotation(j)
+    assert not rev.any() and np.array_equal(shown, s.predict(j).labels)
+
+
+def test_several_boxes_of_one_image_are_suggested_together(project):
+    s = _session(project)
+    i = project.images()[0].id
+    s.submit(i, project.truth[i])
+    run_to_end(s.train())
+    picks = s.suggest(1, regions=True, region_size=32, boxes_per_image=3)
+    assert len(picks) == 3 and len({p.image_id for p in picks}) == 1
+    assert len({p.box for p in picks}) == 3
+    with pytest.raises(ValueError, match="boxes_per_image"):
+        s.suggest(1, regions=True, boxes_per_image=0)
+
+
+def test_region_size_is_decided_once_and_saved(project):
+    s = _session(project)
+    size = s.region_size
+    assert size == auto_region_size([SHAPE] * 3) == project.get_setting("region_size")
+    project.set_setting("region_size", 48)
+    assert s.region_size == 48

@@ -58,6 +58,7 @@ def _suggest(w, qtbot):
 
 def test_whole_loop(widget, qtbot):
     w, v = widget, widget.viewer
+    w.regions_check.setChecked(False)  # whole-image mode: Submit accepts the whole image
     first = _suggest(w, qtbot)
     assert {ANNOTATION, "image"} <= {ly.name for ly in v.layers}
     ann = v.layers[ANNOTATION]

@@ -47,8 +47,13 @@ if TYPE_CHECKING:  # pragma: no cover
 ANNOTATION = "annotation"
 UNCERTAINTY = "uncertainty"
 REGIONS = "suggested regions"
+SCRIBBLES = "scribbles"
+REVIEWED = "reviewed"
+NOT_REVIEWED = "not reviewed"
+SCRIBBLE_BACKGROUND = "#6a8cff"  # the background class is transparent in the annotation
 DEFAULT_COLORS = ["#00000000", "#ffd400", "#00c8ff", "#ff4fa3", "#7bd148", "#ff8c1a", "#b36bff"]
-STATUS_ORDER = {"suggested": 0, "in_progress": 1, "unlabelled": 2, "skipped": 3, "submitted": 4}
+STATUS_ORDER = {"suggested": 0, "in_progress": 1, "unlabelled": 2, "partial": 3, "skipped": 4,
+                "submitted": 5}
 
 
 def _notify(kind: str, message: str) -> None:
@@ -135,6 +140,7 @@ class ActiveSegWidget(QWidget):
         self.session: ActiveLearningSession | None = None
         self.current_id: int | None = None
         self.current_suggestion: Suggestion | None = None
+        self.current_boxes: list[tuple[int, int, int, int]] = []
         self._pre_annotation: np.ndarray | None = None
         self._initial_labels: np.ndarray | None = None
         self._workers: list = []
@@ -199,17 +205,44 @@ class ActiveSegWidget(QWidget):
         v = QVBoxLayout(box)
         row = QHBoxLayout()
         self.strategy_combo = QComboBox()
-        self.regions_check = QCheckBox("regions")
-        self.regions_check.setToolTip("Suggest a window inside an image instead of a whole image.")
+        self.regions_check = QCheckBox("boxes")
+        self.regions_check.setChecked(True)
+        self.regions_check.setToolTip(
+            "Review a few boxes of an image instead of the whole image: only the boxes, your "
+            "scribbles and your edits count as ground truth, and the rest of the image stays in "
+            "the pool. Untick for whole-image mode (Submit then accepts the whole image).")
         self.region_size = QSpinBox()
-        self.region_size.setRange(32, 4096)
-        self.region_size.setValue(256)
+        self.region_size.setRange(0, 4096)
+        self.region_size.setValue(0)
         self.region_size.setSingleStep(32)
+        self.region_size.setSpecialValueText("auto size")
+        self.region_size.setSuffix(" px")
+        self.region_size.setToolTip("Box side; 'auto size' decides it once from the project's "
+                                    "images (saved in the project).")
+        self.boxes_spin = QSpinBox()
+        self.boxes_spin.setRange(1, 16)
+        self.boxes_spin.setValue(3)
+        self.boxes_spin.setSuffix(" per image")
+        self.boxes_spin.setToolTip("How many boxes of one image to review at once.")
         row.addWidget(QLabel("Strategy:"))
         row.addWidget(self.strategy_combo, 1)
+        v.addLayout(row)
+        row = QHBoxLayout()
         row.addWidget(self.regions_check)
         row.addWidget(self.region_size)
+        row.addWidget(self.boxes_spin)
         v.addLayout(row)
+        row = QHBoxLayout()
+        self.scribble_combo = QComboBox()
+        self.scribble_combo.setToolTip(
+            "Paint a few strokes of a class anywhere (ilastik-style); only painted pixels count. "
+            "napari's eraser on the scribbles layer makes pixels unlabelled again.")
+        self.scribble_btn = QPushButton("Scribble")
+        row.addWidget(QLabel("Brush:"))
+        row.addWidget(self.scribble_combo, 1)
+        row.addWidget(self.scribble_btn)
+        v.addLayout(row)
+        self.scribble_btn.clicked.connect(self.start_scribbling)
         row = QHBoxLayout()
         self.suggest_btn = QPushButton("Suggest next")
         self.submit_btn = QPushButton("Submit [Shift+S]")
@@ -330,14 +363,16 @@ class ActiveSegWidget(QWidget):
     def _update_enabled(self) -> None:
         has = self.session is not None
         busy = self._train_worker is not None or self._score_worker is not None
-        for w in (self.suggest_btn, self.strategy_combo, self.regions_check, self.region_size,
+        for w in (self.suggest_btn, self.strategy_combo, self.region_size, self.boxes_spin,
                   self.apply_btn):
             w.setEnabled(has and not busy)
+        self.regions_check.setEnabled(has)
         self.train_btn.setEnabled(has and not busy and (self.session.n_labelled > 0 if has else
                                                          False))
         self.cancel_btn.setEnabled(busy)
         open_img = has and self.current_id is not None
-        for w in (self.submit_btn, self.skip_btn, self.reset_btn):
+        for w in (self.submit_btn, self.skip_btn, self.reset_btn, self.scribble_btn,
+                  self.scribble_combo):
             w.setEnabled(open_img)
         self.predict_btn.setEnabled(has and self.session.model is not None)
         self.export_labels_btn.setEnabled(has and self.session.n_labelled > 0)
@@ -462,6 +497,9 @@ class ActiveSegWidget(QWidget):
         self.strategy_combo.addItems(available_strategies())
         self.strategy_combo.setCurrentText(self.session.strategy.name)
         self.strategy_combo.blockSignals(False)
+        self.scribble_combo.clear()
+        self.scribble_combo.addItems(project.classes)
+        self.scribble_combo.setCurrentIndex(min(1, len(project.classes) - 1))
         self.classes_edit.setText(", ".join(
             [project.classes[0]] + [f"{n}:{c}" for n, c in zip(project.classes[1:],
                                                               project.colors[1:], strict=False)]))
@@ -518,7 +556,8 @@ class ActiveSegWidget(QWidget):
             item = QTableWidgetItem(rec.name)
             item.setData(Qt.ItemDataRole.UserRole, rec.id)
             self.table.setItem(row, 0, item)
-            self.table.setItem(row, 1, _NumericItem(rec.status, STATUS_ORDER.get(rec.status, 9)))
+            status = "partial" if rec.partial and rec.status == "submitted" else rec.status
+            self.table.setItem(row, 1, _NumericItem(status, STATUS_ORDER.get(status, 9)))
             s = scores.get(rec.id)
             val = s.score if s is not None and s.score is not None else float("-inf")
             self.table.setItem(row, 2, _NumericItem("" if s is None or s.score is None
@@ -555,34 +594,32 @@ class ActiveSegWidget(QWidget):
         raw = session.project.load_image(image_id)
         rec = session.project.get_image(image_id)
         pred = session.predict(image_id) if session.model is not None else None
-        labels = session.project.load_draft(image_id)
-        if labels is None:
-            loaded = session.project.load_labels(image_id)
-            labels = loaded[0] if loaded is not None else None
-        if labels is None:
-            labels = pred.labels.copy() if pred is not None else np.zeros(raw.shape[:2],
-                                                                          np.uint8)
+        # truth inside what was reviewed, the current prediction elsewhere (core policy)
+        labels, reviewed = session.annotation(image_id)
         return {"id": image_id, "name": rec.name, "raw": raw, "labels": np.array(labels),
-                "pred": pred}
+                "pred": pred, "reviewed": reviewed}
 
-    def open_image(self, image_id: int, *, box=None, suggestion=None) -> None:
+    def open_image(self, image_id: int, *, box=None, suggestion=None, boxes=None) -> None:
         """Show an image with the prediction as an editable annotation, and its uncertainty.
 
-        Loading and prediction run in a worker; the layers appear when it returns
+        ``boxes`` (or one ``box``): the windows to review, drawn as rectangles; outside them
+        (and outside what was reviewed before) the annotation is dimmed: it is not ground
+        truth. Loading and prediction run in a worker; the layers appear when it returns
         (:attr:`image_opened` is emitted then).
         """
         if self.session is None:
             return
+        boxes = list(boxes) if boxes is not None else ([box] if box is not None else [])
 
         def job():
             yield None
             return self._payload(image_id)
 
         self._start_worker(job, on_yield=lambda _: None,
-                           on_return=lambda payload: self._display(payload, box, suggestion),
+                           on_return=lambda payload: self._display(payload, boxes, suggestion),
                            desc="Opening image").start()
 
-    def _display(self, payload: dict | None, box=None, suggestion=None) -> None:
+    def _display(self, payload: dict | None, boxes=(), suggestion=None) -> None:
         """GUI thread: put a loaded image on screen (cheap layer updates only)."""
         if payload is None or self.session is None:
             return
@@ -590,13 +627,18 @@ class ActiveSegWidget(QWidget):
         self._pre_annotation = None if pred is None else pred.labels
         self.current_id = payload["id"]
         self.current_suggestion = suggestion
+        self.current_boxes = [tuple(int(v) for v in b) for b in boxes if b is not None]
         if suggestion is None:
             self.reason_label.setText(f"Opened {payload['name']}.")
         else:
-            self.reason_label.setText(f"Suggested by {suggestion.strategy}: {suggestion.reason}")
+            n = len(self.current_boxes)
+            where = f"Review {n} box{'es' if n > 1 else ''} in this image. " if n else ""
+            self.reason_label.setText(f"{where}Suggested by {suggestion.strategy}: "
+                                      f"{suggestion.reason}")
         # what the user sees first: edits are measured against it (drafts, refreshes)
         self._initial_labels = payload["labels"].copy()
-        self._show_layers(payload["name"], payload["raw"], payload["labels"], pred, box)
+        self._show_layers(payload["name"], payload["raw"], payload["labels"], pred,
+                          self.current_boxes, payload.get("reviewed"))
         self.session.mark_shown(payload["id"], self._pre_annotation,
                                 suggestion.suggestion_id if suggestion is not None else None)
         self._update_enabled()
@@ -611,7 +653,8 @@ class ActiveSegWidget(QWidget):
             cmap[k] = c
         return DirectLabelColormap(color_dict=cmap)
 
-    def _show_layers(self, name: str, raw: np.ndarray, labels, pred, box) -> None:
+    def _show_layers(self, name: str, raw: np.ndarray, labels, pred, boxes,
+                     reviewed=None) -> None:
         v = self.viewer
         rgb = raw.ndim == 3 and raw.shape[-1] in (3, 4)
         image_data = raw if (raw.ndim == 2 or rgb) else np.moveaxis(raw, -1, 0)
@@ -645,15 +688,55 @@ class ActiveSegWidget(QWidget):
         ann.selected_label = 1
         v.layers.selection.active = ann
         ann.mode = "paint"
-        if REGIONS in v.layers:
-            v.layers.remove(REGIONS)
-        if box is not None:
-            y0, x0, y1, x1 = box
-            v.add_shapes([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])],
+        self._show_review_layers(labels.shape, boxes, reviewed)
+        v.layers.selection.active = ann
+        v.reset_view()
+
+    def _show_review_layers(self, shape, boxes, reviewed) -> None:
+        """Boxes to review, what was reviewed before (outlined), a dim veil over what is not
+        ground truth (boxes mode), and an empty scribbles layer."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        from ..core.review import box_mask
+
+        v = self.viewer
+        for name in (REGIONS, NOT_REVIEWED, REVIEWED, SCRIBBLES):
+            if name in v.layers:
+                v.layers.remove(name)
+        before = np.ones(shape, bool) if reviewed is None else np.asarray(reviewed, bool)
+        if before.any() and not before.all():
+            layer = v.add_labels(before.astype(np.uint8), name=REVIEWED, opacity=0.9,
+                                 colormap=DirectLabelColormap(color_dict={
+                                     None: "transparent", 0: "transparent", 1: "#00ff88"}))
+            layer.contour = 2
+            layer.editable = False
+        if self.regions_check.isChecked():
+            veil = ~(before | box_mask(shape, boxes))
+            if veil.any():
+                layer = v.add_labels(veil.astype(np.uint8), name=NOT_REVIEWED, opacity=0.45,
+                                     colormap=DirectLabelColormap(color_dict={
+                                         None: "transparent", 0: "transparent", 1: "black"}))
+                layer.editable = False
+        if boxes:
+            v.add_shapes([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
+                          for y0, x0, y1, x1 in boxes],
                          shape_type="rectangle", name=REGIONS, edge_color="#00ff88",
                          face_color="transparent", edge_width=3)
-            v.layers.selection.active = ann
-        v.reset_view()
+        colors = self.session.project.colors if self.session else DEFAULT_COLORS
+        cmap = {None: "transparent", 0: "transparent", 1: SCRIBBLE_BACKGROUND}
+        for k, c in enumerate(colors[1:], start=2):
+            cmap[k] = c
+        v.add_labels(np.zeros(shape, np.uint8), name=SCRIBBLES, opacity=0.9,
+                     colormap=DirectLabelColormap(color_dict=cmap))
+
+    def start_scribbling(self) -> None:
+        """Select the scribbles layer in paint mode with the chosen class's brush."""
+        if SCRIBBLES not in self.viewer.layers:
+            return
+        layer = self.viewer.layers[SCRIBBLES]
+        self.viewer.layers.selection.active = layer
+        layer.selected_label = self.scribble_combo.currentIndex() + 1
+        layer.mode = "paint"
 
     # ------------------------------------------------------------------ correct / submit
     def _annotation(self) -> np.ndarray | None:
@@ -669,12 +752,17 @@ class ActiveSegWidget(QWidget):
         if labels is None:
             _notify("error", f"The '{ANNOTATION}' layer is gone; reopen the image.")
             return
-        reviewed = None
-        if self.current_suggestion is not None and self.current_suggestion.box is not None:
-            y0, x0, y1, x1 = self.current_suggestion.box
-            reviewed = np.zeros(labels.shape, bool)
-            reviewed[y0:y1, x0:x1] = True
+        from ..core.review import compose_review
+
+        scribbles = (np.asarray(self.viewer.layers[SCRIBBLES].data)
+                     if SCRIBBLES in self.viewer.layers else None)
         try:
+            # only what the user reviewed counts: the boxes, scribbles and edits -- or the
+            # whole image in whole-image mode; never the untouched prediction around a box
+            labels, reviewed = compose_review(
+                labels, n_classes=self.session.project.n_classes, boxes=self.current_boxes,
+                scribbles=scribbles, shown=self._initial_labels,
+                whole=not self.regions_check.isChecked())
             self.session.submit(self.current_id, labels, reviewed)
         except (ValueError, OSError) as exc:
             _notify("error", f"Not saved: {exc}")
@@ -683,6 +771,7 @@ class ActiveSegWidget(QWidget):
         self._update_project_label()
         self.current_id = None
         self.current_suggestion = None
+        self.current_boxes = []
         self.refresh_table()
         self._update_enabled()
         n = self.auto_train.value()
@@ -850,8 +939,7 @@ class ActiveSegWidget(QWidget):
         untouched = labels is None or self._initial_labels is None or np.array_equal(
             labels, self._initial_labels)
         if untouched:
-            self.open_image(self.current_id, box=self.current_suggestion.box
-                            if self.current_suggestion else None,
+            self.open_image(self.current_id, boxes=self.current_boxes,
                             suggestion=self.current_suggestion)
 
     def _start_scoring(self, *, then_suggest: bool) -> None:
@@ -862,7 +950,8 @@ class ActiveSegWidget(QWidget):
                 _notify("info", "Busy: wait for the running job, or cancel it.")
             return
         session = self.session
-        regions, size = self.regions_check.isChecked(), self.region_size.value()
+        regions, size = self.regions_check.isChecked(), self.region_size.value() or None
+        per_image = self.boxes_spin.value()
 
         def job():
             n = yield from session.score_pool(regions=regions, region_size=size)
@@ -870,10 +959,11 @@ class ActiveSegWidget(QWidget):
                 return n, None
             # picking can be expensive too (set-selection strategies), and so are loading
             # and predicting the pick: all of it stays off the GUI thread
-            picks = session.suggest(1, regions=regions, region_size=size)
+            picks = session.suggest(1, regions=regions, region_size=size,
+                                    boxes_per_image=per_image if regions else 1)
             if not picks:
                 return n, None
-            return n, (picks[0], self._payload(picks[0].image_id))
+            return n, (picks, self._payload(picks[0].image_id))
 
         def on_yield(p):
             self.progress.setValue(int(1000 * p.done / max(p.total, 1)))
@@ -889,8 +979,9 @@ class ActiveSegWidget(QWidget):
                     _notify("info", "Nothing left to suggest: every image is submitted or "
                                     "skipped.")
                 else:
-                    pick, payload = picked
-                    self._display(payload, pick.box, pick)
+                    picks, payload = picked
+                    self._display(payload, [p.box for p in picks if p.box is not None],
+                                  picks[0])
             self.scoring_finished.emit(n)
 
         self._score_worker = self._start_worker(job, on_yield=on_yield, on_return=on_return,

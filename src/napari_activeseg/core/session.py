@@ -48,7 +48,7 @@ from .strategies import (
     make_pseudo_labels,
     pseudo_training_set,
 )
-from .strategies.regions import auto_region_size, reviewed_fraction
+from .strategies.regions import auto_region_size, region_boxes, region_key, reviewed_fraction
 from .training import Trainer, TrainProgress, TrainResult
 
 _CACHE_BYTES = 1 << 30  # per cache: prepared images, predictions
@@ -246,7 +246,12 @@ class ActiveLearningSession:
         recs = self.project.images()
         if not recs:
             raise ValueError("The project has no image; add images before starting a session.")
-        return ModelConfig(in_channels=self.project.channels, n_classes=self.project.n_classes)
+        from .preprocess import decide_project_polarity
+
+        # polarity is decided once, from a sample of the project's images, and saved as the
+        # concrete rule ("invert"/"none"): every image of the project is prepared alike
+        return ModelConfig(in_channels=self.project.channels, n_classes=self.project.n_classes,
+                           polarity=decide_project_polarity(self.project))
 
     def _save_settings(self) -> None:
         self.project.set_setting("model_config", self.model_config.to_dict())
@@ -296,6 +301,11 @@ class ActiveLearningSession:
     # ------------------------------------------------------------------ data access
     def prepared(self, image_id: int) -> np.ndarray:
         """The network input of an image: (C, H, W) float32, cached."""
+        if self.model_config.polarity == "pool":
+            # a configuration given with its polarity still to decide: decide it once for the
+            # project, so that every image and the model trained on them share one rule
+            self.model_config = self.model_config.replace(
+                polarity=self._default_model_config().polarity)
         key = (image_id, self.model_config.polarity)
         img = self._images.get(key)
         if img is None:
@@ -396,6 +406,9 @@ class ActiveLearningSession:
         """Predict any image (e.g. a napari layer) with the project's model."""
         if self.model is None:
             raise ValueError("No trained model yet: submit labels and train first.")
+        if self.model_config.polarity == "pool":  # a model saved before its rule was decided
+            self.model_config = self.model_config.replace(
+                polarity=self._default_model_config().polarity)
         img = prepare_image(image, polarity=self.model_config.polarity,
                             channel_axis=channel_axis, channels=self.model_config.in_channels)
         return predict(self.model, img, mode=mode, maps=maps, config=self.inference_config)
@@ -581,13 +594,12 @@ class ActiveLearningSession:
             self._candidates_key = key
         todo = [i for i in self._pool_ids() if i not in self._candidates]
         t0 = time.perf_counter()
-        blind = not self.strategy.requirements["probs"] and not regions
+        blind = not self.strategy.requirements["probs"]
         if self.model is None or blind:
             # before the first model there is nothing to be unsure about: random order; a
             # strategy that ignores the prediction (random) does not need the pool predicted
             for i in todo:
-                self._candidates[i] = [Candidate(key=str(i), image_id=str(i), box=None,
-                                                 probs=None, maps={})]
+                self._candidates[i] = self._blind_candidates(i, regions, region_size)
             note = ("No model yet: suggestions are random until the first training."
                     if self.model is None else
                     f"{self._strategy_spec['name']!r} does not look at predictions: the pool "
@@ -603,6 +615,20 @@ class ActiveLearningSession:
             yield ScoreProgress(n, total, image_id, time.perf_counter() - t0)
         self._save_scores()
         return total
+
+    def _blind_candidates(self, image_id: int, regions: bool, region_size: int
+                          ) -> list[Candidate]:
+        """Candidates without a prediction (no model yet, or a strategy that ignores it):
+        the image, or its windows not yet mostly reviewed."""
+        if not regions:
+            return [Candidate(key=str(image_id), image_id=str(image_id), box=None, probs=None,
+                              maps={})]
+        shape = self.project.get_image(image_id).shape[:2]
+        reviewed = self.project.reviewed_mask(image_id)
+        return [Candidate(key=region_key(str(image_id), box), image_id=str(image_id), box=box,
+                          probs=None, maps={})
+                for box in region_boxes(shape, size=region_size)
+                if reviewed_fraction(reviewed, box) < _MAX_REVIEWED]
 
     def _build_candidates(self, image_id: int, regions: bool, region_size: int,
                           labelled: bool = False, labels: np.ndarray | None = None):

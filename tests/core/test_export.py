@@ -95,7 +95,9 @@ def test_exported_labels_round_trip_byte_for_byte(trained, tmp_path):
         key = trained.get_image(image_id).key
         got = tifffile.imread(tmp_path / "labels" / f"{key}.tif")
         assert got.dtype == np.uint8 and got.shape == labels.shape
-        assert got.tobytes() == labels.astype(np.uint8).tobytes()
+        # the stored (and exported) map is 0 outside the reviewed pixels: nothing is known there
+        want = labels if reviewed is None else np.where(reviewed, labels, 0)
+        assert got.tobytes() == want.astype(np.uint8).tobytes()
         mask_file = tmp_path / "labels" / "reviewed" / f"{key}.tif"
         if reviewed is None:
             assert not mask_file.exists()
@@ -390,7 +392,9 @@ def test_export_provenance(trained, tmp_path):
     assert r["model_version"] == trained.session.model_version and r["strategy"] == DEFAULT_STRATEGY
     assert r["seed"] is not None and sorted(r["labelled_ids"]) == sorted(trained.submitted)
     assert r["metrics"]["steps"] == 5 and "train_s" in r["wall_times"]
-    assert r["model"]["model_config"] == TINY.to_dict() and len(r["labelled_names"]) == 2
+    # the session saved the polarity its images decided ("pool" resolved), not "pool"
+    saved = TINY.replace(polarity="none").to_dict()
+    assert r["model"]["model_config"] == saved and len(r["labelled_names"]) == 2
     with open(files["submissions"]) as fh:
         subs = list(csv.DictReader(fh))
     assert len(subs) == 2

@@ -167,3 +167,32 @@ def test_region_size_is_decided_once_and_saved(project):
     assert size == auto_region_size([SHAPE] * 3) == project.get_setting("region_size")
     project.set_setting("region_size", 48)
     assert s.region_size == 48
+
+
+def test_unreviewed_pixels_get_pseudo_labels_in_training_only(project, monkeypatch):
+    from napari_activeseg.core.strategies import PseudoLabelConfig
+    from napari_activeseg.core.training import Trainer
+
+    s = _session(project, pseudo_labels=PseudoLabelConfig(start=0.5, ceiling=0.6))
+    i = project.images()[0].id
+    truth = project.truth[i]
+    box = _box_mask((0, 0, 32, 48))
+    s.submit(i, truth, box)
+    run_to_end(s.train())  # round 0: a model to make pseudo-labels with
+    seen = {}
+    real_fit = Trainer.fit
+
+    def spy(self, images, labels, reviewed=None, **kw):
+        seen.update(labels=[np.array(x) for x in labels],
+                    reviewed=[None if r is None else np.array(r) for r in reviewed])
+        return (yield from real_fit(self, images, labels, reviewed, **kw))
+
+    monkeypatch.setattr(Trainer, "fit", spy)
+    summary = run_to_end(s.train())
+    lab0, rev0 = seen["labels"][0], seen["reviewed"][0]
+    assert np.array_equal(lab0[box], truth[box])  # reviewed truth untouched
+    assert rev0[box].all() and rev0[~box].any()  # plus confident unreviewed pixels
+    assert any("partly reviewed" in n for n in summary.notes)
+    # nothing of it reaches the project: stored truth and mask are exactly the box
+    labels, rev = project.load_labels(i)
+    assert np.array_equal(rev, box) and not labels[~box].any()

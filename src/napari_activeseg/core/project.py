@@ -1413,7 +1413,7 @@ class Project(ModelStore):
             Class map with values ``0..n_classes-1``, the image's height and width.
         reviewed : (H, W) array_like of bool, optional
             Which pixels count as ground truth; None (or all True) = the whole image. An empty
-            mask is refused (nothing would count).
+            mask is refused (nothing would count). The stored labels are 0 outside it.
         seconds : float, optional
             Time spent (suggestion shown -> submit).
         pixels_changed, objects_added, objects_removed : int, optional
@@ -1458,6 +1458,10 @@ class Project(ModelStore):
                     mask = None
             if mask is not None and merge and self._latest_submission(row["id"]) is not None:
                 labels, mask = self._merged(row, labels, mask)
+            if mask is not None:
+                # outside the reviewed pixels nothing is known: the file holds 0 there, not an
+                # unreviewed prediction that Fiji or an export would show as if it were labels
+                labels = np.where(mask, labels, 0).astype(labels.dtype, copy=False)
             if seconds is not None:
                 seconds = float(check_positive(seconds, name="seconds", allow_zero=True))
             effort = [_optional_count(v, n) for v, n in (

@@ -455,6 +455,25 @@ class ActiveLearningSession:
         round_no = len(self.project.rounds())
         if self.pseudo_config is not None and self.pseudo_config.enabled and self.model:
             done = {i for i, _, _ in labelled}
+            n_filled = 0
+            for n, (image_id, _, rev) in enumerate(labelled):
+                if rev is None:
+                    continue
+                # the unreviewed pixels of a partly reviewed image: confident predictions fill
+                # them in this round's arrays only; the reviewed pixels keep their truth and
+                # nothing here reaches the project's labels
+                pred = self.predict(image_id, maps=("entropy",))
+                p = make_pseudo_labels(str(image_id), pred.probs, round_no, self.pseudo_config)
+                if p is None:
+                    continue
+                extra = p.mask & ~rev
+                if extra.any():
+                    labels[n] = np.where(rev, labels[n], p.labels).astype(labels[n].dtype)
+                    reviewed[n] = rev | extra
+                    n_filled += 1
+            if n_filled:
+                notes.append(f"Confident predictions filled the unreviewed pixels of "
+                             f"{n_filled} partly reviewed image(s).")
             pseudo = []
             for image_id in self._pool_ids():
                 if image_id in done:

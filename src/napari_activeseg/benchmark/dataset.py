@@ -18,7 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["SegDataset", "load_dataset", "split_dataset", "mean_dice", "IMAGE_SUFFIXES"]
+__all__ = ["SegDataset", "load_dataset", "split_dataset", "mean_dice", "class_dice",
+           "IMAGE_SUFFIXES"]
 
 #: File suffixes (lower case) taken as images or masks; anything else in the folders is skipped.
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -347,3 +348,54 @@ def mean_dice(
         # image is judged on the classes it has.
         scores.append(float(dice_score(np.asarray(pred), np.asarray(true))))
     return float(np.mean(scores))
+
+
+def class_dice(
+    preds: Sequence[np.ndarray], masks: Sequence[np.ndarray], n_classes: int
+) -> dict[int, float]:
+    """Dice of each foreground class, averaged over the images where that class occurs.
+
+    :func:`mean_dice` averages, per image, over the classes present in that image, so a
+    class that is often missed while another is found well is hidden in the mean; this one
+    keeps them apart (what multi-class sets report per class).
+
+    Parameters
+    ----------
+    preds : sequence of (H, W) int ndarray
+        Predicted class maps.
+    masks : sequence of (H, W) int ndarray
+        True class maps, one per prediction, each of its prediction's shape.
+    n_classes : int
+        Number of classes K including background.
+
+    Returns
+    -------
+    dict of int -> float
+        ``{k: mean Dice of class k}`` for k = 1..K-1, over the images where class k is in
+        the prediction or the truth; NaN for a class that occurs in none of them.
+    """
+    from ..core.losses import per_class_dice
+
+    preds, masks = list(preds), list(masks)
+    if len(preds) != len(masks):
+        raise ValueError(
+            f"Got {len(preds)} predictions for {len(masks)} masks; pass one prediction per mask."
+        )
+    if int(n_classes) < 2:
+        raise ValueError(f"n_classes must be at least 2 (background + 1), got {n_classes!r}.")
+    per: dict[int, list[float]] = {k: [] for k in range(1, int(n_classes))}
+    for i, (pred, true) in enumerate(zip(preds, masks)):
+        if np.shape(pred) != np.shape(true):
+            raise ValueError(
+                f"Prediction {i} has shape {np.shape(pred)} but its mask has {np.shape(true)}; "
+                "predict at the mask's resolution."
+            )
+        # default classes = those present in either map: absent-from-both is not scored
+        for k, d in per_class_dice(np.asarray(pred), np.asarray(true)).items():
+            if k not in per:
+                raise ValueError(
+                    f"Image {i} holds class {k} but n_classes={n_classes}; pass the dataset's "
+                    f"n_classes (at least {k + 1})."
+                )
+            per[k].append(float(d))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in per.items()}

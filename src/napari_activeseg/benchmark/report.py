@@ -23,6 +23,10 @@ __all__ = [
     "CSV_COLUMNS",
     "BASELINES",
     "aulc",
+    "budget_aulc",
+    "class_columns",
+    "curve_at",
+    "first_reach",
     "summarise",
     "write_csv",
     "write_json",
@@ -91,6 +95,104 @@ def aulc(x: Sequence[float], y: Sequence[float]) -> float:
         return float(np.mean(y))
     area = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
     return area / float(span)
+
+
+def _sorted_curve(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1D of the same length, got {x.shape} and {y.shape}.")
+    order = np.argsort(x, kind="stable")
+    return x[order], y[order]
+
+
+def curve_at(x: Sequence[float], y: Sequence[float], at: float) -> float:
+    """A learning curve's value at ``at``, linearly interpolated between measured points.
+
+    Parameters
+    ----------
+    x : sequence of float
+        Annotated pixels (or any budget) of the measured rounds.
+    y : sequence of float
+        Test Dice of those rounds.
+    at : float
+        The budget to read the curve at.
+
+    Returns
+    -------
+    float
+        NaN when ``at`` lies outside the measured span (below the first round or beyond the
+        last one): a curve is never extrapolated.
+    """
+    x, y = _sorted_curve(x, y)
+    if x.size == 0 or not x[0] <= at <= x[-1]:
+        return float("nan")
+    return float(np.interp(at, x, y))
+
+
+def first_reach(x: Sequence[float], y: Sequence[float], target: float) -> float:
+    """The smallest budget at which the interpolated curve reaches ``target``.
+
+    Returns the x of the first measured point at or above ``target``, moved back along the
+    segment from the point before it to where that segment crosses ``target``; the first point
+    itself when it is already there; NaN when the curve never reaches it.
+    """
+    x, y = _sorted_curve(x, y)
+    hit = np.nonzero(y >= target)[0]
+    if hit.size == 0:
+        return float("nan")
+    i = int(hit[0])
+    if i == 0:
+        return float(x[0])
+    x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
+    return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+
+
+def budget_aulc(x: Sequence[float], y: Sequence[float], lo: float, hi: float
+                ) -> tuple[float, float]:
+    """Normalised area under the interpolated curve between two budgets.
+
+    Parameters
+    ----------
+    x, y : sequence of float
+        The learning curve.
+    lo, hi : float
+        The budget range (e.g. 1 % and 10 % of the pool's pixels), ``lo < hi``.
+
+    Returns
+    -------
+    aulc : float
+        Mean Dice over the part of ``[lo, hi]`` the curve covers (the curve is not
+        extrapolated); NaN if it covers none of it.
+    covered : float
+        The fraction of ``[lo, hi]`` the curve covers (1 = the whole range).
+    """
+    if not hi > lo:
+        raise ValueError(f"Need lo < hi, got lo={lo!r}, hi={hi!r}.")
+    x, y = _sorted_curve(x, y)
+    if x.size == 0:
+        return float("nan"), 0.0
+    a, b = max(lo, float(x[0])), min(hi, float(x[-1]))
+    if not b > a:
+        return float("nan"), 0.0
+    inner = x[(x > a) & (x < b)]
+    xs = np.concatenate([[a], inner, [b]])
+    return aulc(xs, np.interp(xs, x, y)), float((b - a) / (hi - lo))
+
+
+def class_columns(per_class: Mapping[int, float]) -> dict[str, float]:
+    """``{"dice_class1": .., "dice_class2": .., "dice_fg_mean": ..}`` for a multi-class set.
+
+    ``dice_fg_mean`` is the mean of the per-class Dice over the foreground classes that
+    occurred (each class weighs the same, however often it occurs); empty for a binary set,
+    whose ``dice`` already is its one class.
+    """
+    if len(per_class) < 2:
+        return {}
+    out = {f"dice_class{int(k)}": float(v) for k, v in sorted(per_class.items())}
+    vals = [v for v in per_class.values() if np.isfinite(v)]
+    out["dice_fg_mean"] = float(np.mean(vals)) if vals else float("nan")
+    return out
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -185,15 +287,28 @@ def write_json(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(_jsonable(doc), indent=1, allow_nan=False) + "\n")
 
 
+def _extra_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per-class Dice columns present in any row (multi-class sets), in class order."""
+    keys = {k for r in rows for k in r if k.startswith("dice_class") and k[10:].isdigit()}
+    cols = sorted(keys, key=lambda k: int(k[10:]))
+    if any("dice_fg_mean" in r for r in rows):
+        cols.append("dice_fg_mean")
+    return cols
+
+
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write the rows with :data:`CSV_COLUMNS` (missing values empty), atomically."""
+    """Write the rows with :data:`CSV_COLUMNS` (missing values empty), atomically.
+
+    Multi-class runs add ``dice_class1 .. dice_classK-1`` and ``dice_fg_mean`` after them.
+    """
+    columns = [*CSV_COLUMNS, *_extra_columns(rows)]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore",
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore",
                             lineterminator="\n")
     writer.writeheader()
     for row in rows:
         clean = {}
-        for k in CSV_COLUMNS:
+        for k in columns:
             v = row.get(k)
             if isinstance(v, float):
                 v = "" if not math.isfinite(v) else (round(v, 5) if k != "seconds" and
@@ -209,11 +324,27 @@ def plot_learning_curves(
     *,
     x: str = "n_labelled",
     title: str = "",
+    references: Sequence[tuple[float, str]] = (),
+    xlabel: str | None = None,
 ) -> None:
     """Learning curves, mean and ±1 std over seeds per strategy, baselines as references.
 
     ``rf`` is drawn as a dashed curve (it is trained on the same labelled counts), ``full`` as a
     horizontal line at its mean Dice with its spread as a band.
+
+    Parameters
+    ----------
+    path : path
+        The PNG to write.
+    rows : sequence of dict
+        ``results.csv`` rows.
+    x : str
+        The row key on the x axis.
+    title : str
+    references : sequence of (float, str)
+        Extra horizontal lines ``(dice, label)``, e.g. a second human observer's agreement.
+    xlabel : str, optional
+        Axis label; by default named after ``x``.
     """
     import matplotlib
 
@@ -254,11 +385,16 @@ def plot_learning_curves(
                          f"{m:.3f}")
         if s > 0:
             ax.axhspan(m - s, m + s, color="k", alpha=0.06, lw=0)
+    for j, (value, label) in enumerate(references):
+        ax.axhline(float(value), color="tab:red", lw=1.2, ls=("-.", (0, (5, 2)), ":")[j % 3],
+                   label=f"{label}: {float(value):.3f}")
     if x == "n_labelled":
         from matplotlib.ticker import MaxNLocator
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("labelled images" if x == "n_labelled" else "annotated pixels")
+    if xlabel is None:
+        xlabel = {"n_labelled": "labelled images", "pixels_reviewed": "annotated pixels"}.get(x, x)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test Dice (mean per image, foreground)")
     if title:
         ax.set_title(title, fontsize=10)

@@ -30,8 +30,22 @@ Baselines, as extra "strategies" in the outputs:
     pool; one random box per image in region mode). It sees the normalised images without the
     polarity rule, as ilastik would. Its effort columns are the from-scratch counts.
 ``full``
-    The U-Net trained on the whole pool in one round of ``full_steps`` steps (validation-based
-    best-weight selection kept, early stopping off): the ceiling. One row per seed.
+    The U-Net trained on the whole pool: the ceiling. One row per seed. With ``full_rounds = 1``
+    one round of ``full_steps`` steps (validation-based best-weight selection kept, early
+    stopping off). With ``full_rounds > 1`` it is trained *to a plateau*: rounds of
+    ``full_steps`` steps, each a warm start from the last (a full warm-up + cosine cycle, so
+    every measurement is taken at a low learning rate), the test Dice measured after each; it
+    stops after the first round that does not beat the best so far by more than
+    ``full_min_delta``, or after ``full_rounds`` rounds (the cap). The row reports the best
+    round's Dice and its cumulative steps; ``results.json`` keeps every round
+    (``full_plateau``). Stopping on the test Dice makes the ceiling, if anything, optimistic,
+    which only makes fractions of it harder to reach.
+
+Multi-class sets (more than one foreground class) add the Dice of each foreground class
+(:func:`.dataset.class_dice`, columns ``dice_class1`` ..) and their mean (``dice_fg_mean``) to
+every row. A dataset with a ``masks_2nd_observer/`` folder (a second human's masks, same file
+names) gets that observer's mean Dice against ``masks/`` on each seed's test images in
+``results.json`` (``second_observer``) and as a line on the plot.
 
 Resume: each run keeps ``benchmark_state.json`` in its folder (finished rounds, and the picks
 of the round in progress, written after every submission), next to its project, which holds
@@ -56,16 +70,17 @@ from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 import numpy as np
 
 from ..core.config import DEFAULT_STRATEGY
 from .annotator import SimulatedAnnotator, box_mask
-from .dataset import SegDataset, load_dataset, mean_dice, split_dataset
+from .dataset import SegDataset, class_dice, load_dataset, mean_dice, split_dataset
 from .report import (
     BASELINES,
     atomic_write_text,
+    class_columns,
     format_summary,
     plot_learning_curves,
     summarise,
@@ -128,7 +143,12 @@ class BenchmarkConfig:
     steps : int
         Optimiser steps per round (fixed, so the result does not depend on the machine's load).
     full_steps : int
-        Optimiser steps of the ``full`` baseline.
+        Optimiser steps of the ``full`` baseline (per round when ``full_rounds > 1``).
+    full_rounds : int
+        The most rounds of ``full_steps`` the ``full`` baseline trains for; 1 = one round,
+        more = train until the test Dice plateaus (module docstring), at most this many.
+    full_min_delta : float
+        The gain in test Dice a further ``full`` round must make to count as an improvement.
     max_images : int, optional
         Use only the first ``max_images`` images of the folder (sorted by name), for quick runs.
     test_fraction : float
@@ -156,6 +176,8 @@ class BenchmarkConfig:
     device: str = "auto"
     steps: int = 125
     full_steps: int = 600
+    full_rounds: int = 1
+    full_min_delta: float = 0.005
     max_images: int | None = None
     test_fraction: float = 0.3
     model: dict[str, Any] = field(default_factory=dict)
@@ -166,7 +188,10 @@ class BenchmarkConfig:
 
     #: Fields that define the experiment: a resumed run must keep them.
     IDENTITY = ("data", "initial", "step", "regions", "region_size", "steps", "full_steps",
-                "max_images", "test_fraction", "model", "train", "inference", "rf_samples", "rf")
+                "full_rounds", "full_min_delta", "max_images", "test_fraction", "model", "train",
+                "inference", "rf_samples", "rf")
+    #: Identity fields added later: a folder that predates them was made with these values.
+    IDENTITY_DEFAULTS: ClassVar[dict[str, Any]] = {"full_rounds": 1, "full_min_delta": 0.005}
 
     def checked(self) -> BenchmarkConfig:
         """A normalised copy (absolute paths, tuples), or a ValueError naming the bad value."""
@@ -197,9 +222,12 @@ class BenchmarkConfig:
         for name, value, low in (("initial", self.initial, 1), ("step", self.step, 1),
                                  ("rounds", self.rounds, 0), ("steps", self.steps, 1),
                                  ("full_steps", self.full_steps, 1),
+                                 ("full_rounds", self.full_rounds, 1),
                                  ("region_size", self.region_size, 16)):
             if int(value) != value or int(value) < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        if not float(self.full_min_delta) >= 0.0:
+            raise ValueError(f"full_min_delta must be >= 0, got {self.full_min_delta!r}.")
         if self.rf_samples is not None and int(self.rf_samples) < 100:
             raise ValueError(f"rf_samples must be at least 100 pixels, got {self.rf_samples!r}.")
         if self.max_images is not None and int(self.max_images) < 2:
@@ -220,6 +248,8 @@ class BenchmarkConfig:
             rounds=int(self.rounds),
             steps=int(self.steps),
             full_steps=int(self.full_steps),
+            full_rounds=int(self.full_rounds),
+            full_min_delta=float(self.full_min_delta),
             region_size=int(self.region_size),
             max_images=None if self.max_images is None else int(self.max_images),
             rf_samples=None if self.rf_samples is None else int(self.rf_samples),
@@ -517,7 +547,7 @@ class _Benchmark:
             return n * self.unet_round_work()
         if kind == "rf":
             return n * _RF_ROUND
-        return self.cfg.full_steps + _ROUND_OVERHEAD
+        return self.cfg.full_rounds * (self.cfg.full_steps + _ROUND_OVERHEAD)
 
     def run_dir(self, name: str, seed: int) -> Path:
         return self.runs_dir / f"{name}_s{seed}"
@@ -544,7 +574,7 @@ class _Benchmark:
         return project
 
     def _evaluate(self, model, seed: int, track: _Tracker, run: str, rnd: int, base: float):
-        """Mean test Dice of ``model``; yields progress per image."""
+        """Mean test Dice of ``model`` and its per-class columns; yields progress per image."""
         from ..core.inference import predict
 
         images, masks = self.test_inputs(seed)
@@ -555,7 +585,35 @@ class _Benchmark:
             if n % 5 == 4:
                 yield track.record(run, rnd, "evaluate", f"{n + 1}/{len(images)} test images",
                                    base + _ROUND_OVERHEAD * 0.5 * (n + 1) / len(images))
-        return mean_dice(preds, masks, self.ds.n_classes)
+        return self._scores(preds, masks)
+
+    def _scores(self, preds, masks) -> tuple[float, dict[str, float]]:
+        """Mean per-image foreground Dice, and per-class columns on a multi-class set."""
+        k = self.ds.n_classes
+        dice = mean_dice(preds, masks, k)
+        return dice, class_columns(class_dice(preds, masks, k)) if k > 2 else {}
+
+    def second_observer(self, seed: int) -> float | None:
+        """Mean Dice of ``masks_2nd_observer/`` against ``masks/`` on the seed's test images."""
+        from .dataset import _read_mask
+
+        folder = self.ds.root / "masks_2nd_observer"
+        if not folder.is_dir():
+            return None
+        _, test = self.splits[seed]
+        preds, masks = [], []
+        for i in test:
+            path = folder / self.ds.names[i]
+            if not path.is_file():
+                continue
+            other = _read_mask(path)
+            if other.shape != self.ds.masks[i].shape or int(other.max()) >= self.ds.n_classes:
+                self.notes.append(f"masks_2nd_observer/{path.name} does not fit its mask; "
+                                  "the second observer's line leaves it out")
+                continue
+            preds.append(other)
+            masks.append(self.ds.masks[i])
+        return mean_dice(preds, masks, self.ds.n_classes) if preds else None
 
     def scratch(self, name: str, boxes) -> tuple[int, int]:
         """(pixels, objects) annotating an image (or its boxes) from scratch would take."""
@@ -736,11 +794,13 @@ class _Benchmark:
         train_wall = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        dice = yield from self._evaluate(session.model, seed, track, run, rnd, cfg.steps)
+        dice, per_class = yield from self._evaluate(session.model, seed, track, run, rnd,
+                                                    cfg.steps)
         eval_s = time.perf_counter() - t2
 
         picks = list(state.pending)
         row = self._row(name, seed, rnd, picks, state.rounds, dice)
+        row.update(per_class)
         row.update(n_labelled=len(labelled), train_steps=steps, train_s=round(train_s, 2),
                    query_s=round(query_s, 2), eval_s=round(eval_s, 2),
                    seconds=round(query_s + train_wall + eval_s, 2),
@@ -910,7 +970,7 @@ class _Benchmark:
                 if n % 5 == 4:
                     yield track.record(run, rnd, "evaluate", f"{n + 1}/{len(test)} test images",
                                        _RF_ROUND * (0.3 + 0.7 * (n + 1) / len(test)))
-            dice = mean_dice(preds, masks, self.ds.n_classes)
+            dice, per_class = self._scores(preds, masks)
             new = chosen[len(sets[rnd - 1]):] if rnd else chosen
             picks = []
             for name, boxes in new:
@@ -922,6 +982,7 @@ class _Benchmark:
                               "pixels_changed": px, "objects_added": obj, "objects_removed": 0,
                               "pixels_from_scratch": px, "objects_from_scratch": obj})
             row = self._row("rf", seed, rnd, picks, state.rounds, dice)
+            row.update(per_class)
             secs = time.perf_counter() - t0
             row.update(n_labelled=len(chosen), train_steps=None, train_s=round(fit_s, 2),
                        query_s=0.0, eval_s=round(secs - fit_s, 2), seconds=round(secs, 2),
@@ -943,6 +1004,7 @@ class _Benchmark:
         folder = self.run_dir("full", seed)
         state = _RunState(folder / STATE_NAME, "baseline", "full", seed)
         work = self.task_work("full")
+        per_round = cfg.full_steps + _ROUND_OVERHEAD
         if state.rounds:
             track.advance(work, fresh=False)
             yield track.record(run, None, "done", "already computed")
@@ -951,7 +1013,8 @@ class _Benchmark:
         t0 = time.perf_counter()
         project = self._open_project(folder, seed)
         try:
-            # the ceiling: a long single round, no early stopping (best validation weights kept)
+            # the ceiling: long rounds, no early stopping inside a round (best validation
+            # weights kept); with full_rounds > 1 further rounds until the test Dice plateaus
             tcfg = self.train_config.replace(
                 seed=seed, max_steps=cfg.full_steps,
                 patience=max(self.train_config.patience,
@@ -967,50 +1030,95 @@ class _Benchmark:
                 if n % 10 == 9:
                     yield track.record(run, 0, "annotate", f"{n + 1}/{len(todo)} pool images")
             labelled = sorted(project.labelled_ids())
-            rounds = project.rounds()
-            t1 = time.perf_counter()
-            if rounds and sorted(rounds[-1].labelled_ids) == labelled and session.model:
-                steps = int(rounds[-1].metrics.get("steps") or 0)
-            else:
-                gen = session.train()
-                summary = None
-                while True:
-                    try:
-                        p = next(gen)
-                    except StopIteration as stop:
-                        summary = stop.value
-                        break
-                    if p.step % 10 == 0 or p.val_dice is not None:
-                        yield track.record(run, 0, "train",
-                                           f"step {p.step}/{cfg.full_steps} "
-                                           f"loss {p.loss_smooth:.3f}",
-                                           min(p.fraction, 1.0) * cfg.full_steps)
-                if summary is None or not summary.saved:
-                    raise RuntimeError(f"Training of {run} was cancelled.")
-                steps = int(summary.result.steps)
-            train_s = time.perf_counter() - t1
-            t2 = time.perf_counter()
-            dice = yield from self._evaluate(session.model, seed, track, run, 0, cfg.full_steps)
-            eval_s = time.perf_counter() - t2
+            plateau: list[dict[str, Any]] = state.data.setdefault("plateau", [])
+            track.advance(len(plateau) * per_round, fresh=False)
+            while self._plateau_stop(plateau) is None:
+                k = len(plateau)
+                rounds = project.rounds()
+                t1 = time.perf_counter()
+                if len(rounds) > k and sorted(rounds[-1].labelled_ids) == labelled and \
+                        session.model is not None:  # trained before a crash, not yet measured
+                    steps = int(rounds[-1].metrics.get("steps") or 0)
+                else:
+                    gen = session.train()
+                    summary = None
+                    while True:
+                        try:
+                            p = next(gen)
+                        except StopIteration as stop:
+                            summary = stop.value
+                            break
+                        if p.step % 10 == 0 or p.val_dice is not None:
+                            yield track.record(run, k, "train",
+                                               f"step {p.step}/{cfg.full_steps} "
+                                               f"loss {p.loss_smooth:.3f}",
+                                               min(p.fraction, 1.0) * cfg.full_steps)
+                    if summary is None or not summary.saved:
+                        raise RuntimeError(f"Training of {run} was cancelled.")
+                    steps = int(summary.result.steps)
+                train_s = time.perf_counter() - t1
+                t2 = time.perf_counter()
+                dice, per_class = yield from self._evaluate(session.model, seed, track, run, k,
+                                                            cfg.full_steps)
+                plateau.append({
+                    "round": k, "steps": steps,
+                    "cum_steps": steps + (plateau[-1]["cum_steps"] if plateau else 0),
+                    "dice": float(dice), **per_class, "train_s": round(train_s, 2),
+                    "eval_s": round(time.perf_counter() - t2, 2),
+                    "model_version": session.model_version, "finished_at": _now()})
+                state.save()
+                track.advance(per_round)
+                if cfg.full_rounds > 1:
+                    yield track.record(run, k, "plateau",
+                                       f"round {k}: Dice {dice:.3f} after "
+                                       f"{plateau[-1]['cum_steps']} steps", event="note")
+            best = max(plateau, key=lambda r: r["dice"])  # the first of equal bests
             pool, _ = self.splits[seed]
             px = sum(self.scratch(self.ds.names[i], None)[0] for i in pool)
             obj = sum(self.scratch(self.ds.names[i], None)[1] for i in pool)
             n_px = int(sum(self.ds.masks[i].size for i in pool))
             row = {"strategy": "full", "seed": seed, "round": 0, "n_picked": len(pool),
-                   "n_labelled": len(labelled), "pixels_reviewed": n_px, "dice": float(dice),
+                   "n_labelled": len(labelled), "pixels_reviewed": n_px,
+                   "dice": float(best["dice"]),
+                   **{c: v for c, v in best.items() if c.startswith("dice_")},
                    "pixels_corrected": px, "objects_corrected": obj, "objects_added": obj,
                    "objects_removed": 0, "pixels_scratch": px, "objects_scratch": obj,
                    "total_pixels_corrected": px, "total_objects_corrected": obj,
                    "total_pixels_scratch": px, "total_objects_scratch": obj,
-                   "train_steps": steps, "train_s": round(train_s, 2), "query_s": 0.0,
-                   "eval_s": round(eval_s, 2), "seconds": round(time.perf_counter() - t0, 2),
-                   "model_version": session.model_version, "finished_at": _now(), "picks": []}
+                   "train_steps": int(best["cum_steps"]),
+                   "train_s": round(sum(r["train_s"] for r in plateau), 2), "query_s": 0.0,
+                   "eval_s": round(sum(r["eval_s"] for r in plateau), 2),
+                   "seconds": round(time.perf_counter() - t0, 2),
+                   "full_rounds_run": len(plateau),
+                   "steps_total": int(plateau[-1]["cum_steps"]),
+                   "stop_reason": self._plateau_stop(plateau),
+                   "model_version": best["model_version"], "finished_at": _now(),
+                   "picks": []}
             state.rounds.append(row)
             state.save()
         finally:
             project.close()
-        track.advance(work)
+        track.advance(max(0.0, work - len(plateau) * per_round), fresh=False)
         yield track.record(run, 0, "done", self._round_message(row), event="round")
+
+    def _plateau_stop(self, plateau: list[dict[str, Any]]) -> str | None:
+        """Why the ``full`` baseline stops after these rounds (None = train another one).
+
+        ``"single"`` (one round asked for), ``"plateau"`` (the last round did not beat the
+        best before it by more than ``full_min_delta``) or ``"cap"`` (``full_rounds`` done).
+        """
+        cfg = self.cfg
+        if not plateau:
+            return None
+        if cfg.full_rounds == 1:
+            return "single"
+        if len(plateau) >= 2:
+            before = max(r["dice"] for r in plateau[:-1])
+            if plateau[-1]["dice"] <= before + cfg.full_min_delta:
+                return "plateau"
+        if len(plateau) >= cfg.full_rounds:
+            return "cap"
+        return None
 
     # -------------------------------------------------------------- outputs
     def collect(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[dict]]]]:
@@ -1042,6 +1150,7 @@ class _Benchmark:
                 "objects_corrected", "seconds", "n_picked", "pixels_scratch", "objects_scratch",
                 "total_pixels_corrected", "total_objects_corrected", "total_pixels_scratch",
                 "total_objects_scratch", "train_steps", "train_s", "query_s", "eval_s")
+        keys += tuple(sorted({k for r in rows for k in r if k.startswith("dice_")}))
         json_curves = {
             name: {seed: {**{k: [r.get(k) for r in rs] for k in keys},
                           "picked": [[p["image"] for p in r.get("picks", [])] for r in rs],
@@ -1049,13 +1158,23 @@ class _Benchmark:
                           if cfg.regions else None}
                    for seed, rs in by_seed.items()}
             for name, by_seed in curves.items()}
-        splits = {}
+        splits, observer, plateau = {}, {}, {}
         for seed in cfg.seeds:
             pool, test = self.splits[seed]
             splits[str(seed)] = {
                 "pool": [self.ds.names[i] for i in pool],
                 "test": [self.ds.names[i] for i in test],
-                "initial": [n for n, _ in self.initial_picks(seed)]}
+                "initial": [n for n, _ in self.initial_picks(seed)],
+                "pool_pixels": int(sum(self.ds.masks[i].size for i in pool))}
+            second = self.second_observer(seed)
+            if second is not None:
+                observer[str(seed)] = second
+            path = self.run_dir("full", seed) / STATE_NAME
+            if "full" in cfg.baselines and path.is_file():
+                st = _RunState(path, "baseline", "full", seed).data
+                if st.get("plateau"):
+                    plateau[str(seed)] = {"rounds": st["plateau"],
+                                          "stop_reason": self._plateau_stop(st["plateau"])}
         doc = {
             "napari_activeseg": __version__,
             "created_at": _now(),
@@ -1070,6 +1189,9 @@ class _Benchmark:
             "x_axis": cfg.x_axis,
             "metric": "mean over test images of the per-image foreground Dice",
             "rf_labelled_from": "random" if "random" in cfg.strategies else "own random draws",
+            "classes": list(self.classes),
+            "second_observer": observer or None,
+            "full_plateau": plateau or None,
             "curves": json_curves,
             "aulc": {name: {k: s["aulc"][k] for k in ("mean", "std", "per_seed")}
                      for name, s in summary.items()},
@@ -1084,8 +1206,10 @@ class _Benchmark:
         write_csv(files["csv"], rows)
         if plot and rows:
             seeds = len(cfg.seeds)
+            refs = [] if not observer else [
+                (float(np.mean(list(observer.values()))), "second human observer")]
             plot_learning_curves(
-                files["png"], rows, x=cfg.x_axis,
+                files["png"], rows, x=cfg.x_axis, references=refs,
                 title=f"{self.ds.root.name}: {len(self.ds)} images, {seeds} seed"
                       f"{'s' if seeds != 1 else ''}, {cfg.steps} steps/round"
                       f"{', regions ' + str(cfg.region_size) + ' px' if cfg.regions else ''}")
@@ -1102,7 +1226,9 @@ def _check_resume(cfg: BenchmarkConfig) -> None:
         except (OSError, ValueError):
             old = None
         if isinstance(old, dict):
-            diff = [f"{k}: {old.get(k)!r} -> {ident[k]!r}" for k in ident if old.get(k) != ident[k]]
+            dflt = BenchmarkConfig.IDENTITY_DEFAULTS
+            diff = [f"{k}: {old.get(k, dflt.get(k))!r} -> {ident[k]!r}" for k in ident
+                    if old.get(k, dflt.get(k)) != ident[k]]
             if diff:
                 raise ValueError(
                     f"{str(cfg.out)!r} holds a benchmark run with other settings ("

@@ -16,7 +16,7 @@ every round ``r`` (0..rounds) then
    number of optimiser steps (``steps``), so results do not depend on the machine's load;
 3. measures the mean per-image foreground Dice on the test images, predicted with the round's
    model on the same preprocessing as training (percentile normalisation, then the model's
-   polarity rule).
+   polarity rule; the default "pool" is decided once from the dataset's images).
 
 The final round has ``initial + rounds * step`` labelled images (or regions).
 
@@ -473,6 +473,13 @@ class _Benchmark:
         self.index = {name: i for i, name in enumerate(ds.names)}
         self.model_config = ModelConfig(**{"in_channels": ds.in_channels,
                                            "n_classes": ds.n_classes, **cfg.model})
+        if self.model_config.polarity == "pool":
+            from ..core.preprocess import decide_polarity
+
+            # one rule for the whole dataset, as a project decides it from its images (from the
+            # intensities only, no mask; test images included: every seed then trains under
+            # the same rule); recorded as the concrete "invert"/"none"
+            self.model_config = self.model_config.replace(polarity=decide_polarity(ds.images))
         if self.model_config.in_channels != ds.in_channels or \
                 self.model_config.n_classes != ds.n_classes:
             raise ValueError(

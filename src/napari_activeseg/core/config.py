@@ -53,6 +53,11 @@ class _JsonConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
+# polarity rules (core.preprocess): "pool" = decided once from the project's images and
+# resolved to "invert" or "none" before use; "auto" = the per-image rule of older models
+POLARITIES = ("pool", "invert", "none", "auto")
+
+
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(message)
@@ -88,9 +93,14 @@ class ModelConfig(_JsonConfig):
         of MC dropout). With head-only dropout the T samples then fold into one 1x1
         convolution with T x n_classes outputs: T samples cost about one forward pass.
         "element" drops single activations (classic nn.Dropout).
-    polarity : {"auto", "none"}
-        Preprocessing saved with the model: "auto" inverts images with a bright background
-        (see :mod:`core.preprocess`), so mixed fluorescence/brightfield pools look alike.
+    polarity : {"pool", "invert", "none", "auto"}
+        Preprocessing saved with the model (see :mod:`core.preprocess`). "pool" (default):
+        decided once from the project's images (inverted when the typical image has a bright
+        background) and replaced by the rule it resolves to, "invert" or "none", which the
+        saved model and its exported ``preprocessing.json`` record: every image of a project
+        is treated alike. "invert" / "none": fixed. "auto": the per-image rule (an image with a
+        bright background is inverted) of models saved before "pool" existed; kept so that
+        they predict as before. It split datasets: 3 of 10 axondeepseg_sem images inverted.
     norm : {"group", "batch"}
         Normalisation of the conv blocks. "group" (default): GroupNorm, each patch normalised
         by its own statistics; test Dice after a short round moved about 3x less with the
@@ -110,21 +120,27 @@ class ModelConfig(_JsonConfig):
     dropout_decoder: int = 0
     dropout_bottleneck: bool = False
     dropout_mode: str = "channel"
-    polarity: str = "auto"
+    polarity: str = "pool"
     norm: str = "group"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        # models saved before the ``norm`` field existed are BatchNorm networks
-        return super().from_dict({"norm": "batch", **data})
+        # models saved before the ``norm`` field existed are BatchNorm networks; a saved
+        # configuration without ``polarity`` keeps the per-image rule it was made under
+        return super().from_dict({"norm": "batch", "polarity": "auto", **data})
+
+    @property
+    def polarity_resolved(self) -> bool:
+        """Whether ``polarity`` is a concrete rule (not "pool", still to decide)."""
+        return self.polarity != "pool"
 
     def __post_init__(self) -> None:
         _check(self.norm in ("group", "batch"),
                f"norm must be 'group' or 'batch', got {self.norm!r}.")
         _check(self.dropout_mode in ("channel", "element"),
                f"dropout_mode must be 'channel' or 'element', got {self.dropout_mode!r}.")
-        _check(self.polarity in ("auto", "none"),
-               f"polarity must be 'auto' or 'none', got {self.polarity!r}.")
+        _check(self.polarity in POLARITIES,
+               f"polarity must be one of {list(POLARITIES)}, got {self.polarity!r}.")
         _check(1 <= self.in_channels <= 64, f"in_channels must be 1..64, got {self.in_channels}.")
         _check(2 <= self.n_classes <= 65535, f"n_classes must be >= 2 (background + at least one "
                f"class), got {self.n_classes}.")

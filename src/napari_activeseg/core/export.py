@@ -48,7 +48,13 @@ from .config import InferenceConfig, ModelConfig
 from .device import choose_device
 from .imageio import _CLIP_RANGE, _PERCENTILE_MAX_PIXELS, list_images, read_image, write_tiff
 from .inference import predict_iter
-from .preprocess import prepare_image
+from .preprocess import (
+    BRIGHT_THRESHOLD,
+    DECIDE_MAX_IMAGES,
+    LEVEL_SAMPLE_PIXELS,
+    decide_project_polarity,
+    prepare_image,
+)
 from .project import Project, ProjectError
 
 __all__ = [
@@ -218,6 +224,14 @@ def _inference_config(project: Project, device: str) -> InferenceConfig:
     return cfg.replace(device=device)
 
 
+def _decided(cfg: ModelConfig, project: Project) -> ModelConfig:
+    """``cfg`` with a concrete polarity: a model saved with "pool" still to decide (by a script;
+    a session decides it before training) gets the project's rule, as a session would."""
+    if cfg.polarity != "pool":
+        return cfg
+    return cfg.replace(polarity=decide_project_polarity(project))
+
+
 def _run_prediction(model, image, *, mode, maps, config, name, done, total, t0):
     """predict_iter, re-yielding its tile progress as ExportProgress; returns the Prediction."""
     gen = predict_iter(model, image, mode=mode, maps=maps, config=config)
@@ -358,7 +372,7 @@ def export_predictions_iter(
         config = _inference_config(proj, device)
         model, meta = proj.load_unet(model_version)
         version = meta["version"]
-        polarity = model.config.polarity
+        polarity = _decided(model.config, proj).polarity
         records = [r for r in proj.images()
                    if include_submitted or r.status != "submitted"]  # fmt: skip
         out = _out_dir(out_dir)
@@ -484,7 +498,18 @@ def preprocessing_spec(model_config: ModelConfig, *, classes: Sequence[str],
 
     Numbers come from the code that prepares images (:func:`.preprocess.prepare_image`,
     :func:`.imageio.normalize_image`), so the document cannot drift from what training saw.
+
+    Raises
+    ------
+    ValueError
+        If the configuration's polarity is "pool" (still to decide): the document records the
+        concrete rule the project decided ("invert" or "none"), which another tool applies to
+        every image as it is.
     """
+    if model_config.polarity == "pool":
+        raise ValueError("The model's polarity is 'pool', still to decide: resolve it first "
+                         "(model_config.replace(polarity=decide_project_polarity(project)) in "
+                         "core.preprocess); preprocessing.json records 'invert' or 'none'.")
     params = inspect.signature(prepare_image).parameters
     low, high = float(params["low"].default), float(params["high"].default)
     multiple = model_config.multiple
@@ -531,13 +556,23 @@ def preprocessing_spec(model_config: ModelConfig, *, classes: Sequence[str],
         },
         "polarity": {
             "rule": model_config.polarity,
-            "rules": {"none": "no change",
-                      "auto": "invert (x -> 1 - x, all channels) when the image has a bright "
+            "rules": {"none": "no change, for every image",
+                      "invert": "x -> 1 - x (all channels), for every image",
+                      "auto": "per image (models saved before one rule per project): invert "
+                              "(x -> 1 - x, all channels) when this image has a bright "
                               "background"},
-            "bright_background": "median of the channel-mean of the normalised image, sampled "
-                                 "as [::s, ::s] with s = max(1, int(sqrt(H*W / 250000))), is "
-                                 "greater than 0.5",
-            "threshold": 0.5, "sample_pixels": 250000,
+            "decided": "'invert' and 'none' are decided once per project, from its images, and "
+                       "applied as they are to every image, new ones included: never re-decide "
+                       "them per image. The decision, for a new project of your own: take up to "
+                       f"{DECIDE_MAX_IMAGES} images (all, or those at indices "
+                       f"round(linspace(0, n - 1, {DECIDE_MAX_IMAGES})) of the n in order), "
+                       "measure each one's background_level, and choose 'invert' when the "
+                       "median of these levels is greater than threshold, else 'none'",
+            "background_level": "median of the channel-mean of the normalised image, sampled "
+                                "as [::s, ::s] with s = max(1, int(sqrt(H*W / sample_pixels)))",
+            "bright_background": "background_level greater than threshold",
+            "threshold": BRIGHT_THRESHOLD, "sample_pixels": LEVEL_SAMPLE_PIXELS,
+            "decision_max_images": DECIDE_MAX_IMAGES,
             "applied_after": "normalization",
         },
         "output": {
@@ -556,8 +591,9 @@ def preprocessing_spec(model_config: ModelConfig, *, classes: Sequence[str],
             "1. Read the image as (H, W) or channels-last (H, W, C) in its stored dtype.",
             ("2. Per channel: p_low, p_high = percentiles (low_percentile, high_percentile); "
              "x = clip((raw - p_low) / (p_high - p_low), clip[0], clip[1]) as float32."),
-            ("3. If polarity.rule is 'auto' and the median of the channel-mean of x (sampled as "
-             "described) is > 0.5, x = 1 - x."),
+            ("3. Polarity: if polarity.rule is 'invert', x = 1 - x; if it is 'none', x stays; "
+             "if it is 'auto' (older models), x = 1 - x only when this image's background_level "
+             "(the median of the channel-mean of x, sampled as described) is > threshold."),
             ("4. Arrange as (1, C, H, W) float32 and run the model: "
              f"torch.jit.load('{TORCHSCRIPT_NAME}')(x) -> (1, K, H, W) probabilities (any H, W); "
              f"or the ONNX model '{ONNX_NAME}' (input 'image', output 'probabilities'; "
@@ -566,11 +602,13 @@ def preprocessing_spec(model_config: ModelConfig, *, classes: Sequence[str],
         ],
         "python_example": (
             "import numpy as np, torch, tifffile\n"
+            "polarity = POLARITY  # polarity.rule, decided once for the project\n"
             "raw = tifffile.imread('image.tif').astype(np.float32)\n"
             "img = raw[..., None] if raw.ndim == 2 else raw\n"
             "lo, hi = np.percentile(img, [LOW, HIGH], axis=(0, 1))\n"
             "x = np.clip((img - lo) / (hi - lo), -0.5, 1.5).transpose(2, 0, 1)\n"
-            "if POLARITY == 'auto' and np.median(x.mean(0)) > 0.5: x = 1 - x\n"
+            "if polarity == 'invert' or (polarity == 'auto' and np.median(x.mean(0)) > 0.5):\n"
+            "    x = 1 - x\n"
             f"model = torch.jit.load('{TORCHSCRIPT_NAME}')\n"
             "probs = model(torch.from_numpy(x[None].astype(np.float32)))[0].numpy()\n"
             "labels = probs.argmax(0).astype(np.uint8)"
@@ -629,7 +667,7 @@ def export_model(
     with _opened(project) as proj:
         net, meta = proj.load_unet(version, device="cpu")
         version = meta["version"]
-        cfg: ModelConfig = net.config
+        cfg: ModelConfig = _decided(net.config, proj)
         info = next(m for m in proj.models() if m.version == version)
         out = _out_dir(out_dir)
         files: dict[str, Path] = {}
@@ -641,6 +679,8 @@ def export_model(
             raise ProjectError(f"{info.weights_path.name} changed while it was being exported; "
                                "try again.")
         doc["weights"] = WEIGHTS_NAME
+        # the rule the model is used with, also where it was saved with "pool" still to decide
+        doc["model_config"] = cfg.to_dict()
         doc.setdefault("meta", {})["exported_from"] = {"project": str(proj.folder),
                                                        "version": version}
         sf.atomic_write_bytes(out / WEIGHTS_NAME, weights)
@@ -845,7 +885,7 @@ def predict_folder_iter(
         config = _inference_config(proj, device)
         model, meta = proj.load_unet(version)
         version = meta["version"]
-        cfg: ModelConfig = model.config
+        cfg: ModelConfig = _decided(model.config, proj)
         out = _out_dir(out_path)
         result = ExportResult(out, version)
         stems = _output_stems(paths, folder)

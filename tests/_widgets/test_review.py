@@ -159,3 +159,27 @@ def test_whole_image_mode_is_one_click_away(widget, qtbot):
     labels, reviewed = w.session.project.load_labels(image_id)
     assert reviewed is None and np.array_equal(labels, w.truth[image_id])
     assert not w.session.project.get_image(image_id).partial
+
+
+def test_a_restored_draft_keeps_what_was_reviewed(widget, qtbot, tmp_path):
+    w, v = widget, widget.viewer
+    image_id = _suggest(w, qtbot)
+    boxes = list(w.current_boxes)
+    scr = np.zeros(SHAPE, np.uint8)
+    scr[90:94, 0:20] = 2  # a "blob" stroke, wherever it is
+    v.layers[SCRIBBLES].data = scr
+    w._autosave_draft()
+    project = w.session.project
+    want = _mask(boxes) | (scr > 0)
+    assert np.array_equal(project.load_draft_reviewed(image_id), want)
+    w._close_session()  # e.g. napari closed (or crashed) before Submit
+    assert w.open_project(tmp_path / "proj") is not None
+    with qtbot.waitSignal(w.image_opened, timeout=30_000):
+        w.open_image(image_id)  # from the table: no boxes any more
+    assert w.current_boxes == []
+    with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
+        w.submit()
+    labels, reviewed = w.session.project.load_labels(image_id)
+    assert np.array_equal(reviewed, want)
+    assert labels[90:94, 0:20].all()
+    assert w.session.project.load_draft_reviewed(image_id) is None  # the draft went with it

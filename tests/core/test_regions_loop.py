@@ -196,3 +196,23 @@ def test_unreviewed_pixels_get_pseudo_labels_in_training_only(project, monkeypat
     # nothing of it reaches the project: stored truth and mask are exactly the box
     labels, rev = project.load_labels(i)
     assert np.array_equal(rev, box) and not labels[~box].any()
+
+
+def test_a_draft_keeps_its_reviewed_pixels_until_submit_or_discard(project):
+    i, j = (r.id for r in project.images()[:2])
+    truth = project.truth[i]
+    mask = _box_mask((0, 0, 16, 16))
+    project.save_draft(i, truth, mask)
+    assert np.array_equal(project.load_draft_reviewed(i), mask)
+    with pytest.raises(ValueError, match="reviewed mask of the draft"):
+        project.save_draft(i, truth, np.ones((3, 3), bool))
+    assert np.array_equal(project.load_draft_reviewed(i), mask)  # the bad call changed nothing
+    project.save_draft(i, truth)  # a draft without reviewed pixels drops the old mask
+    assert project.load_draft_reviewed(i) is None and project.load_draft(i) is not None
+    project.save_draft(i, truth, mask)
+    project.submit(i, truth, mask)
+    assert project.load_draft(i) is None and project.load_draft_reviewed(i) is None
+    project.save_draft(j, truth, mask)
+    project.discard_draft(j)
+    assert project.load_draft_reviewed(j) is None
+    assert not list((project.folder / "drafts").glob("*.tif"))

@@ -143,6 +143,7 @@ class ActiveSegWidget(QWidget):
         self.current_boxes: list[tuple[int, int, int, int]] = []
         self._pre_annotation: np.ndarray | None = None
         self._initial_labels: np.ndarray | None = None
+        self._pending_reviewed: np.ndarray | None = None
         self._workers: list = []
         self._train_worker = None
         self._score_worker = None
@@ -597,7 +598,8 @@ class ActiveSegWidget(QWidget):
         # truth inside what was reviewed, the current prediction elsewhere (core policy)
         labels, reviewed = session.annotation(image_id)
         return {"id": image_id, "name": rec.name, "raw": raw, "labels": np.array(labels),
-                "pred": pred, "reviewed": reviewed}
+                "pred": pred, "reviewed": reviewed,
+                "draft_reviewed": session.project.load_draft_reviewed(image_id)}
 
     def open_image(self, image_id: int, *, box=None, suggestion=None, boxes=None) -> None:
         """Show an image with the prediction as an editable annotation, and its uncertainty.
@@ -628,6 +630,8 @@ class ActiveSegWidget(QWidget):
         self.current_id = payload["id"]
         self.current_suggestion = suggestion
         self.current_boxes = [tuple(int(v) for v in b) for b in boxes if b is not None]
+        # reviewed in a draft of this correction saved before a crash or a close: still counts
+        self._pending_reviewed = payload.get("draft_reviewed")
         if suggestion is None:
             self.reason_label.setText(f"Opened {payload['name']}.")
         else:
@@ -637,8 +641,11 @@ class ActiveSegWidget(QWidget):
                                       f"{suggestion.reason}")
         # what the user sees first: edits are measured against it (drafts, refreshes)
         self._initial_labels = payload["labels"].copy()
+        before = payload.get("reviewed")
+        if self._pending_reviewed is not None and before is not None:
+            before = before | self._pending_reviewed
         self._show_layers(payload["name"], payload["raw"], payload["labels"], pred,
-                          self.current_boxes, payload.get("reviewed"))
+                          self.current_boxes, before)
         self.session.mark_shown(payload["id"], self._pre_annotation,
                                 suggestion.suggestion_id if suggestion is not None else None)
         self._update_enabled()
@@ -752,17 +759,8 @@ class ActiveSegWidget(QWidget):
         if labels is None:
             _notify("error", f"The '{ANNOTATION}' layer is gone; reopen the image.")
             return
-        from ..core.review import compose_review
-
-        scribbles = (np.asarray(self.viewer.layers[SCRIBBLES].data)
-                     if SCRIBBLES in self.viewer.layers else None)
         try:
-            # only what the user reviewed counts: the boxes, scribbles and edits -- or the
-            # whole image in whole-image mode; never the untouched prediction around a box
-            labels, reviewed = compose_review(
-                labels, n_classes=self.session.project.n_classes, boxes=self.current_boxes,
-                scribbles=scribbles, shown=self._initial_labels,
-                whole=not self.regions_check.isChecked())
+            labels, reviewed = self._review(labels)
             self.session.submit(self.current_id, labels, reviewed)
         except (ValueError, OSError) as exc:
             _notify("error", f"Not saved: {exc}")
@@ -779,6 +777,19 @@ class ActiveSegWidget(QWidget):
             self.train()
         else:
             self.suggest_next()
+
+    def _review(self, labels: np.ndarray, *, whole: bool | None = None):
+        """Only what the user reviewed counts: the boxes, scribbles and edits (and a restored
+        draft's) -- or the whole image in whole-image mode; never the untouched prediction
+        around a box (:func:`~napari_activeseg.core.review.compose_review`)."""
+        from ..core.review import compose_review
+
+        scribbles = (np.asarray(self.viewer.layers[SCRIBBLES].data)
+                     if SCRIBBLES in self.viewer.layers else None)
+        return compose_review(
+            labels, n_classes=self.session.project.n_classes, boxes=self.current_boxes,
+            scribbles=scribbles, shown=self._initial_labels, reviewed=self._pending_reviewed,
+            whole=not self.regions_check.isChecked() if whole is None else whole)
 
     def skip(self) -> None:
         if self.session is None or self.current_id is None:
@@ -803,10 +814,17 @@ class ActiveSegWidget(QWidget):
         labels = self._annotation()
         if labels is None:
             return
-        if self._initial_labels is not None and np.array_equal(labels, self._initial_labels):
+        scribbled = SCRIBBLES in self.viewer.layers and \
+            np.asarray(self.viewer.layers[SCRIBBLES].data).any()
+        if self._initial_labels is not None and not scribbled and \
+                np.array_equal(labels, self._initial_labels):
             return  # untouched: nothing to keep
         try:
-            self.session.project.save_draft(self.current_id, labels)
+            try:
+                labels, reviewed = self._review(labels, whole=False)
+            except ValueError:  # nothing reviewed yet (or a bad scribble): the labels alone
+                reviewed = None
+            self.session.project.save_draft(self.current_id, labels, reviewed)
         except (ValueError, OSError):  # a draft is a convenience; the next tick retries
             pass
 

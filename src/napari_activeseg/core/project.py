@@ -694,6 +694,21 @@ class Project(ModelStore):
     def _draft_file(self, key: str) -> Path:
         return self.folder / DRAFTS_DIR / f"{key}.tif"
 
+    def _draft_mask_file(self, key: str) -> Path:
+        # keys hold no dot, so "<key>.reviewed" never collides with another image's key
+        return self.folder / DRAFTS_DIR / f"{key}.reviewed.tif"
+
+    def _remove_draft(self, key: str) -> bool:
+        """Delete an image's draft (labels and mask); True when something was deleted."""
+        found = False
+        for path in (self._draft_file(key), self._draft_mask_file(key)):
+            if path.exists():
+                path.unlink()
+                found = True
+        if found:
+            sf.fsync_dir(self.folder / DRAFTS_DIR)
+        return found
+
     # ------------------------------------------------------------------ settings
 
     def get_setting(self, key: str, default: Any = None) -> Any:
@@ -1117,7 +1132,8 @@ class Project(ModelStore):
                 self._unlink_image_files(row["key"])
 
     def _unlink_image_files(self, key: str) -> None:
-        for path in (self._labels_file(key), self._reviewed_file(key), self._draft_file(key)):
+        for path in (self._labels_file(key), self._reviewed_file(key), self._draft_file(key),
+                     self._draft_mask_file(key)):
             path.unlink(missing_ok=True)
         for sub in (LABELS_DIR, REVIEWED_DIR, DRAFTS_DIR):
             sf.fsync_dir(self.folder / sub)
@@ -1479,10 +1495,7 @@ class Project(ModelStore):
             self._write_label_files(key, label_bytes, label_sha, mask_bytes,
                                     what=f"image {row['id']} ({row['name']!r})")
             # The draft goes before the commit: from here on a crash adopts the new labels.
-            draft = self._draft_file(key)
-            if draft.exists():
-                draft.unlink()
-                sf.fsync_dir(draft.parent)
+            self._remove_draft(key)
             stamp = self._stamp(key)
             now = sf.utc_now()
             with self._transaction() as conn:
@@ -1667,18 +1680,31 @@ class Project(ModelStore):
 
     # ------------------------------------------------------------------ drafts
 
-    def save_draft(self, image_id: int, labels: npt.ArrayLike) -> None:
+    def save_draft(self, image_id: int, labels: npt.ArrayLike,
+                   reviewed: npt.ArrayLike | None = None) -> None:
         """Autosave in-progress labels (atomic); the image becomes ``in_progress``.
 
-        A submitted image keeps its status (a draft on it is a correction in progress).
+        ``reviewed``: the pixels reviewed so far in this correction (boxes, scribbles, edits),
+        kept beside the draft so that a restored draft still counts them
+        (:meth:`load_draft_reviewed`). A submitted image keeps its status (a draft on it is a
+        correction in progress).
         """
         self._check_writable()
         with self._lock:
             row = self._image_row(image_id)
+            shape = json.loads(row["shape"])
             labels = check_labels(
-                labels, image_shape=json.loads(row["shape"]), n_classes=self.n_classes,
+                labels, image_shape=shape, n_classes=self.n_classes,
                 name=f"draft of image {row['id']} ({row['name']!r})",
             )  # fmt: skip
+            mask = None if reviewed is None else check_mask(
+                reviewed, shape=tuple(shape)[:2],
+                name=f"reviewed mask of the draft of image {row['id']}")
+            mask_file = self._draft_mask_file(row["key"])
+            if mask is not None and mask.any():
+                write_tiff(mask_file, mask.astype(np.uint8))
+            else:
+                mask_file.unlink(missing_ok=True)
             write_tiff(self._draft_file(row["key"]), labels)
             if row["status"] in ("unlabelled", "suggested", "skipped"):
                 with self._transaction() as conn:
@@ -1701,16 +1727,28 @@ class Project(ModelStore):
                 f"discard_draft({row['id']})."
             ) from err
 
+    def load_draft_reviewed(self, image_id: int) -> np.ndarray | None:
+        """The pixels the draft's correction had reviewed ((H, W) bool), or None."""
+        with self._lock:
+            row = self._image_row(image_id, allow_removed=True)
+        path = self._draft_mask_file(row["key"])
+        if not path.exists() or not self._draft_file(row["key"]).exists():
+            return None
+        shape = tuple(json.loads(row["shape"]))[:2]
+        try:
+            return check_mask(read_image(path), shape=shape, name=str(path))
+        except ValueError as err:
+            raise ProjectError(
+                f"The draft of image {row['id']} is damaged ({err}); discard it with "
+                f"discard_draft({row['id']}).") from err
+
     def discard_draft(self, image_id: int) -> None:
         """Delete the image's draft; an ``in_progress`` image goes back to ``unlabelled``
         (or ``submitted`` if it has labels)."""
         self._check_writable()
         with self._lock:
             row = self._image_row(image_id, allow_removed=True)
-            path = self._draft_file(row["key"])
-            if path.exists():
-                path.unlink()
-                sf.fsync_dir(path.parent)
+            self._remove_draft(row["key"])
             if row["status"] == "in_progress":
                 status = "submitted" if self._latest_submission(row["id"]) else "unlabelled"
                 with self._transaction() as conn:
@@ -2158,7 +2196,7 @@ class Project(ModelStore):
             draft = self._draft_file(key)
             draft_stat, labels_stat = _stat_key(draft), _stat_key(labels)
             if draft_stat and labels_stat and draft_stat[1] <= labels_stat[1]:
-                draft.unlink()  # saved before the labels it led to
+                self._remove_draft(key)  # saved before the labels it led to
         self.repairs += repairs
         return problems
 

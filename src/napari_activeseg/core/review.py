@@ -53,6 +53,7 @@ def compose_review(
     boxes: Sequence[Sequence[int]] = (),
     scribbles: np.ndarray | None = None,
     shown: np.ndarray | None = None,
+    reviewed: np.ndarray | None = None,
     whole: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The labels to submit and the pixels they are ground truth for.
@@ -69,6 +70,9 @@ def compose_review(
     shown : (H, W) ndarray, optional
         The annotation as it was shown: pixels where ``labels`` differs from it were edited,
         hence reviewed.
+    reviewed : (H, W) bool ndarray, optional
+        Pixels already reviewed in this correction before it was shown this time (a draft
+        restored after a crash carries them).
     whole : bool
         The whole image was reviewed (whole-image mode).
 
@@ -89,11 +93,14 @@ def compose_review(
     if labels.ndim != 2:
         raise ValueError(f"labels must be an (H, W) class map, got shape {labels.shape}.")
     shape = labels.shape
-    for name, arr in (("scribbles", scribbles), ("shown", shown)):
+    for name, arr in (("scribbles", scribbles), ("shown", shown), ("reviewed", reviewed)):
         if arr is not None and np.shape(arr) != shape:
             raise ValueError(f"The {name} layer has shape {np.shape(arr)} but the annotation is "
                              f"{shape}; they must cover the same image.")
+    pending = reviewed
     reviewed = box_mask(shape, boxes)
+    if pending is not None:
+        reviewed |= np.asarray(pending, bool)
     out = labels
     if scribbles is not None:
         scr = np.asarray(scribbles)

@@ -102,6 +102,10 @@ class SuiteSettings:
         As in :class:`~napari_activeseg.benchmark.runner.BenchmarkConfig`.
     max_images : int, optional
         Use only the first ``max_images`` images of each folder (a reduced run).
+    max_pixels : int, optional
+        Use only the first images of each folder (sorted names) whose pixels add up to at
+        most this many (at least 2 images): a cap that costs every dataset about the same,
+        where ``max_images`` would leave a set of small images with a pool of a few windows.
     device : str
     model, train, inference, rf : dict
         Overrides of the product defaults, the same for every dataset.
@@ -117,6 +121,7 @@ class SuiteSettings:
     full_rounds: int = 5
     full_min_delta: float = 0.005
     max_images: int | None = None
+    max_pixels: int | None = None
     device: str = "auto"
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
@@ -198,14 +203,22 @@ def plan_budget(shapes: Sequence[tuple[int, int]], *, rounds: int,
 def dataset_config(data: Path, out: Path, settings: SuiteSettings) -> tuple[BenchmarkConfig,
                                                                               dict[str, Any]]:
     """The runner configuration of one dataset, and the plan it came from."""
-    plan = plan_budget(image_shapes(data, settings.max_images), rounds=settings.rounds)
+    shapes = image_shapes(data, settings.max_images)
+    max_images = settings.max_images
+    if settings.max_pixels is not None:
+        cum = np.cumsum([h * w for h, w in shapes])
+        n = max(2, int(np.searchsorted(cum, int(settings.max_pixels), side="right")))
+        if n < len(shapes):
+            shapes, max_images = shapes[:n], n
+    plan = plan_budget(shapes, rounds=settings.rounds)
+    plan["max_images"] = max_images
     cfg = BenchmarkConfig(
         data=Path(data), out=Path(out), strategies=settings.strategies, seeds=settings.seeds,
         initial=plan["initial"], step=plan["step"], rounds=plan["rounds"],
         baselines=settings.baselines, regions=True, region_size=plan["region_size"],
         device=settings.device, steps=settings.steps, full_steps=settings.full_steps,
         full_rounds=settings.full_rounds, full_min_delta=settings.full_min_delta,
-        max_images=settings.max_images, model=dict(settings.model),
+        max_images=max_images, model=dict(settings.model),
         train=dict(settings.train), inference=dict(settings.inference),
         rf_samples=settings.rf_samples, rf=dict(settings.rf))
     return cfg, plan
@@ -611,6 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-rounds", type=int, default=d.full_rounds)
     p.add_argument("--full-min-delta", type=float, default=d.full_min_delta)
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--max-pixels", type=float, default=None,
+                   help="first images of each folder up to this many pixels (e.g. 2e7)")
     p.add_argument("--baselines", default=",".join(d.baselines))
     p.add_argument("--device", default=d.device)
     p.add_argument("--rf-samples", type=int, default=d.rf_samples)
@@ -625,7 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         SuiteSettings(), strategies=parse_list(args.strategies), seeds=parse_seeds(args.seeds),
         rounds=args.rounds, steps=args.steps, full_steps=args.full_steps,
         full_rounds=args.full_rounds, full_min_delta=args.full_min_delta,
-        max_images=args.max_images, baselines=parse_list(args.baselines, none_ok=True),
+        max_images=args.max_images,
+        max_pixels=None if args.max_pixels is None else int(args.max_pixels), baselines=parse_list(args.baselines, none_ok=True),
         device=args.device, rf_samples=args.rf_samples or None)
     suite = run_suite(Path(args.data_root), Path(args.out), settings,
                       datasets=parse_list(args.datasets) or None, analyse_only=args.analyse_only)

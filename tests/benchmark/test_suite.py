@@ -73,6 +73,17 @@ def test_the_schedule_does_not_depend_on_the_requested_seeds(tmp_path):
     assert a.regions and a.region_size == pa["region_size"]
 
 
+def test_a_pixel_cap_takes_the_same_share_of_small_and_large_images(tmp_path):
+    data = _folder(tmp_path / "d", classes=2)  # 8 images of 200 x 200
+    cfg, plan = suite.dataset_config(data, tmp_path / "o",
+                                     suite.SuiteSettings(max_pixels=5 * 40_000 + 1))
+    assert cfg.max_images == 5 and plan["n_images"] == 5
+    cfg, _ = suite.dataset_config(data, tmp_path / "o", suite.SuiteSettings(max_pixels=10**9))
+    assert cfg.max_images is None  # the whole folder fits: no cap recorded
+    cfg, _ = suite.dataset_config(data, tmp_path / "o", suite.SuiteSettings(max_pixels=1))
+    assert cfg.max_images == 2  # a pool and a test image at least
+
+
 # ------------------------------------------------------------------------ the analysis
 
 

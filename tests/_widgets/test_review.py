@@ -125,9 +125,11 @@ def test_reopening_from_the_table_saves_no_unreviewed_pixel(widget, qtbot):
 
 def test_scribbles_alone_are_the_truth_and_bad_values_are_refused(widget, qtbot):
     w, v = widget, widget.viewer
-    image_id = _suggest(w, qtbot)
-    w.current_boxes = []  # scribbling on an image without boxes (e.g. opened by hand)
     project = w.session.project
+    image_id = project.images()[1].id
+    with qtbot.waitSignal(w.image_opened, timeout=30_000):
+        w.open_image(image_id)  # opened by hand: no boxes, scribbles only
+    assert w.current_boxes == []
     w.start_scribbling()
     layer = v.layers[SCRIBBLES]
     assert v.layers.selection.active is layer and layer.mode == "paint"

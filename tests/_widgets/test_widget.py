@@ -94,8 +94,11 @@ def test_whole_loop(widget, qtbot):
     assert w._pre_annotation is not None and np.array_equal(w._pre_annotation, fresh.labels)
     if not before.any():  # untouched annotation: replaced by the new model's prediction
         assert np.array_equal(v.layers[ANNOTATION].data, fresh.labels)
-    scores = [w.table.item(r, 2).text() for r in range(w.table.rowCount())]
-    assert sum(bool(s) for s in scores) == 2  # the two unlabelled images are scored
+    def n_scored():
+        return sum(bool(w.table.item(r, 2).text()) for r in range(w.table.rowCount()))
+
+    # the table follows the session's scores_changed signal (queued to the GUI thread)
+    qtbot.waitUntil(lambda: n_scored() == 2, timeout=10_000)  # the two unlabelled images
     statuses = [w.table.item(r, 1).text() for r in range(w.table.rowCount())]
     assert statuses.count("submitted") == 2
 

@@ -143,13 +143,13 @@ class ActiveSegWidget(QWidget):
         self.current_boxes: list[tuple[int, int, int, int]] = []
         self._pre_annotation: np.ndarray | None = None
         self._initial_labels: np.ndarray | None = None
-        self._pending_reviewed: np.ndarray | None = None
+        self._open_suggestions: list = []
         self._workers: list = []
         self._train_worker = None
         self._score_worker = None
         self._history: list[tuple[int, float, float | None]] = []
         self._last_plot = 0.0
-        self._submissions_since_train = 0
+        self._refresh_pending = False
         self._build_ui()
         self._update_enabled()
         _warm_up_torch()
@@ -276,6 +276,7 @@ class ActiveSegWidget(QWidget):
         row.addWidget(self.train_btn)
         row.addWidget(self.cancel_btn)
         row.addWidget(self.auto_train)
+        self.auto_train.valueChanged.connect(self._on_auto_train_changed)
         v.addLayout(row)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -505,6 +506,10 @@ class ActiveSegWidget(QWidget):
             [project.classes[0]] + [f"{n}:{c}" for n, c in zip(project.classes[1:],
                                                               project.colors[1:], strict=False)]))
         self._load_settings_into_form()
+        self.auto_train.blockSignals(True)
+        self.auto_train.setValue(self.session.auto_train_every)
+        self.auto_train.blockSignals(False)
+        self._listen(self.session)
         self._update_project_label()
         drafts = project.drafts()
         if drafts:
@@ -514,6 +519,41 @@ class ActiveSegWidget(QWidget):
         self._update_enabled()
         self.session_changed.emit()
         return self.session
+
+    def _listen(self, session) -> None:
+        """Redraw when the core says something changed (its signals may come from worker
+        threads: they are queued to the GUI thread)."""
+        from psygnal.qt import start_emitting_from_queue
+
+        start_emitting_from_queue()
+        session.image_submitted.connect(self._on_model_or_labels, thread="main")
+        session.model_changed.connect(self._on_model_or_labels, thread="main")
+        session.status_changed.connect(self._schedule_refresh, thread="main")
+        session.scores_changed.connect(self._schedule_refresh, thread="main")
+
+    def _on_model_or_labels(self, *_) -> None:
+        if not self._alive():
+            return
+        self._update_project_label()
+        self._update_enabled()
+        self._schedule_refresh()
+
+    def _schedule_refresh(self, *_) -> None:
+        """Refresh the table once for a burst of changes (a suggestion of 3 boxes, a round)."""
+        if self._refresh_pending or not self._alive():
+            return
+        self._refresh_pending = True
+
+        def run():
+            self._refresh_pending = False
+            if self._alive():
+                self.refresh_table()
+
+        QTimer.singleShot(0, run)
+
+    def _on_auto_train_changed(self, n: int) -> None:
+        if self.session is not None and not self.session.project.read_only:
+            self.session.auto_train_every = n
 
     def _update_project_label(self) -> None:
         if self.session is None:
@@ -577,10 +617,9 @@ class ActiveSegWidget(QWidget):
         if self.session is None or not name or name == self.session.strategy.name:
             return
         try:
-            self.session.set_strategy(name)
+            self.session.set_strategy(name)  # the table follows its scores_changed signal
         except ValueError as exc:
             _notify("error", str(exc))
-        self.refresh_table()
 
     def suggest_next(self) -> None:
         """Score what needs scoring, pick, load and predict the pick -- all in a worker --
@@ -589,67 +628,50 @@ class ActiveSegWidget(QWidget):
             return
         self._start_scoring(then_suggest=True)
 
-    def _payload(self, image_id: int) -> dict:
-        """Everything needed to show an image (worker thread: disk and torch live here)."""
-        session = self.session
-        raw = session.project.load_image(image_id)
-        rec = session.project.get_image(image_id)
-        pred = session.predict(image_id) if session.model is not None else None
-        # truth inside what was reviewed, the current prediction elsewhere (core policy)
-        labels, reviewed = session.annotation(image_id)
-        return {"id": image_id, "name": rec.name, "raw": raw, "labels": np.array(labels),
-                "pred": pred, "reviewed": reviewed,
-                "draft_reviewed": session.project.load_draft_reviewed(image_id)}
-
-    def open_image(self, image_id: int, *, box=None, suggestion=None, boxes=None) -> None:
+    def open_image(self, image_id: int, *, suggestions=()) -> None:
         """Show an image with the prediction as an editable annotation, and its uncertainty.
 
-        ``boxes`` (or one ``box``): the windows to review, drawn as rectangles; outside them
-        (and outside what was reviewed before) the annotation is dimmed: it is not ground
-        truth. Loading and prediction run in a worker; the layers appear when it returns
-        (:attr:`image_opened` is emitted then).
+        ``suggestions``: the picks of this image being answered; their boxes are drawn as
+        rectangles and, outside them (and outside what was reviewed before), the annotation
+        is dimmed: it is not ground truth. The view comes from the core
+        (:meth:`~napari_activeseg.core.session.ActiveLearningSession.view`), built in a
+        worker; the layers appear when it returns (:attr:`image_opened` is emitted then).
         """
         if self.session is None:
             return
-        boxes = list(boxes) if boxes is not None else ([box] if box is not None else [])
+        session, suggestions = self.session, list(suggestions)
 
         def job():
             yield None
-            return self._payload(image_id)
+            return session.view(image_id, suggestions)
 
-        self._start_worker(job, on_yield=lambda _: None,
-                           on_return=lambda payload: self._display(payload, boxes, suggestion),
+        self._start_worker(job, on_yield=lambda _: None, on_return=self._display,
                            desc="Opening image").start()
 
-    def _display(self, payload: dict | None, boxes=(), suggestion=None) -> None:
-        """GUI thread: put a loaded image on screen (cheap layer updates only)."""
-        if payload is None or self.session is None:
+    def _display(self, view) -> None:
+        """GUI thread: put a view (:class:`~napari_activeseg.core.session.ImageView`) on
+        screen (cheap layer updates only)."""
+        if view is None or self.session is None:
             return
-        pred = payload["pred"]
+        pred = view.prediction
         self._pre_annotation = None if pred is None else pred.labels
-        self.current_id = payload["id"]
-        self.current_suggestion = suggestion
-        self.current_boxes = [tuple(int(v) for v in b) for b in boxes if b is not None]
-        # reviewed in a draft of this correction saved before a crash or a close: still counts
-        self._pending_reviewed = payload.get("draft_reviewed")
-        if suggestion is None:
-            self.reason_label.setText(f"Opened {payload['name']}.")
+        self.current_id = view.image_id
+        self.current_suggestion = view.suggestion
+        self.current_boxes = list(view.boxes)
+        self._open_suggestions = list(view.suggestions)
+        if view.suggestion is None:
+            self.reason_label.setText(f"Opened {view.name}.")
         else:
-            n = len(self.current_boxes)
+            n = len(view.boxes)
             where = f"Review {n} box{'es' if n > 1 else ''} in this image. " if n else ""
-            self.reason_label.setText(f"{where}Suggested by {suggestion.strategy}: "
-                                      f"{suggestion.reason}")
+            self.reason_label.setText(f"{where}Suggested by {view.suggestion.strategy}: "
+                                      f"{view.suggestion.reason}")
         # what the user sees first: edits are measured against it (drafts, refreshes)
-        self._initial_labels = payload["labels"].copy()
-        before = payload.get("reviewed")
-        if self._pending_reviewed is not None and before is not None:
-            before = before | self._pending_reviewed
-        self._show_layers(payload["name"], payload["raw"], payload["labels"], pred,
-                          self.current_boxes, before)
-        self.session.mark_shown(payload["id"], self._pre_annotation,
-                                suggestion.suggestion_id if suggestion is not None else None)
+        self._initial_labels = view.labels.copy()
+        self._show_layers(view.name, view.image, view.labels.copy(), pred, view.boxes,
+                          view.reviewed)
         self._update_enabled()
-        self.image_opened.emit(payload["id"])
+        self.image_opened.emit(view.image_id)
 
     def _colormap(self):
         from napari.utils.colormaps import DirectLabelColormap
@@ -760,43 +782,33 @@ class ActiveSegWidget(QWidget):
             _notify("error", f"The '{ANNOTATION}' layer is gone; reopen the image.")
             return
         try:
-            labels, reviewed = self._review(labels)
-            self.session.submit(self.current_id, labels, reviewed)
+            # only what the user reviewed counts (boxes, scribbles, edits, a restored draft's)
+            # -- or the whole image in whole-image mode; the core builds the reviewed mask
+            self.session.submit_correction(self.current_id, labels,
+                                           scribbles=self._scribbles(),
+                                           whole=not self.regions_check.isChecked())
         except (ValueError, OSError) as exc:
             _notify("error", f"Not saved: {exc}")
             return
-        self._submissions_since_train += 1
-        self._update_project_label()
         self.current_id = None
         self.current_suggestion = None
         self.current_boxes = []
-        self.refresh_table()
         self._update_enabled()
-        n = self.auto_train.value()
-        if n and self._submissions_since_train >= n:
+        if self.session.training_due:
             self.train()
         else:
             self.suggest_next()
 
-    def _review(self, labels: np.ndarray, *, whole: bool | None = None):
-        """Only what the user reviewed counts: the boxes, scribbles and edits (and a restored
-        draft's) -- or the whole image in whole-image mode; never the untouched prediction
-        around a box (:func:`~napari_activeseg.core.review.compose_review`)."""
-        from ..core.review import compose_review
-
-        scribbles = (np.asarray(self.viewer.layers[SCRIBBLES].data)
-                     if SCRIBBLES in self.viewer.layers else None)
-        return compose_review(
-            labels, n_classes=self.session.project.n_classes, boxes=self.current_boxes,
-            scribbles=scribbles, shown=self._initial_labels, reviewed=self._pending_reviewed,
-            whole=not self.regions_check.isChecked() if whole is None else whole)
+    def _scribbles(self) -> np.ndarray | None:
+        if SCRIBBLES not in self.viewer.layers:
+            return None
+        return np.asarray(self.viewer.layers[SCRIBBLES].data)
 
     def skip(self) -> None:
         if self.session is None or self.current_id is None:
             return
         self.session.skip(self.current_id)
         self.current_id = None
-        self.refresh_table()
         self.suggest_next()
 
     def reset_to_prediction(self) -> None:
@@ -814,17 +826,12 @@ class ActiveSegWidget(QWidget):
         labels = self._annotation()
         if labels is None:
             return
-        scribbled = SCRIBBLES in self.viewer.layers and \
-            np.asarray(self.viewer.layers[SCRIBBLES].data).any()
-        if self._initial_labels is not None and not scribbled and \
-                np.array_equal(labels, self._initial_labels):
+        scribbles = self._scribbles()
+        if self._initial_labels is not None and (scribbles is None or not scribbles.any()) \
+                and np.array_equal(labels, self._initial_labels):
             return  # untouched: nothing to keep
         try:
-            try:
-                labels, reviewed = self._review(labels, whole=False)
-            except ValueError:  # nothing reviewed yet (or a bad scribble): the labels alone
-                reviewed = None
-            self.session.project.save_draft(self.current_id, labels, reviewed)
+            self.session.save_draft(self.current_id, labels, scribbles=scribbles)
         except (ValueError, OSError):  # a draft is a convenience; the next tick retries
             pass
 
@@ -900,7 +907,6 @@ class ActiveSegWidget(QWidget):
         self.plot.clear()
         self.progress.setValue(0)
         self.progress_label.setText("Training…")
-        self._submissions_since_train = 0
         worker = self._start_worker(self.session.train, on_yield=self._on_train_progress,
                                     on_return=self._on_trained, desc="Training U-Net")
         self._train_worker = worker
@@ -941,7 +947,6 @@ class ActiveSegWidget(QWidget):
                                         f"{val}.")
             for note in summary.notes:
                 _notify("info", note)
-        self._update_project_label()
         self.training_finished.emit(summary)
         if summary is not None and summary.saved:
             self._train_worker = None
@@ -957,8 +962,7 @@ class ActiveSegWidget(QWidget):
         untouched = labels is None or self._initial_labels is None or np.array_equal(
             labels, self._initial_labels)
         if untouched:
-            self.open_image(self.current_id, boxes=self.current_boxes,
-                            suggestion=self.current_suggestion)
+            self.open_image(self.current_id, suggestions=self._open_suggestions)
 
     def _start_scoring(self, *, then_suggest: bool) -> None:
         if self.session is None:
@@ -981,25 +985,22 @@ class ActiveSegWidget(QWidget):
                                     boxes_per_image=per_image if regions else 1)
             if not picks:
                 return n, None
-            return n, (picks, self._payload(picks[0].image_id))
+            return n, session.view(picks[0].image_id, picks)
 
         def on_yield(p):
             self.progress.setValue(int(1000 * p.done / max(p.total, 1)))
             self.progress_label.setText(p.message or f"Scoring the pool: {p.done}/{p.total}")
 
         def on_return(result):
-            n, picked = result
+            n, view = result
             self._score_worker = None
-            self.refresh_table()
             self._update_enabled()
             if then_suggest:
-                if picked is None:
+                if view is None:
                     _notify("info", "Nothing left to suggest: every image is submitted or "
                                     "skipped.")
                 else:
-                    picks, payload = picked
-                    self._display(payload, [p.box for p in picks if p.box is not None],
-                                  picks[0])
+                    self._display(view)
             self.scoring_finished.emit(n)
 
         self._score_worker = self._start_worker(job, on_yield=on_yield, on_return=on_return,

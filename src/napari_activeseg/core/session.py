@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from psygnal import Signal
 
 from .config import DEFAULT_STRATEGY, InferenceConfig, ModelConfig, TrainConfig
 from .effort import correction_effort
@@ -36,6 +37,7 @@ from .inference import Prediction, predict
 from .model import UNet
 from .preprocess import prepare_image
 from .project import Project, ProjectError, ProjectWarning
+from .review import compose_review
 from .strategies import (
     Candidate,
     Pick,
@@ -76,6 +78,48 @@ class Suggestion:
     strategy: str
     rank: int
     suggestion_id: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ImageView:
+    """Everything needed to show one image for correction (:meth:`ActiveLearningSession.view`).
+
+    Attributes
+    ----------
+    image_id : int
+    name : str
+    image : (H, W) or (H, W, C) ndarray
+        The raw image, as stored.
+    labels : (H, W) ndarray
+        What the annotation layer starts from: the draft, else the ground truth inside the
+        reviewed pixels and the current prediction elsewhere.
+    prediction : Prediction or None
+        None before the first model.
+    reviewed : (H, W) bool ndarray or None
+        Pixels already ground truth (submitted, or reviewed in the draft); None = all.
+    pending : (H, W) bool ndarray or None
+        Pixels reviewed in a draft of this correction, not submitted yet (they count when it
+        is submitted).
+    boxes : tuple of (y0, x0, y1, x1)
+        The boxes to review now (from the suggestions).
+    suggestions : tuple of Suggestion
+        The suggestions this view answers (empty for an image opened by hand).
+    """
+
+    image_id: int
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    prediction: Prediction | None
+    reviewed: np.ndarray | None
+    pending: np.ndarray | None
+    boxes: tuple[tuple[int, int, int, int], ...]
+    suggestions: tuple[Suggestion, ...] = ()
+
+    @property
+    def suggestion(self) -> Suggestion | None:
+        """The first (best) suggestion answered, or None."""
+        return self.suggestions[0] if self.suggestions else None
 
 
 @dataclass
@@ -147,6 +191,12 @@ def _nbytes(pred: Prediction) -> int:
 class ActiveLearningSession:
     """The loop over one project.
 
+    It announces what changes (psygnal signals, emitted in the thread that made the change;
+    a GUI connects with ``thread="main"``): :attr:`image_submitted` (image id),
+    :attr:`status_changed` (image id: suggested, skipped, submitted, draft),
+    :attr:`model_changed` (the new version, or None when the model was reset),
+    :attr:`scores_changed` (the pool's scores, or the strategy they belong to).
+
     Parameters
     ----------
     project : Project
@@ -165,6 +215,11 @@ class ActiveLearningSession:
         Members trained on bootstrap resamples for the ``ensemble`` strategy.
     seed : int
     """
+
+    image_submitted = Signal(int)
+    status_changed = Signal(int)
+    model_changed = Signal(object)
+    scores_changed = Signal()
 
     def __init__(
         self,
@@ -193,6 +248,7 @@ class ActiveLearningSession:
         self._trainer: Trainer | None = None
         self.committee: list[UNet] = []
         self._focus: dict[int, np.ndarray] = {}  # image id -> hard pixels (this process only)
+        self._views: dict[int, ImageView] = {}  # the last view handed out per image
 
         self.model_config = model_config or self._saved(ModelConfig, "model_config") \
             or self._default_model_config()
@@ -278,6 +334,7 @@ class ActiveLearningSession:
                 self.model, self.model_version, self.committee = None, None, []
                 self._images.clear()
                 self._invalidate_predictions()
+                self.model_changed.emit(None)
         if train_config is not None:
             self.train_config = train_config
         if inference_config is not None:
@@ -292,6 +349,7 @@ class ActiveLearningSession:
         self._candidates.clear()
         if not self.project.read_only:
             self.project.set_setting("strategy", self._strategy_spec)
+        self.scores_changed.emit()
 
     def _build(self, state) -> UNet:
         model = UNet(self.model_config)
@@ -306,12 +364,13 @@ class ActiveLearningSession:
             # project, so that every image and the model trained on them share one rule
             self.model_config = self.model_config.replace(
                 polarity=self._default_model_config().polarity)
-        key = (image_id, self.model_config.polarity)
+        key = (image_id, self.model_config.polarity, self.model_config.polarity_margin)
         img = self._images.get(key)
         if img is None:
             raw = self.project.load_image(image_id)  # (H, W) or channels-last (H, W, C)
             try:
                 img = prepare_image(raw, polarity=self.model_config.polarity,
+                                    polarity_margin=self.model_config.polarity_margin,
                                     channel_axis=-1 if raw.ndim == 3 else None,
                                     channels=self.model_config.in_channels)
             except ValueError as exc:
@@ -410,6 +469,7 @@ class ActiveLearningSession:
             self.model_config = self.model_config.replace(
                 polarity=self._default_model_config().polarity)
         img = prepare_image(image, polarity=self.model_config.polarity,
+                            polarity_margin=self.model_config.polarity_margin,
                             channel_axis=channel_axis, channels=self.model_config.in_channels)
         return predict(self.model, img, mode=mode, maps=maps, config=self.inference_config)
 
@@ -447,6 +507,8 @@ class ActiveLearningSession:
         labelled = self._labelled()
         if not labelled:
             raise ValueError("Nothing to train on yet: submit labels for at least one image.")
+        if not self.project.read_only:
+            self.project.set_setting("submissions_since_train", 0)
         images = [self.prepared(i) for i, _, _ in labelled]
         labels = [lab for _, lab, _ in labelled]
         reviewed = [rev for _, _, rev in labelled]
@@ -554,6 +616,7 @@ class ActiveLearningSession:
         self.model = model if model is not None else self._build(state_dict)
         self.model_version = version
         self._invalidate_predictions()
+        self.model_changed.emit(version)
         return version
 
     def adopt_model(self, state_dict: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
@@ -692,6 +755,7 @@ class ActiveLearningSession:
         name = self._strategy_spec["name"]
         self.project.save_scores([(i, name, self.model_version, s, None)
                                   for i, s in best.items()])
+        self.scores_changed.emit()
 
     # ------------------------------------------------------------------ the user's side
     def suggest(self, k: int = 1, *, regions: bool = False, region_size: int | None = None,
@@ -741,6 +805,8 @@ class ActiveLearningSession:
                 sid = self.project.record_suggestion(image_id, name, self.model_version,
                                                      float(p.score), p.reason, box=p.box)
             out.append(Suggestion(image_id, p.box, float(p.score), p.reason, name, p.rank, sid))
+        for image_id in dict.fromkeys(s.image_id for s in out):
+            self.status_changed.emit(image_id)
         return out
 
     def mark_shown(self, image_id: int, pre_annotation: np.ndarray | None = None,
@@ -773,9 +839,89 @@ class ActiveLearningSession:
             model_version=self.model_version, strategy=self._strategy_spec["name"],
             suggestion_id=suggestion_id)
         self._shown.pop(image_id, None)
+        self._views.pop(image_id, None)
         self._candidates.pop(image_id, None)
         self.project.discard_draft(image_id)
+        if not self.project.read_only:
+            self.project.set_setting("submissions_since_train", self.submissions_since_train + 1)
+        self.image_submitted.emit(image_id)
+        self.status_changed.emit(image_id)
         return sub
+
+    # ------------------------------------------------------------------ views and corrections
+    def view(self, image_id: int, suggestions: Sequence[Suggestion] = ()) -> ImageView:
+        """What to show for correcting an image (loads and predicts: call it off the GUI
+        thread). ``suggestions``: the picks of this image being answered (their boxes are the
+        boxes to review). The view is remembered for :meth:`review` and
+        :meth:`submit_correction`, and marks the image as shown (time and effort)."""
+        rec = self.project.get_image(image_id)
+        raw = self.project.load_image(image_id)
+        pred = self.predict(image_id) if self.model is not None else None
+        labels, reviewed = self.annotation(image_id)
+        pending = self.project.load_draft_reviewed(image_id)
+        if pending is not None and reviewed is not None:
+            reviewed = reviewed | pending
+        suggestions = tuple(suggestions)
+        boxes = tuple(tuple(int(v) for v in s.box) for s in suggestions if s.box is not None)
+        first = suggestions[0] if suggestions else None
+        view = ImageView(image_id, rec.name, raw, np.array(labels), pred, reviewed, pending,
+                         boxes, suggestions)
+        self._views[image_id] = view
+        self.mark_shown(image_id, None if pred is None else pred.labels,
+                        None if first is None else first.suggestion_id)
+        return view
+
+    def review(self, image_id: int, labels: np.ndarray, *, scribbles: np.ndarray | None = None,
+               whole: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The labels and reviewed mask a correction of the last :meth:`view` amounts to:
+        its boxes, the scribbles, the edited pixels and the draft's reviewed pixels -- or the
+        whole image (:func:`~.review.compose_review`; ValueError when nothing was reviewed)."""
+        view = self._views.get(image_id)
+        return compose_review(
+            labels, n_classes=self.project.n_classes,
+            boxes=() if view is None else view.boxes, scribbles=scribbles,
+            shown=None if view is None else view.labels,
+            reviewed=None if view is None else view.pending, whole=whole)
+
+    def submit_correction(self, image_id: int, labels: np.ndarray, *,
+                          scribbles: np.ndarray | None = None, whole: bool = False) -> int:
+        """Submit what the user reviewed in the last :meth:`view` of the image (see
+        :meth:`review`); nothing is written when nothing was reviewed (ValueError)."""
+        labels, reviewed = self.review(image_id, labels, scribbles=scribbles, whole=whole)
+        return self.submit(image_id, labels, reviewed)
+
+    def save_draft(self, image_id: int, labels: np.ndarray, *,
+                   scribbles: np.ndarray | None = None) -> None:
+        """Autosave a correction in progress with what it has reviewed so far."""
+        try:
+            labels, reviewed = self.review(image_id, labels, scribbles=scribbles)
+        except ValueError:  # nothing reviewed yet, or a bad scribble: the labels alone
+            reviewed = None
+        self.project.save_draft(image_id, labels, reviewed)
+        self.status_changed.emit(image_id)
+
+    # ------------------------------------------------------------------ automatic training
+    @property
+    def submissions_since_train(self) -> int:
+        """Submissions since the last training round started (kept in the project)."""
+        return int(self.project.get_setting("submissions_since_train") or 0)
+
+    @property
+    def auto_train_every(self) -> int:
+        """Train by itself after this many submissions (0 = only when asked); saved."""
+        return int(self.project.get_setting("auto_train_every") or 0)
+
+    @auto_train_every.setter
+    def auto_train_every(self, n: int) -> None:
+        if int(n) != n or n < 0:
+            raise ValueError(f"auto_train_every must be an integer >= 0, got {n!r}.")
+        self.project.set_setting("auto_train_every", int(n))
+
+    @property
+    def training_due(self) -> bool:
+        """Whether enough was submitted since the last round for an automatic one."""
+        n = self.auto_train_every
+        return bool(n) and self.n_labelled > 0 and self.submissions_since_train >= n
 
     def _record_focus(self, image_id: int, pre: np.ndarray | None, labels: np.ndarray) -> None:
         """Remember the "hard" pixels of a submission for ``TrainConfig.focus_p``: where the
@@ -801,6 +947,8 @@ class ActiveLearningSession:
             suggestion_id = shown[2]
         self.project.skip(image_id, suggestion_id=suggestion_id)
         self._candidates.pop(image_id, None)
+        self._views.pop(image_id, None)
+        self.status_changed.emit(image_id)
 
     @property
     def n_labelled(self) -> int:

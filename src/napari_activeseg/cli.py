@@ -52,7 +52,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     viewer = napari.Viewer(title="napari-activeseg demo")
     widget = ActiveSegWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Active learning", area="right")
-    widget._set_project(project)
+    widget.open_session(project)
     if args.screenshot:
         return _demo_screenshot(viewer, widget, args)
     widget.suggest_next()
@@ -81,16 +81,15 @@ def _demo_screenshot(viewer, widget, args) -> int:
         rec = session.project.get_image(pick.image_id)
         mask = read_image(Path(__file__).parent / "sample_data" / "masks" / rec.name)
         session.submit(pick.image_id, (mask > 0).astype("uint8"))
-    widget.refresh_table()
-    widget._update_enabled()
     done = []
     widget.scoring_finished.connect(done.append)
     widget.train()
     wait(lambda: bool(done))
-    widget.current_id = None
+    opened = []
+    widget.image_opened.connect(opened.append)
     widget.suggest_next()
-    wait(lambda: widget.current_id is not None)
-    viewer.window._qt_window.resize(1500, 950)
+    wait(lambda: bool(opened))
+    viewer.window.resize(1500, 950)
     viewer.reset_view()
     for _ in range(20):
         QApplication.processEvents()

@@ -42,7 +42,7 @@ def widget(make_napari_viewer, tmp_path, qtbot, monkeypatch):
                         lambda kind, msg: w.messages.append((kind, msg)))
     yield w
     w.cancel()
-    qtbot.waitUntil(lambda: not w._workers, timeout=20_000)
+    qtbot.waitUntil(lambda: not w.workers, timeout=20_000)
     if w.session is not None:
         w.session.project.close()
 
@@ -99,7 +99,7 @@ def test_reopening_from_the_table_saves_no_unreviewed_pixel(widget, qtbot):
     row = next(r for r in range(w.table.rowCount())
                if w.table.item(r, 0).text() == project.get_image(image_id).name)
     with qtbot.waitSignal(w.image_opened, timeout=30_000):
-        w._on_table_double_click(row, 0)
+        w.pool.activate_row(row)
     ann = v.layers[ANNOTATION]
     assert REVIEWED in v.layers  # what was reviewed before is outlined
     shown = np.asarray(ann.data)
@@ -170,11 +170,11 @@ def test_a_restored_draft_keeps_what_was_reviewed(widget, qtbot, tmp_path):
     scr = np.zeros(SHAPE, np.uint8)
     scr[90:94, 0:20] = 2  # a "blob" stroke, wherever it is
     v.layers[SCRIBBLES].data = scr
-    w._autosave_draft()
+    w.autosave_draft()
     project = w.session.project
     want = _mask(boxes) | (scr > 0)
     assert np.array_equal(project.load_draft_reviewed(image_id), want)
-    w._close_session()  # e.g. napari closed (or crashed) before Submit
+    w.close_project()  # e.g. napari closed (or crashed) before Submit
     assert w.open_project(tmp_path / "proj") is not None
     with qtbot.waitSignal(w.image_opened, timeout=30_000):
         w.open_image(image_id)  # from the table: no boxes any more

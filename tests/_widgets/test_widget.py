@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_activeseg._widgets import ActiveSegWidget
+from napari_activeseg._widgets._layers import class_colormap
 from napari_activeseg._widgets._main import ANNOTATION, UNCERTAINTY
 from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
 from napari_activeseg.core.project import Project
@@ -44,7 +45,7 @@ def widget(make_napari_viewer, tmp_path, qtbot):
     w.truth = truth
     yield w
     w.cancel()
-    qtbot.waitUntil(lambda: not w._workers, timeout=20_000)
+    qtbot.waitUntil(lambda: not w.workers, timeout=20_000)
     if w.session is not None:
         w.session.project.close()
 
@@ -91,7 +92,8 @@ def test_whole_loop(widget, qtbot):
     assert UNCERTAINTY in v.layers
     assert w.current_id == third
     fresh = w.session.predict(third)
-    assert w._pre_annotation is not None and np.array_equal(w._pre_annotation, fresh.labels)
+    pre = w.current_view.prediction
+    assert pre is not None and np.array_equal(pre.labels, fresh.labels)
     if not before.any():  # untouched annotation: replaced by the new model's prediction
         assert np.array_equal(v.layers[ANNOTATION].data, fresh.labels)
     def n_scored():
@@ -109,14 +111,13 @@ def test_cancel_training_keeps_last_model(widget, qtbot):
     first = _suggest(w, qtbot)
     s.submit(first, w.truth[first])
     s.configure(train_config=TINY_TRAIN.replace(max_steps=100_000))
-    w._update_enabled()
     with qtbot.waitSignal(w.training_finished, timeout=60_000) as blocker:
         w.train_btn.click()
-        qtbot.waitUntil(lambda: len(w._history) >= 2, timeout=30_000)
+        qtbot.waitUntil(lambda: len(w.train_panel.history) >= 2, timeout=30_000)
         w.cancel_btn.click()
     assert blocker.args[0].saved is False
     assert s.model is None and not s.project.models()
-    qtbot.waitUntil(lambda: not w._workers, timeout=10_000)
+    qtbot.waitUntil(lambda: not w.workers, timeout=10_000)
 
 
 @pytest.mark.parametrize("job", ["training", "scoring"])
@@ -132,14 +133,14 @@ def test_closing_the_viewer_stops_work(make_napari_viewer, tmp_path, qtbot, job)
     if job == "training":
         s.configure(train_config=TINY_TRAIN.replace(max_steps=100_000))
         w.train()
-        qtbot.waitUntil(lambda: len(w._history) >= 1, timeout=30_000)
+        qtbot.waitUntil(lambda: len(w.train_panel.history) >= 1, timeout=30_000)
     else:
         from napari_activeseg.core.training import run_to_end
 
         run_to_end(s.train())
         s.set_strategy("tta")
-        w._start_scoring(then_suggest=False)
-    workers = list(w._workers)
+        w.score_pool()
+    workers = list(w.workers)
     assert workers
     w.close()
     viewer.close()
@@ -197,12 +198,12 @@ def test_widget_module_imports_no_torch():
 def test_edits_are_autosaved_and_restored_on_reopen(widget, qtbot, tmp_path):
     w, v = widget, widget.viewer
     image_id = _suggest(w, qtbot)
-    w._autosave_draft()  # untouched: no draft
+    w.autosave_draft()  # untouched: no draft
     assert w.session.project.load_draft(image_id) is None
     edited = w.truth[image_id].copy()
     v.layers[ANNOTATION].data = edited
-    w._autosave_draft()
-    w._close_session()
+    w.autosave_draft()
+    w.close_project()
     assert w.open_project(tmp_path / "proj") is not None
     with qtbot.waitSignal(w.image_opened, timeout=30_000):
         w.open_image(image_id)
@@ -217,15 +218,15 @@ def test_class_names_and_colours_are_saved(make_napari_viewer, tmp_path):
     session = w.create_project(tmp_path / "c", from_layers=True)
     assert session.project.classes == ["background", "nucleus", "membrane"]
     assert session.project.colors[1] == "#ff0000" and len(session.project.colors) == 3
-    assert w._colormap().map(np.array([1]))[0][:3].tolist() == [1.0, 0.0, 0.0]
+    ann_cmap = class_colormap(session.project.colors)
+    assert ann_cmap.map(np.array([1]))[0][:3].tolist() == [1.0, 0.0, 0.0]
     session.project.close()
 
 
 def test_export_labels_from_the_dock(widget, qtbot, tmp_path):
     w = widget
     first = _suggest(w, qtbot)
-    w.session.submit(first, w.truth[first])
-    w._update_enabled()
+    w.session.submit(first, w.truth[first])  # the dock follows the session's signal
     assert w.export_labels_btn.isEnabled() and not w.export_model_btn.isEnabled()
     with qtbot.waitSignal(w.exported, timeout=30_000):
         w.export(tmp_path / "out", what="labels")
@@ -256,10 +257,8 @@ def test_training_plot_follows_the_steps(make_napari_viewer):
     w.plot.resize(300, 130)
     empty_loss, empty_val = _colour_pixels(w.plot, LOSS_COLOR), _colour_pixels(w.plot, VAL_COLOR)
     assert empty_loss < 80  # before training: only the legend
-    w._history = [(1, 1.0, None)]
-    w._redraw_plot()
-    w._history = [(i, 1.0 / i, 0.5 if i % 10 == 0 else None) for i in range(1, 1001)]
-    w._redraw_plot()
+    w.plot.set_history([(1, 1.0, None)])
+    w.plot.set_history([(i, 1.0 / i, 0.5 if i % 10 == 0 else None) for i in range(1, 1001)])
     assert w.plot.x_range() == (0.0, 1000.0)
     assert w.plot.val_points() == [(i, 0.5) for i in range(10, 1001, 10)]
     loss = w.plot.loss_points()  # long rounds are strided, the newest step always drawn

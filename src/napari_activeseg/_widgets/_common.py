@@ -1,0 +1,87 @@
+"""What every panel of the dock shares: layer names, notifications, worker-thread helpers."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+from qtpy.QtWidgets import QTableWidgetItem
+
+ANNOTATION = "annotation"
+UNCERTAINTY = "uncertainty"
+REGIONS = "suggested regions"
+SCRIBBLES = "scribbles"
+REVIEWED = "reviewed"
+NOT_REVIEWED = "not reviewed"
+SCRIBBLE_BACKGROUND = "#6a8cff"  # the background class is transparent in the annotation
+STATUS_ORDER = {"suggested": 0, "in_progress": 1, "unlabelled": 2, "partial": 3, "skipped": 4,
+                "submitted": 5}
+
+
+def notify(kind: str, message: str) -> None:
+    """A napari notification: ``kind`` is "info", "warning" or "error"."""
+    from napari.utils import notifications
+
+    {"info": notifications.show_info, "warning": notifications.show_warning,
+     "error": notifications.show_error}[kind](message)
+
+
+def background_priority() -> None:
+    """Lower this (worker) thread's scheduling priority, so the GUI thread wins the CPU.
+
+    On Linux, niceness is per thread, and threads a thread creates (torch's OpenMP team for
+    this thread) inherit it. Elsewhere, or without permission, nothing happens.
+    """
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
+    except (AttributeError, OSError):
+        pass
+
+
+_WARMED_UP = threading.Event()
+
+
+def warm_up_torch() -> None:
+    """Import what torch loads lazily on the first optimiser step (``torch._dynamo``: about a
+    quarter of a second holding the GIL), in a background thread while the widget opens, so it
+    is not a stall of the viewer when the first training round starts."""
+    if _WARMED_UP.is_set():
+        return
+    _WARMED_UP.set()
+
+    def run():
+        background_priority()
+        try:
+            import torch._dynamo  # noqa: F401
+        except Exception:  # noqa: BLE001 - only a warm-up: the round imports it if this failed
+            pass
+
+    threading.Thread(target=run, name="activeseg-warm-up", daemon=True).start()
+
+
+def stop_session(session_ref: weakref.ref, workers: list) -> None:
+    """Stop long work when the widget goes away (viewer closed): no orphan thread keeps
+    training after the window is gone. Holds no reference to the widget itself."""
+    session = session_ref()
+    if session is not None:
+        session.request_stop()
+    for w in list(workers):
+        try:
+            w.quit()
+        except RuntimeError:  # the Qt side is already deleted
+            pass
+
+
+class NumericItem(QTableWidgetItem):
+    """A table cell that sorts by a number, not by its text."""
+
+    def __init__(self, text: str, key: float) -> None:
+        super().__init__(text)
+        self._key = key
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        if isinstance(other, NumericItem):
+            return self._key < other._key
+        return super().__lt__(other)

@@ -1,0 +1,125 @@
+"""The layers of a correction: the image, the editable annotation, the uncertainty, the boxes to
+review, a veil over what is not ground truth, earlier reviewed regions, and the scribbles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._common import (
+    ANNOTATION,
+    NOT_REVIEWED,
+    REGIONS,
+    REVIEWED,
+    SCRIBBLE_BACKGROUND,
+    SCRIBBLES,
+    UNCERTAINTY,
+)
+
+
+def class_colormap(colors: Sequence[str]):
+    """Class k in its project colour, the background transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    cmap = {None: "transparent", 0: "transparent"}
+    for k, c in enumerate(colors[1:], start=1):
+        cmap[k] = c
+    return DirectLabelColormap(color_dict=cmap)
+
+
+def scribble_colormap(colors: Sequence[str]):
+    """Scribble value ``class + 1``: the background class visible too; 0 = unlabelled."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    cmap = {None: "transparent", 0: "transparent", 1: SCRIBBLE_BACKGROUND}
+    for k, c in enumerate(colors[1:], start=2):
+        cmap[k] = c
+    return DirectLabelColormap(color_dict=cmap)
+
+
+def _mask_colormap(color: str):
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: color})
+
+
+def _replace_image(viewer, raw: np.ndarray, name: str) -> None:
+    rgb = raw.ndim == 3 and raw.shape[-1] in (3, 4)
+    data = raw if (raw.ndim == 2 or rgb) else np.moveaxis(raw, -1, 0)
+    if "image" in viewer.layers:
+        layer = viewer.layers["image"]
+        if getattr(layer, "rgb", False) == rgb and layer.data.shape == data.shape:
+            layer.data = data
+        else:
+            viewer.layers.remove(layer)
+    if "image" not in viewer.layers:
+        viewer.add_image(data, name="image", rgb=rgb)
+    viewer.layers["image"].metadata["activeseg_name"] = name
+    viewer.layers["image"].reset_contrast_limits()
+
+
+def show_view(viewer, view, colors: Sequence[str], *, veil: bool) -> None:
+    """Put a :class:`~napari_activeseg.core.session.ImageView` on the canvas.
+
+    ``veil``: dim everything that is neither reviewed before nor inside a box (boxes mode).
+    The annotation layer ends up selected, in paint mode.
+    """
+    from ..core.review import box_mask
+
+    _replace_image(viewer, view.image, view.name)
+    pred = view.prediction
+    unc = next(iter(pred.uncertainty.values())) if pred is not None and pred.uncertainty \
+        else None
+    if UNCERTAINTY in viewer.layers:
+        viewer.layers.remove(UNCERTAINTY)
+    if unc is not None:
+        viewer.add_image(unc, name=UNCERTAINTY, colormap="inferno", blending="additive",
+                         opacity=0.6, visible=True)
+    labels = view.labels.copy()
+    if ANNOTATION in viewer.layers:
+        ann = viewer.layers[ANNOTATION]
+        if ann.data.shape == labels.shape:
+            ann.data = labels
+        else:
+            viewer.layers.remove(ann)
+    if ANNOTATION not in viewer.layers:
+        viewer.add_labels(labels, name=ANNOTATION, colormap=class_colormap(colors), opacity=0.6)
+    for name in (REGIONS, NOT_REVIEWED, REVIEWED, SCRIBBLES):
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+    shape = labels.shape
+    before = np.ones(shape, bool) if view.reviewed is None else np.asarray(view.reviewed, bool)
+    if before.any() and not before.all():
+        layer = viewer.add_labels(before.astype(np.uint8), name=REVIEWED, opacity=0.9,
+                                  colormap=_mask_colormap("#00ff88"))
+        layer.contour = 2
+        layer.editable = False
+    if veil:
+        outside = ~(before | box_mask(shape, view.boxes))
+        if outside.any():
+            layer = viewer.add_labels(outside.astype(np.uint8), name=NOT_REVIEWED, opacity=0.45,
+                                      colormap=_mask_colormap("black"))
+            layer.editable = False
+    if view.boxes:
+        viewer.add_shapes([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
+                           for y0, x0, y1, x1 in view.boxes],
+                          shape_type="rectangle", name=REGIONS, edge_color="#00ff88",
+                          face_color="transparent", edge_width=3)
+    viewer.add_labels(np.zeros(shape, np.uint8), name=SCRIBBLES, opacity=0.9,
+                      colormap=scribble_colormap(colors))
+    ann = viewer.layers[ANNOTATION]
+    ann.selected_label = 1
+    viewer.layers.selection.active = ann
+    ann.mode = "paint"
+    viewer.reset_view()
+
+
+def paint_scribbles(viewer, class_index: int) -> None:
+    """Select the scribbles layer in paint mode with the brush of class ``class_index``."""
+    if SCRIBBLES not in viewer.layers:
+        return
+    layer = viewer.layers[SCRIBBLES]
+    viewer.layers.selection.active = layer
+    layer.selected_label = int(class_index) + 1
+    layer.mode = "paint"

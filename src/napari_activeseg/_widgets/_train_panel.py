@@ -1,0 +1,95 @@
+"""The Train panel: Train / Cancel / auto-train, progress bar, one status line, the live plot."""
+
+from __future__ import annotations
+
+import time
+
+from qtpy.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+
+class TrainPanel(QGroupBox):
+    """Shows a round's progress records; keeps the round's history for the plot."""
+
+    def __init__(self) -> None:
+        from ._plot import TrainingPlot
+
+        super().__init__("Train")
+        v = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.train_btn = QPushButton("Train")
+        self.cancel_btn = QPushButton("Cancel")
+        self.auto_train = QSpinBox()
+        self.auto_train.setRange(0, 100)
+        self.auto_train.setValue(0)
+        self.auto_train.setPrefix("auto every ")
+        self.auto_train.setSuffix(" submits")
+        self.auto_train.setSpecialValueText("auto-train off")
+        row.addWidget(self.train_btn)
+        row.addWidget(self.cancel_btn)
+        row.addWidget(self.auto_train, 1)
+        v.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress_label = QLabel("")
+        self.progress_label.setWordWrap(True)
+        v.addWidget(self.progress)
+        v.addWidget(self.progress_label)
+        # QPainter, not matplotlib: an Agg render of axes and ticks cost ~100 ms of GUI thread
+        # per update on a 2-core machine that is training (benchmarks/gui_stall.py)
+        self.plot = TrainingPlot()
+        v.addWidget(self.plot)
+        self.history: list[tuple[int, float, float | None]] = []
+        self._last_plot = 0.0
+
+    def start_round(self) -> None:
+        self.history = []
+        self.plot.clear()
+        self.progress.setValue(0)
+        self.progress_label.setText("Training…")
+
+    def show_progress(self, rec) -> str | None:
+        """One training progress record; returns its warning message, if any."""
+        self.progress.setValue(int(1000 * rec.fraction))
+        eta = "" if rec.eta_s is None else f", {rec.eta_s:.0f} s left"
+        val = "" if rec.best_val_dice is None else f", val Dice {rec.best_val_dice:.3f}"
+        self.progress_label.setText(f"step {rec.step}, loss {rec.loss_smooth:.3f}{val}{eta} "
+                                    f"({rec.patches_per_s:.1f} patches/s)")
+        self.history.append((rec.step, rec.loss_smooth, rec.val_dice))
+        now = time.monotonic()
+        if now - self._last_plot > 0.25:  # a repaint is cheap; 4 per second is smooth enough
+            self._last_plot = now
+            self.plot.set_history(self.history)
+        return rec.message or None
+
+    def show_summary(self, summary) -> None:
+        """The end of a round: kept, cancelled, or cancelled before it started."""
+        self.plot.set_history(self.history)
+        if summary is None:
+            self.progress_label.setText("Training cancelled before it started.")
+        elif not summary.saved:
+            self.progress_label.setText("Cancelled: the last good model is kept.")
+        else:
+            self.progress.setValue(1000)
+            res = summary.result
+            val = "" if res.best_val_dice is None else \
+                f", validation Dice {res.best_val_dice:.3f}"
+            self.progress_label.setText(f"Model {summary.model_version}: {res.steps} steps in "
+                                        f"{res.seconds:.0f} s on {summary.n_labelled} image(s)"
+                                        f"{val}.")
+
+    def show_scoring(self, p) -> None:
+        self.progress.setValue(int(1000 * p.done / max(p.total, 1)))
+        self.progress_label.setText(p.message or f"Scoring the pool: {p.done}/{p.total}")
+
+    def set_state(self, *, can_train: bool, busy: bool) -> None:
+        self.train_btn.setEnabled(can_train and not busy)
+        self.cancel_btn.setEnabled(busy)

@@ -29,7 +29,6 @@ import pytest
 import tifffile
 
 from napari_activeseg.core import _store_files as sf
-from napari_activeseg.core import _store_schema
 from napari_activeseg.core import project as project_module
 from napari_activeseg.core.config import ModelConfig, TrainConfig
 from napari_activeseg.core.project import (
@@ -43,6 +42,8 @@ from napari_activeseg.core.project import (
     check_state_dict,
     load_state_dict,
 )
+from napari_activeseg.core.project import _schema as _store_schema
+from napari_activeseg.core.project._labels import LabelStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::napari_activeseg.core.project.ProjectWarning")
 
@@ -938,7 +939,7 @@ class _Crash(BaseException):
 
 def _crash_submit(p: Project, monkeypatch, step: str, *args, **kwargs) -> None:
     """Run a submit that dies at `step`, then drop the Project like a dead process would."""
-    real_write, real_finish = sf.atomic_write_bytes, Project._finish_staged
+    real_write, real_finish = sf.atomic_write_bytes, LabelStore._finish_staged
 
     def write(path, data):
         if step == "before-labels" and Path(path).parent.name == "labels":
@@ -954,9 +955,9 @@ def _crash_submit(p: Project, monkeypatch, step: str, *args, **kwargs) -> None:
         raise _Crash
 
     monkeypatch.setattr(sf, "atomic_write_bytes", write)
-    monkeypatch.setattr(Project, "_finish_staged", finish)
+    monkeypatch.setattr(LabelStore, "_finish_staged", finish)
     if step == "before-commit":
-        monkeypatch.setattr(Project, "_stamp", stamp)
+        monkeypatch.setattr(LabelStore, "_stamp", stamp)
     with pytest.raises(_Crash):
         p.submit(*args, **kwargs)
     monkeypatch.undo()

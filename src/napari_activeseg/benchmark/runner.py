@@ -852,7 +852,7 @@ class _Benchmark:
 
     def _shared_round0(self, session, seed: int, labelled) -> tuple[int, float] | None:
         """Adopt the seed's cached round-0 model if it was trained on these images."""
-        from ..core._store_models import load_state_dict
+        from ..core.project import load_state_dict
 
         weights, doc = self._round0_paths(seed)
         if not (self._shares_round0(session) and weights.is_file() and doc.is_file()):

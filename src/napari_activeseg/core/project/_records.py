@@ -1,4 +1,10 @@
-"""Exceptions, record types and small checks shared by the project store's modules."""
+"""What the stores of a project hand out and take in: exceptions, records, value checks.
+
+The exceptions (every one a :class:`ProjectError`, itself a ValueError, whose message names the
+fix), the frozen records returned by the stores (:class:`ImageRecord`, :class:`SubmissionRecord`,
+:class:`ScoreRecord`, :class:`RoundRecord`, :class:`ModelInfo`), and the checks every store
+applies to ids, names and JSON values before anything is written.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ModelConfig
-from .validation import check_positive
+from ..config import ModelConfig
+from ..validation import check_positive
 
 __all__ = [
     "ImageRecord",

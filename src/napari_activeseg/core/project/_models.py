@@ -19,20 +19,19 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _store_files as sf
-from ._store_common import (
-    ModelInfo,
-    ProjectError,
-    UnsafeCheckpointError,
-    _jsonable,
-)
-from .config import ModelConfig
+from .. import _store_files as sf
+from ..config import ModelConfig
+from ._records import ModelInfo, ProjectError, UnsafeCheckpointError, _jsonable
+from ._store import MODELS_DIR
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._settings import Settings
+    from ._store import _Store
 
 __all__ = ["ModelStore", "check_state_dict", "load_state_dict"]
 
-MODELS_DIR = "models"
 _MODEL_FORMAT = "napari-activeseg-model"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 #: meta keys the store sets in what :meth:`ModelStore.load_model` returns (ignored on save).
@@ -103,7 +102,7 @@ def check_state_dict(state_dict: Mapping[str, Any], config: ModelConfig) -> None
     """
     import torch
 
-    from .model import UNet
+    from ..model import UNet
 
     if not isinstance(config, ModelConfig):
         raise ProjectError(f"Expected a ModelConfig, got {type(config).__name__}.")
@@ -162,16 +161,20 @@ def check_state_dict(state_dict: Mapping[str, Any], config: ModelConfig) -> None
 
 
 class ModelStore:
-    """The model half of :class:`~napari_activeseg.core.project.Project` (a mixin).
+    """The model versions under ``models/`` of one project (see the module docstring).
 
-    It relies on the project's ``folder``, ``read_only``, ``repairs``, ``classes``,
-    ``n_classes``, ``colors``, ``_lock``, ``_check_writable()`` and ``_note()``.
+    It takes the class list and colours a version is saved with from the project's
+    :class:`~._settings.Settings`.
     """
+
+    def __init__(self, store: _Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
 
     def _model_files(self) -> dict[str, dict[str, Path]]:
         """``{version: {"json": path, "weights": path}}`` of every version-named file."""
         found: dict[str, dict[str, Path]] = {}
-        for path in (self.folder / MODELS_DIR).glob("v*.*"):
+        for path in (self._store.folder / MODELS_DIR).glob("v*.*"):
             kind = {".json": "json", ".safetensors": "weights"}.get(path.suffix)
             if kind and _VERSION_RE.match(path.stem):
                 found.setdefault(path.stem, {})[kind] = path
@@ -196,7 +199,7 @@ class ModelStore:
             If the weights do not fit ``UNet(model_config)``, the config's class count differs
             from the project's, or `meta` is not JSON; nothing is written then.
         """
-        self._check_writable()
+        self._store.check_writable()
         import torch
         from safetensors.torch import save as st_save
 
@@ -204,31 +207,32 @@ class ModelStore:
             model_config = ModelConfig.from_dict(dict(model_config))
         if not isinstance(model_config, ModelConfig):
             raise ProjectError(f"model_config must be a ModelConfig, got {model_config!r}.")
-        if model_config.n_classes != self.n_classes:
+        classes = self._settings.classes
+        if model_config.n_classes != len(classes):
             raise ProjectError(
                 f"The model predicts {model_config.n_classes} classes but the project has "
-                f"{self.n_classes} ({', '.join(self.classes)}); use ModelConfig(n_classes="
-                f"{self.n_classes})."
+                f"{len(classes)} ({', '.join(classes)}); use ModelConfig(n_classes="
+                f"{len(classes)})."
             )
         check_state_dict(state_dict, model_config)
         meta_doc = {k: v for k, v in dict(meta or {}).items() if k not in _RESERVED_META}
         meta_doc = _jsonable(meta_doc, "meta")
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
         n_params = int(sum(v.numel() for v in tensors.values() if torch.is_floating_point(v)))
-        with self._lock:
+        with self._store.lock:
             files = self._model_files()
             number = max((int(v[1:]) for v in files), default=0) + 1
             version = f"v{number:04d}"
             data = st_save(tensors, metadata={"format": _MODEL_FORMAT, "version": version})
-            weights = self.folder / MODELS_DIR / f"{version}.safetensors"
+            weights = self._store.folder / MODELS_DIR / f"{version}.safetensors"
             doc = {
                 "format": _MODEL_FORMAT,
                 "format_version": 1,
                 "version": version,
                 "created_at": sf.utc_now(),
                 "model_config": model_config.to_dict(),
-                "classes": self.classes,
-                "colors": self.colors,
+                "classes": self._settings.classes,
+                "colors": self._settings.colors,
                 "weights": weights.name,
                 "weights_sha256": sf.sha256_bytes(data),
                 "n_parameters": n_params,
@@ -246,7 +250,7 @@ class ModelStore:
                     raise
             except OSError as err:  # e.g. a full disk: no version was made
                 raise type(err)(err.errno, (
-                    f"Could not save model {version} in {str(self.folder)!r}: "
+                    f"Could not save model {version} in {str(self._store.folder)!r}: "
                     f"{err.strerror or err}. No new model version was saved and the previous "
                     "models are unchanged; free some disk space (or check that the project "
                     "folder is writable) and try again."
@@ -264,7 +268,7 @@ class ModelStore:
         The config comes from `model_config`, or from the sibling ``.json`` written by
         :meth:`save_model`. Pickle-based files are refused (:func:`load_state_dict`).
         """
-        self._check_writable()
+        self._store.check_writable()
         tensors = load_state_dict(path)
         doc: dict[str, Any] = {}
         sidecar = Path(path).with_suffix(".json")
@@ -304,7 +308,7 @@ class ModelStore:
         """The complete model versions, oldest first (JSON parses, weights have a safetensors
         header; checksums are verified by :meth:`load_model`)."""
         out = []
-        with self._lock:
+        with self._store.lock:
             for version, files in self._model_files().items():
                 try:
                     doc = self._read_model_doc(version, files)
@@ -355,7 +359,7 @@ class ModelStore:
             If the requested version (or, by default, every version) is unusable, or there is
             no model yet.
         """
-        with self._lock:
+        with self._store.lock:
             files = self._model_files()
             if version is not None:
                 if version not in files:
@@ -366,7 +370,7 @@ class ModelStore:
                 return self._load_version(version, files[version])
             if not files:
                 raise ProjectError(
-                    f"Project {str(self.folder)!r} has no saved model yet; train one first."
+                    f"Project {str(self._store.folder)!r} has no saved model yet; train one first."
                 )
             failures = []
             for candidate in reversed(list(files)):
@@ -375,15 +379,15 @@ class ModelStore:
                 except ProjectError as err:
                     failures.append(f"{candidate}: {err}")
                     continue
-                config = loaded[1]
+                config, n_classes = loaded[1], self._settings.n_classes
                 why = (f"it was trained for {config.n_classes} classes but the project has "
-                       f"{self.n_classes}" if config.n_classes != self.n_classes
+                       f"{n_classes}" if config.n_classes != n_classes
                        else fits(config) if fits is not None else None)
                 if why:
                     failures.append(f"{candidate}: {why}.")
                     continue
                 if failures:
-                    self._note([
+                    self._store.note([
                         f"Model {' / '.join(f.split(':')[0] for f in failures)} could not be "
                         f"used, so {candidate} was loaded instead. " + " ".join(failures)
                     ])  # fmt: skip
@@ -396,7 +400,7 @@ class ModelStore:
         Same choice of version (and fallback) as :meth:`load_model`; the weights are loaded
         strictly, after :func:`check_state_dict` has explained any mismatch.
         """
-        from .model import UNet
+        from ..model import UNet
 
         state, config, meta = self.load_model(version)
         net = UNet(config)
@@ -430,19 +434,20 @@ class ModelStore:
                     classes=doc.get("classes"), colors=doc.get("colors"))  # fmt: skip
         return tensors, config, meta
 
-    def _check_models(self) -> list[str]:
+    def check_models(self) -> list[str]:
+        """Problems of the model files (an interrupted save's weights are removed, read-write)."""
         problems = []
         for version, files in self._model_files().items():
-            if "json" not in files and not self.read_only:
+            if "json" not in files and not self._store.read_only:
                 files["weights"].unlink(missing_ok=True)
-                self.repairs.append(f"Removed models/{files['weights'].name}: an interrupted save "
-                                    "(no JSON was written).")  # fmt: skip
+                self._store.repairs.append(f"Removed models/{files['weights'].name}: an "
+                                           "interrupted save (no JSON was written).")  # fmt: skip
                 continue
             try:
                 self._load_version(version, files)
             except ProjectError as err:
                 problems.append(f"model {version}: {err}")
-        models_dir = self.folder / MODELS_DIR
+        models_dir = self._store.folder / MODELS_DIR
         for path in models_dir.iterdir() if models_dir.is_dir() else ():
             if path.suffix.lower() in sf.PICKLE_SUFFIXES:
                 problems.append(

@@ -1,7 +1,10 @@
-"""File-level helpers of the project store: atomic writes, hashes, the process lock, and the
-checkpoint sniffing that keeps pickles out.
+"""File-level helpers of the core: atomic writes, hashes, the process lock, and the checkpoint
+sniffing that keeps pickles out.
 
-Nothing here knows about SQLite; :mod:`napari_activeseg.core.project` builds on it.
+Nothing here knows about SQLite or projects. The project package
+(:mod:`napari_activeseg.core.project`) builds on it, and so do :mod:`~napari_activeseg.core.imageio`
+and :mod:`~napari_activeseg.core.export`, which is why it sits beside them rather than inside
+the package (that would make ``imageio`` and ``project`` import each other).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def parse_class_spec(text: str) -> tuple[list[str], list[str] | None]:
     ValueError
         Fewer than two classes.
     """
-    from .project._settings import default_colors
+    from .project import default_colors
 
     names, colors = [], []
     for item in (c.strip() for c in str(text).split(",")):

@@ -27,7 +27,7 @@ Who owns what (one room per module; :class:`Project` is the only door most code 
                    thread lock, transactions, schema check and migrations, read-only rules)
     _schema.py     the SQL schema (version 1, frozen) and the migrations
     _settings.py   Settings: settings, the class list and its colours; DEFAULT_COLORS, the
-                   one palette of the package (the widget uses it too)
+                   one palette of the package (core/classes.py and so the dock use it too)
     _intake.py     ImageIntake: adding image files, folders and arrays (keys, channels)
     _catalog.py    ImageCatalog: image records, file checks, relinking, status, removal
     _labels.py     LabelStore and reconcile(): submissions, their files and the
@@ -39,8 +39,8 @@ Who owns what (one room per module; :class:`Project` is the only door most code 
     _records.py    the exceptions and record types the stores hand out, shared value checks
 
 The stores are Qt-free and never import the session (an import-linter contract). Names are
-loaded on first use, so importing this package (e.g. for :data:`DEFAULT_COLORS` in the napari
-widget) costs nothing until a project is opened.
+loaded on first use, so importing this package for the palette (:data:`DEFAULT_COLORS`,
+:func:`default_colors`) costs nothing until a project is opened.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._settings import DEFAULT_COLORS
+from ._settings import DEFAULT_COLORS, default_colors
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._catalog import STATUSES
@@ -106,6 +106,7 @@ __all__ = [
     "SubmissionRecord",
     "UnsafeCheckpointError",
     "check_state_dict",
+    "default_colors",
     "load_state_dict",
 ]
 

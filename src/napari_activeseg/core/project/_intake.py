@@ -281,12 +281,7 @@ class ImageIntake:
             for target in copies:
                 target.unlink(missing_ok=True)
             raise
-        if created is not None:
-            created.extend(copies)
-        if ids:
-            self._remember_channels(expected)
-        self._store.note(problems)
-        return [self._catalog.get_image(i) for i in ids]
+        return self._added(ids, copies, created, expected, problems)
 
     def add_checked_arrays(
         self, arrays: Mapping[str, np.ndarray], created: list[Path] | None = None
@@ -340,11 +335,16 @@ class ImageIntake:
             for target in written:
                 target.unlink(missing_ok=True)
             raise
+        return self._added(ids, written, created, expected, notes + problems)
+
+    def _added(self, ids: list[int], written: list[Path], created: list[Path] | None,
+               channels: int | None, messages: list[str]) -> list[ImageRecord]:  # fmt: skip
+        """The end of a batch: what was made, the project's channel count, the messages."""
         if created is not None:
             created.extend(written)
         if ids:
-            self._remember_channels(expected)
-        self._store.note(notes + problems)
+            self._remember_channels(channels)
+        self._store.note(messages, stacklevel=6)  # the caller of Project.add_*
         return [self._catalog.get_image(i) for i in ids]
 
     def _insert_images(

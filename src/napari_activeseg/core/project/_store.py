@@ -64,18 +64,9 @@ _APP = "napari-activeseg"
 class _Store:
     """An open project folder: its lock, its catalog connection and its messages.
 
-    Made by :meth:`creating` or :meth:`open` only.
-
-    Attributes
-    ----------
-    folder : Path
-    read_only : bool
-    warnings : list of str
-        Files skipped when adding images, models that fell back, schema upgrades.
-    repairs : list of str
-        What the reconciliation on open / the integrity check fixed.
-    lock : threading.RLock
-        Held by every public method of every store.
+    Made by :meth:`creating` or :meth:`open` only. ``folder``, ``read_only``, ``warnings``
+    and ``repairs`` are what :class:`~._project.Project` shows under the same names;
+    ``lock`` (a re-entrant lock) is held by every public method of every store.
     """
 
     def __init__(self, folder: Path, *, read_only: bool) -> None:

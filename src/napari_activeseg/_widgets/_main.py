@@ -485,10 +485,12 @@ class ActiveSegWidget(QWidget):
             background_priority()
             return (yield from gen_func())
 
-        worker = create_worker(run, _progress={"desc": desc, "total": 0})
+        # no napari progress bar: it has no total to show (the terminal printed "Training
+        # U-Net: 0it [01:18, ?it/s]"); the dock's own bar and status line show the progress
+        worker = create_worker(run)
         worker.yielded.connect(self._guard(on_yield))
         worker.returned.connect(self._guard(on_return))
-        worker.errored.connect(self._guard(self._on_worker_error))
+        worker.errored.connect(self._guard(lambda exc: self._on_worker_error(exc, desc)))
         self.workers.append(worker)
 
         @self._guard
@@ -504,9 +506,9 @@ class ActiveSegWidget(QWidget):
         worker.finished.connect(finished)
         return worker
 
-    def _on_worker_error(self, exc: BaseException) -> None:
-        _notify("error", f"{type(exc).__name__}: {exc}")
-        self.train_panel.progress_label.setText(f"Failed: {exc}")
+    def _on_worker_error(self, exc: BaseException, desc: str) -> None:
+        _notify("error", f"{desc} failed: {type(exc).__name__}: {exc}")
+        self.train_panel.progress_label.setText(f"{desc} failed: {exc}")
 
     def train(self) -> None:
         """Fine-tune in a worker; the plot and progress bar follow; re-score afterwards."""

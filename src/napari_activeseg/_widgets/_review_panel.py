@@ -15,6 +15,9 @@ from qtpy.QtWidgets import (
 )
 
 
+_REASON_CHARS = 150
+
+
 class ReviewPanel(QGroupBox):
     """Controls of the correction loop; the dock connects the buttons."""
 
@@ -101,8 +104,11 @@ class ReviewPanel(QGroupBox):
             return
         n = len(view.boxes)
         where = f"Review {n} box{'es' if n > 1 else ''} in this image. " if n else ""
-        self.reason_label.setText(f"{where}Suggested by {view.suggestion.strategy}: "
-                                  f"{view.suggestion.reason}")
+        text = f"{where}Suggested by {view.suggestion.strategy}: {view.suggestion.reason}"
+        # three lines at most in a narrow dock; the whole reason in the tooltip
+        self.reason_label.setText(text if len(text) <= _REASON_CHARS
+                                  else text[:_REASON_CHARS - 1].rstrip() + "…")
+        self.reason_label.setToolTip(text)
 
     def set_state(self, *, has_session: bool, busy: bool, image_open: bool) -> None:
         for w in (self.suggest_btn, self.strategy_combo, self.region_size, self.boxes_spin):

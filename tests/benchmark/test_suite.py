@@ -221,6 +221,9 @@ def test_tiny_suite_writes_one_table_over_every_dataset(tiny_suite):
         pool_px = res["splits"]["0"]["pool_pixels"]
         for name in ("random", "entropy"):
             assert res["curves"][name]["0"]["pixels_reviewed"][-1] >= 0.10 * pool_px
+        # the forest saw random's boxes: the same pixels and the same (distinct) images
+        for key in ("pixels_reviewed", "n_labelled"):
+            assert res["curves"]["rf"]["0"][key] == res["curves"]["random"]["0"][key]
 
 
 @pytest.mark.slow

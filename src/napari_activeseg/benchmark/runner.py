@@ -991,7 +991,10 @@ class _Benchmark:
             row = self._row("rf", seed, rnd, picks, state.rounds, dice)
             row.update(per_class)
             secs = time.perf_counter() - t0
-            row.update(n_labelled=len(chosen), train_steps=None, train_s=round(fit_s, 2),
+            # distinct images, as the U-Net rows count them (in region mode one image may
+            # come with several submissions, each with its own boxes)
+            row.update(n_labelled=len({name for name, _ in chosen}), train_steps=None,
+                       train_s=round(fit_s, 2),
                        query_s=0.0, eval_s=round(secs - fit_s, 2), seconds=round(secs, 2),
                        finished_at=_now(),
                        picks=[{"image": p["image"], "boxes": p["boxes"]} for p in picks],

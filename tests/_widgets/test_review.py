@@ -82,7 +82,11 @@ def test_boxes_are_shown_and_only_they_are_submitted(widget, qtbot):
     labels, _ = project.load_labels(image_id)
     assert np.array_equal(labels[inside], w.truth[image_id][inside])
     rec = project.get_image(image_id)
-    assert rec.partial and image_id in w.session._pool_ids()
+    assert rec.partial
+    # its other windows stay in the pool: they can be suggested later
+    later = w.session.suggest(50, regions=True)
+    assert image_id in {p.image_id for p in later}
+    assert not any(p.box in boxes for p in later if p.image_id == image_id)
     statuses = {w.table.item(r, 0).text(): w.table.item(r, 1).text()
                 for r in range(w.table.rowCount())}
     assert statuses[rec.name] == "partial"

@@ -26,6 +26,8 @@ def content_hash(labels: np.ndarray, reviewed: np.ndarray | None) -> str:
     """Hash of a submission's pixels, as submitted and as loaded back (all-True mask = None)."""
     if reviewed is not None and reviewed.all():
         reviewed = None
+    if reviewed is not None:  # stored as 0 outside the reviewed pixels
+        labels = np.where(np.asarray(reviewed, bool), labels, 0)
     digest = hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
     digest.update(b"none" if reviewed is None else np.asarray(reviewed, bool).tobytes())
     return digest.hexdigest()
@@ -68,7 +70,8 @@ def submit_loop(folder: str, log_path: str, seed: int) -> None:
                 reviewed[y : y + h // 2, x : x + w // 2] = True
             digest = content_hash(labels, reviewed)
             _log(log, f"begin {image_id} {digest}")
-            submission = project.submit(image_id, labels, reviewed, seconds=float(rng.random()))
+            submission = project.submit(image_id, labels, reviewed, seconds=float(rng.random()),
+                                        merge=False)  # stored = submitted (no union)
             _log(log, f"done {submission} {image_id} {digest}")
 
 

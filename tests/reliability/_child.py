@@ -40,6 +40,8 @@ def content_hash(labels: np.ndarray, reviewed: np.ndarray | None) -> str:
     """Hash of a submission's pixels, as submitted and as loaded back (all-True mask = None)."""
     if reviewed is not None and reviewed.all():
         reviewed = None
+    if reviewed is not None:  # stored as 0 outside the reviewed pixels
+        labels = np.where(np.asarray(reviewed, bool), labels, 0)
     digest = hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
     digest.update(b"none" if reviewed is None else np.asarray(reviewed, bool).tobytes())
     return digest.hexdigest()
@@ -93,7 +95,7 @@ def stall(folder: str, what: str) -> None:
         h, w = project.get_image(image_id).shape[:2]
         reviewed = np.zeros((h, w), bool)
         reviewed[: h // 2] = True
-        session.submit(image_id, np.ones((h, w), np.uint8), reviewed)
+        session.submit(image_id, np.ones((h, w), np.uint8), reviewed, merge=False)
     else:
         run_to_end(session.train())
     raise SystemExit("the write never stalled")
@@ -128,7 +130,9 @@ def loop(folder: str, log_path: str, seed: int) -> None:
                 reviewed[: h // 2, : w // 2] = True
             digest = content_hash(labels, reviewed)
             _log(log, f"begin {image_id} {digest}")
-            sub = session.submit(image_id, labels, reviewed)
+            # merge=False: each submission replaces the last, so what returned is what is
+            # stored (merging is tested in tests/core/test_regions_loop.py)
+            sub = session.submit(image_id, labels, reviewed, merge=False)
             _log(log, f"done {sub} {image_id} {digest}")
             print("done", sub, flush=True)  # the parent times its kill from here
             n += 1

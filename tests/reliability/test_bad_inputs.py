@@ -682,7 +682,7 @@ def test_disk_full_during_submit(session_project, monkeypatch, old_mask, new_mas
     with unchanged(project.folder):
         full = DiskFull(monkeypatch, after)
         with pytest.raises(OSError, match=DISK_FULL) as info:
-            session.submit(image_id, 1 - truth[image_id], masks[new_mask])
+            session.submit(image_id, 1 - truth[image_id], masks[new_mask], merge=False)
         assert info.value.errno == errno.ENOSPC and full.left == 0
         monkeypatch.undo()
     after_labels = project.load_labels(image_id)
@@ -691,7 +691,7 @@ def test_disk_full_during_submit(session_project, monkeypatch, old_mask, new_mas
     else:
         np.testing.assert_array_equal(after_labels[0], before[0])
     # space freed: the same submission goes through, with its time and effort
-    session.submit(image_id, 1 - truth[image_id], masks[new_mask])
+    session.submit(image_id, 1 - truth[image_id], masks[new_mask], merge=False)
     sub = project.submissions(image_id)[-1]
     assert sub.seconds is not None and sub.pixels_changed is not None
     assert project.integrity_check() == []

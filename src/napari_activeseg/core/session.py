@@ -290,6 +290,11 @@ class ActiveLearningSession:
                 # not models()[-1]: a damaged or foreign latest version makes load_model fall
                 # back to the newest one that fits
                 self.model_version = meta["version"]
+        if self.model_config.polarity == "pool":
+            # decided now, once, from the project's images: later calls (predict_array on a
+            # layer) need no project access, and every image shares the rule
+            self.model_config = self.model_config.replace(
+                polarity=self._default_model_config().polarity)
         if not project.read_only:
             self._save_settings()
 
@@ -816,11 +821,13 @@ class ActiveLearningSession:
                                  else np.array(pre_annotation, copy=True), suggestion_id)
 
     def submit(self, image_id: int, labels: np.ndarray, reviewed: np.ndarray | None = None,
-               *, suggestion_id: int | None = None) -> int:
+               *, suggestion_id: int | None = None, merge: bool = True) -> int:
         """Save corrected labels at once; returns the submission id.
 
         The time spent (since :meth:`mark_shown`) and the correction effort against the
-        pre-annotation shown are recorded with it.
+        pre-annotation shown are recorded with it. A partial ``reviewed`` mask adds to what
+        earlier submissions of the image reviewed (``merge=False`` replaces them; see
+        :meth:`~.project.Project.submit`).
         """
         labels = np.asarray(labels)
         shown = self._shown.get(image_id)  # popped once saved: a retry still has it
@@ -837,7 +844,7 @@ class ActiveLearningSession:
             image_id, labels, reviewed, seconds=seconds, pixels_changed=effort.pixels_changed,
             objects_added=effort.objects_added, objects_removed=effort.objects_removed,
             model_version=self.model_version, strategy=self._strategy_spec["name"],
-            suggestion_id=suggestion_id)
+            suggestion_id=suggestion_id, merge=merge)
         self._shown.pop(image_id, None)
         self._views.pop(image_id, None)
         self._candidates.pop(image_id, None)

@@ -196,6 +196,16 @@ def test_unreviewed_pixels_get_pseudo_labels_in_training_only(project, monkeypat
     # nothing of it reaches the project: stored truth and mask are exactly the box
     labels, rev = project.load_labels(i)
     assert np.array_equal(rev, box) and not labels[~box].any()
+    # nor an export
+    import tifffile
+
+    from napari_activeseg.core.export import export_labels
+
+    out = project.folder.parent / "exported"
+    export_labels(project, out)
+    key = project.get_image(i).key
+    assert not tifffile.imread(out / f"{key}.tif")[~box].any()
+    assert np.array_equal(tifffile.imread(out / "reviewed" / f"{key}.tif").astype(bool), box)
 
 
 def test_a_draft_keeps_its_reviewed_pixels_until_submit_or_discard(project):

@@ -11,16 +11,22 @@ foreground Dice on the test images. The variants differ only in what the network
   (:func:`~napari_activeseg.core.preprocess.decide_polarity`) and applied to the test images
   too -- what a project does with a new image;
 - ``pool_aug``: ``pool`` plus random inversion as a training augmentation (``invert_p``);
-- ``none_aug``: never invert, random inversion in training (the network made indifferent).
+- ``none_aug``: never invert, random inversion in training (the network made indifferent);
+- ``pool_margin``: ``pool``, except that an image whose background level is unmistakably of
+  the other kind (beyond 0.5 +- ``--margin``: above 0.75 in a pool that is not inverted, below
+  0.25 in one that is) gets the other rule -- one rule per project with confident exceptions,
+  for pools that really mix modalities (fluorescence and brightfield).
 
 When two variants feed the network exactly the same images with the same augmentation (e.g.
 a fluorescence set where no image is inverted by either rule), the run is not repeated: the
 training is deterministic for the seed, so the result is shared (``shared_with`` in the JSON).
 
-Run by hand, with one thread (a few tens of minutes on one CPU core), e.g.::
+Run by hand, with one thread (about 40 runs of 100 steps: an hour on one loaded CPU core)::
 
     OMP_NUM_THREADS=1 python benchmarks/polarity.py --steps 100 --n 4 --seeds 0,1,2 \
         --json bench_out/polarity.json
+
+``--summary`` prints the table of an existing JSON.
 
 The JSON is written after every run and a run already in it is skipped, so an interrupted
 benchmark continues where it stopped; ``--variants`` adds variants to an existing file.
@@ -46,17 +52,23 @@ from napari_activeseg.core.training import Trainer, run_to_end
 
 DATASETS = ("axondeepseg_sem", "chase_db1_vessels", "dsb2018_nuclei", "wbc_multiclass",
             "bbbc039_nuclei")
-VARIANTS = ("auto", "pool", "pool_aug", "none_aug")
+VARIANTS = ("auto", "pool", "pool_aug", "none_aug", "pool_margin")
 
 
 def _list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def variant_flags(variant: str, bright: np.ndarray, pool_rule: str) -> np.ndarray:
+def variant_flags(variant: str, levels: np.ndarray, pool_rule: str,
+                  margin: float = 0.25) -> np.ndarray:
     """Per image of the dataset, whether the variant inverts it."""
+    bright = levels > 0.5
     if variant == "auto":
         return bright.copy()
+    if variant == "pool_margin":
+        if pool_rule == "invert":
+            return ~(levels < 0.5 - margin)
+        return levels > 0.5 + margin
     if variant == "pool" or variant == "pool_aug":
         return np.full(bright.shape, pool_rule == "invert")
     return np.zeros(bright.shape, bool)
@@ -96,7 +108,7 @@ def run_dataset(root: Path, args, doc: dict, save) -> None:
                                 if r["seed"] == seed and "shared_with" not in r}
         for variant in args.variants:
             key = f"{variant}/{seed}"
-            flags = variant_flags(variant, bright, pool_rule)
+            flags = variant_flags(variant, levels, pool_rule, args.margin)
             invert_p = args.invert_p if variant.endswith("_aug") else 0.0
             ident = repr((flags[labelled].tolist(), flags[test].tolist(), invert_p))
             if key in entry["runs"]:
@@ -171,11 +183,13 @@ def main(argv=None) -> int:
     p.add_argument("--data-root", type=Path,
                    default=Path(__file__).resolve().parents[2] / "shared" / "data")
     p.add_argument("--datasets", type=_list, default=list(DATASETS))
-    p.add_argument("--variants", type=_list, default=["auto", "pool", "pool_aug"])
+    p.add_argument("--variants", type=_list, default=list(VARIANTS))
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--n", type=int, default=4, help="labelled pool images per seed")
     p.add_argument("--seeds", type=lambda t: [int(v) for v in _list(t)], default=[0, 1, 2])
     p.add_argument("--invert-p", type=float, default=0.5)
+    p.add_argument("--margin", type=float, default=0.25,
+                   help="pool_margin: distance from 0.5 beyond which an image is an exception")
     p.add_argument("--json", type=Path, default=Path("bench_out/polarity.json"))
     p.add_argument("--summary", action="store_true", help="print the table of --json and exit")
     args = p.parse_args(argv)
@@ -188,8 +202,9 @@ def main(argv=None) -> int:
         print(summarise(doc))
         return 0
     doc["config"] = {"steps": args.steps, "n": args.n, "seeds": args.seeds,
-                     "invert_p": args.invert_p, "threads": 1, "machine": platform.processor()
-                     or platform.machine(), "train_defaults": TrainConfig().to_dict()}
+                     "invert_p": args.invert_p, "margin": args.margin, "threads": 1,
+                     "machine": platform.processor() or platform.machine(),
+                     "train_defaults": TrainConfig().to_dict()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
 
     def save():

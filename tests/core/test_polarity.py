@@ -55,16 +55,34 @@ def _brightfield(seed: int, shape=(40, 48)) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------ the decision
 
 
-def test_mostly_bright_pool_inverts_every_image_the_dark_one_too():
-    levels = [0.8, 0.75, 0.9, 0.7, 0.85, 0.2]  # five bright backgrounds, one dark
+def _near_threshold(shape=(40, 48)) -> np.ndarray:
+    """A raw uint8 image whose normalised background level is about 0.4 (EM-like)."""
+    ramp = np.linspace(0.0, 1.0, shape[0] * shape[1]) ** 1.3
+    return (np.random.default_rng(0).permutation(ramp).reshape(shape) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("odd_level", [0.2, 0.35])
+def test_mostly_bright_pool_inverts_every_image_the_dark_one_too(odd_level):
+    levels = [0.8, 0.75, 0.9, 0.7, 0.85, odd_level]  # five bright backgrounds, one dark
     pool = [_level_image(v, seed=i) for i, v in enumerate(levels)]
     assert [is_bright_background(im) for im in pool] == [True] * 5 + [False]
     rule = decide_polarity(pool)
     assert rule == "invert"
-    for im in pool:  # one rule: every image, the odd dark one included, becomes 1 - x
+    for im in pool:  # one fixed rule: every image, the odd dark one included, becomes 1 - x
         np.testing.assert_allclose(apply_polarity(im, rule), 1.0 - im, atol=1e-7)
     # the per-image rule would have left the odd one alone
     assert apply_polarity(pool[-1], "auto") is pool[-1]
+
+
+def test_with_a_margin_only_an_unmistakable_odd_image_is_an_exception():
+    near, far = _level_image(0.35), _level_image(0.1)  # in an inverted project
+    np.testing.assert_allclose(apply_polarity(near, "invert", margin=0.25), 1.0 - near,
+                               atol=1e-7)  # near the threshold: follows the project
+    assert apply_polarity(far, "invert", margin=0.25) is far  # clearly dark: left as it is
+    near, far = _level_image(0.65), _level_image(0.9)  # in a project that is not inverted
+    assert apply_polarity(near, "none", margin=0.25) is near
+    np.testing.assert_allclose(apply_polarity(far, "none", margin=0.25), 1.0 - far, atol=1e-7)
+    assert apply_polarity(far, "none") is far  # no margin: no exception
 
 
 def test_mostly_dark_pool_inverts_no_image_the_bright_one_neither():
@@ -172,17 +190,25 @@ def test_a_session_on_an_auto_model_prepares_each_image_by_itself(tmp_path):
 
 def test_a_new_project_records_the_rule_its_images_decide(tmp_path):
     arrays = {f"bf{i}": _brightfield(i)[0] for i in range(4)}
-    arrays["odd"] = (make_blobs(shape=(40, 48), seed=9, n=4)[0] * 200).astype(np.uint8)
+    arrays["odd"] = _near_threshold()
+    arrays["fluo"] = (make_blobs(shape=(40, 48), seed=9, n=4)[0] * 200).astype(np.uint8)
     with Project.create(tmp_path / "p", arrays=arrays,
                         classes=("background", "cell")) as project:
         assert decide_project_polarity(project) == "invert"
         session = ActiveLearningSession(project)
-        assert session.model_config.polarity == "invert"
-        assert project.get_setting("model_config")["polarity"] == "invert"
-        for rec in project.images():  # the odd dark image is inverted like the others
+        assert (session.model_config.polarity, session.model_config.polarity_margin) == \
+            ("invert", 0.25)
+        saved = project.get_setting("model_config")
+        assert (saved["polarity"], saved["polarity_margin"]) == ("invert", 0.25)
+        for rec in project.images():
             raw = project.load_image(rec.id)
-            np.testing.assert_array_equal(session.prepared(rec.id),
-                                          1.0 - prepare_image(raw, polarity="none"))
+            plain = prepare_image(raw, polarity="none")
+            if rec.name == "fluo":  # unmistakably dark background: the one exception
+                np.testing.assert_array_equal(session.prepared(rec.id), plain)
+            else:  # the near-threshold image is inverted like the brightfield ones
+                if rec.name == "odd":
+                    assert 0.3 < background_level(plain) < 0.5
+                np.testing.assert_array_equal(session.prepared(rec.id), 1.0 - plain)
 
 
 def test_a_config_given_with_pool_is_decided_before_the_first_image(tmp_path):
@@ -198,10 +224,24 @@ def test_a_config_given_with_pool_is_decided_before_the_first_image(tmp_path):
 
 
 @pytest.mark.parametrize("rule", ["invert", "none"])
-def test_fixed_rules_round_trip_through_the_config(rule):
-    cfg = ModelConfig(in_channels=3, depth=2, width=4, polarity=rule)
+@pytest.mark.parametrize("margin", [0.25, None])
+def test_fixed_rules_round_trip_through_the_config(rule, margin):
+    cfg = ModelConfig(in_channels=3, depth=2, width=4, polarity=rule, polarity_margin=margin)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    assert ModelConfig.from_json(cfg.to_json()).polarity == rule
+    back = ModelConfig.from_json(cfg.to_json())
+    assert (back.polarity, back.polarity_margin) == (rule, margin)
+
+
+def test_a_config_saved_before_the_margin_keeps_its_rule_without_exceptions():
+    data = ModelConfig(polarity="none").to_dict()
+    del data["polarity_margin"]
+    assert ModelConfig.from_dict(data).polarity_margin is None
+
+
+@pytest.mark.parametrize("bad", [0.0, 0.5, -0.1])
+def test_the_margin_is_validated(bad):
+    with pytest.raises(ValueError, match=r"polarity_margin must be in \(0, 0.5\) or None"):
+        ModelConfig(polarity_margin=bad)
 
 
 def test_an_unknown_polarity_lists_the_valid_ones():
@@ -223,24 +263,32 @@ def _apply_spec(raw: np.ndarray, spec: dict) -> np.ndarray:
         out[k] = np.clip((ch.astype(np.float32) - lo) / (hi - lo), *norm["clip"])
     s = max(1, int(np.sqrt(h * w / pol["sample_pixels"])))
     level = float(np.median(out[:, ::s, ::s].mean(axis=0)))
-    if pol["rule"] == "invert" or (pol["rule"] == "auto" and level > pol["threshold"]):
-        out = 1.0 - out
-    return out
+    t, m = pol["threshold"], pol["margin"]
+    if pol["rule"] == "auto":
+        invert = level > t
+    elif pol["rule"] == "invert":
+        invert = m is None or not level < t - m
+    else:
+        invert = m is not None and level > t + m
+    return 1.0 - out if invert else out
 
 
 @pytest.mark.parametrize("rule", ["invert", "none", "auto"])
-def test_preprocessing_json_records_and_reproduces_the_rule(rule):
-    cfg = ModelConfig(in_channels=1, depth=2, width=4, polarity=rule)
+@pytest.mark.parametrize("margin", [0.25, None])
+def test_preprocessing_json_records_and_reproduces_the_rule(rule, margin):
+    cfg = ModelConfig(in_channels=1, depth=2, width=4, polarity=rule, polarity_margin=margin)
     spec = json.loads(json.dumps(ex.preprocessing_spec(
         cfg, classes=["background", "cell"], colors=["#000000", "#ff0000"])))
     assert spec["polarity"]["rule"] == rule and rule in spec["polarity"]["rules"]
-    assert ModelConfig.from_dict(spec["model_config"]).polarity == rule
-    assert f"polarity = {rule!r}" in spec["python_example"]
+    assert spec["polarity"]["margin"] == margin
+    assert ModelConfig.from_dict(spec["model_config"]) == cfg
+    assert f"polarity, margin = {rule!r}, {margin!r}" in spec["python_example"]
     bright, _ = _brightfield(3)
     dark = (make_blobs(shape=(40, 48), seed=3, n=4)[0] * 200).astype(np.uint8)
-    for raw in (bright, dark):
-        np.testing.assert_allclose(_apply_spec(raw, spec), prepare_image(raw, polarity=rule),
-                                   atol=1e-6)
+    for raw in (bright, dark, _near_threshold()):
+        np.testing.assert_allclose(
+            _apply_spec(raw, spec), prepare_image(raw, polarity=rule, polarity_margin=margin),
+            atol=1e-6)
 
 
 def test_preprocessing_json_refuses_an_undecided_rule():

@@ -532,8 +532,9 @@ class _Benchmark:
 
         _, test = self.splits[seed]
         if self._test_cache is None or self._test_cache[0] != seed:
-            pol = self.model_config.polarity
-            self._test_cache = (seed, [apply_polarity(self.ds.images[i], pol) for i in test])
+            pol, margin = self.model_config.polarity, self.model_config.polarity_margin
+            self._test_cache = (seed, [apply_polarity(self.ds.images[i], pol, margin=margin)
+                                       for i in test])
         return self._test_cache[1], [self.ds.masks[i] for i in test]
 
     def unet_round_work(self) -> float:

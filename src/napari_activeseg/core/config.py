@@ -97,10 +97,21 @@ class ModelConfig(_JsonConfig):
         Preprocessing saved with the model (see :mod:`core.preprocess`). "pool" (default):
         decided once from the project's images (inverted when the typical image has a bright
         background) and replaced by the rule it resolves to, "invert" or "none", which the
-        saved model and its exported ``preprocessing.json`` record: every image of a project
-        is treated alike. "invert" / "none": fixed. "auto": the per-image rule (an image with a
-        bright background is inverted) of models saved before "pool" existed; kept so that
-        they predict as before. It split datasets: 3 of 10 axondeepseg_sem images inverted.
+        saved model and its exported ``preprocessing.json`` record. "invert" / "none": the
+        project's rule (see ``polarity_margin`` for the only exceptions). "auto": the per-image
+        rule (an image with a bright background is inverted) of models saved before "pool"
+        existed; kept so that they predict as before. It split datasets: 3 of 10
+        axondeepseg_sem images inverted, and cost 0.35 test Dice there
+        (docs/2026-12-01-polarity.md).
+    polarity_margin : float or None
+        With "invert" / "none": an image departs from the project's rule only when its
+        background is unmistakably of the other kind, its background level (0..1, threshold
+        0.5) beyond ``0.5 +- polarity_margin`` on the other side: above 0.75 in a project that
+        is not inverted, below 0.25 in one that is (default 0.25). Images near the threshold,
+        where EM and fundus images sit, all follow the project; a pool that really mixes
+        fluorescence with brightfield (DSB 2018) still gets its brightfield images inverted
+        (a fixed rule cost 0.05 test Dice there). None: the rule is fixed for every image.
+        Ignored by "auto"; a saved configuration without the field has None.
     norm : {"group", "batch"}
         Normalisation of the conv blocks. "group" (default): GroupNorm, each patch normalised
         by its own statistics; test Dice after a short round moved about 3x less with the
@@ -121,18 +132,16 @@ class ModelConfig(_JsonConfig):
     dropout_bottleneck: bool = False
     dropout_mode: str = "channel"
     polarity: str = "pool"
+    polarity_margin: float | None = 0.25
     norm: str = "group"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         # models saved before the ``norm`` field existed are BatchNorm networks; a saved
-        # configuration without ``polarity`` keeps the per-image rule it was made under
-        return super().from_dict({"norm": "batch", "polarity": "auto", **data})
-
-    @property
-    def polarity_resolved(self) -> bool:
-        """Whether ``polarity`` is a concrete rule (not "pool", still to decide)."""
-        return self.polarity != "pool"
+        # configuration without ``polarity`` keeps the per-image rule it was made under, and
+        # one without ``polarity_margin`` its rule without exceptions
+        return super().from_dict({"norm": "batch", "polarity": "auto", "polarity_margin": None,
+                                  **data})
 
     def __post_init__(self) -> None:
         _check(self.norm in ("group", "batch"),
@@ -141,6 +150,9 @@ class ModelConfig(_JsonConfig):
                f"dropout_mode must be 'channel' or 'element', got {self.dropout_mode!r}.")
         _check(self.polarity in POLARITIES,
                f"polarity must be one of {list(POLARITIES)}, got {self.polarity!r}.")
+        _check(self.polarity_margin is None or 0.0 < self.polarity_margin < 0.5,
+               f"polarity_margin must be in (0, 0.5) or None (no exception), got "
+               f"{self.polarity_margin!r}.")
         _check(1 <= self.in_channels <= 64, f"in_channels must be 1..64, got {self.in_channels}.")
         _check(2 <= self.n_classes <= 65535, f"n_classes must be >= 2 (background + at least one "
                f"class), got {self.n_classes}.")

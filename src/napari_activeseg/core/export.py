@@ -372,7 +372,8 @@ def export_predictions_iter(
         config = _inference_config(proj, device)
         model, meta = proj.load_unet(model_version)
         version = meta["version"]
-        polarity = _decided(model.config, proj).polarity
+        decided = _decided(model.config, proj)
+        polarity, margin = decided.polarity, decided.polarity_margin
         records = [r for r in proj.images()
                    if include_submitted or r.status != "submitted"]  # fmt: skip
         out = _out_dir(out_dir)
@@ -383,7 +384,7 @@ def export_predictions_iter(
             for n, rec in enumerate(records, 1):
                 try:
                     raw = proj.load_image(rec.id)  # (H, W) or channels-last (H, W, C)
-                    image = prepare_image(raw, polarity=polarity,
+                    image = prepare_image(raw, polarity=polarity, polarity_margin=margin,
                                           channel_axis=-1 if raw.ndim == 3 else None,
                                           channels=model.config.in_channels)
                     pred = yield from _run_prediction(
@@ -406,6 +407,7 @@ def export_predictions_iter(
                 "napari_activeseg": _version_str(), "created_at": sf.utc_now(),
                 "project": str(proj.folder), "model_version": version, "mode": mode,
                 "maps": list(maps), "probabilities": probabilities, "polarity": polarity,
+                "polarity_margin": margin,
                 "classes": proj.classes, "completed": result.completed,
                 "images": [{"image_id": by_key[key].id, "name": by_key[key].name, "key": key,
                             "files": [p.name for p in files]}
@@ -556,14 +558,21 @@ def preprocessing_spec(model_config: ModelConfig, *, classes: Sequence[str],
         },
         "polarity": {
             "rule": model_config.polarity,
-            "rules": {"none": "no change, for every image",
-                      "invert": "x -> 1 - x (all channels), for every image",
-                      "auto": "per image (models saved before one rule per project): invert "
-                              "(x -> 1 - x, all channels) when this image has a bright "
-                              "background"},
+            "margin": model_config.polarity_margin,
+            "rules": {"none": "no change (x stays); with a margin, an image whose "
+                              "background_level is greater than threshold + margin is "
+                              "inverted (x -> 1 - x, all channels)",
+                      "invert": "x -> 1 - x (all channels); with a margin, an image whose "
+                                "background_level is less than threshold - margin stays as "
+                                "it is",
+                      "auto": "per image (models saved before one rule per project; margin "
+                              "ignored): invert (x -> 1 - x, all channels) when this image's "
+                              "background_level is greater than threshold"},
             "decided": "'invert' and 'none' are decided once per project, from its images, and "
                        "applied as they are to every image, new ones included: never re-decide "
-                       "them per image. The decision, for a new project of your own: take up to "
+                       "them per image (the margin alone makes exceptions, for images whose "
+                       "background is unmistakably of the other kind; margin null = none). "
+                       "The decision, for a new project of your own: take up to "
                        f"{DECIDE_MAX_IMAGES} images (all, or those at indices "
                        f"round(linspace(0, n - 1, {DECIDE_MAX_IMAGES})) of the n in order), "
                        "measure each one's background_level, and choose 'invert' when the "
@@ -591,9 +600,11 @@ def preprocessing_spec(model_config: ModelConfig, *, classes: Sequence[str],
             "1. Read the image as (H, W) or channels-last (H, W, C) in its stored dtype.",
             ("2. Per channel: p_low, p_high = percentiles (low_percentile, high_percentile); "
              "x = clip((raw - p_low) / (p_high - p_low), clip[0], clip[1]) as float32."),
-            ("3. Polarity: if polarity.rule is 'invert', x = 1 - x; if it is 'none', x stays; "
-             "if it is 'auto' (older models), x = 1 - x only when this image's background_level "
-             "(the median of the channel-mean of x, sampled as described) is > threshold."),
+            ("3. Polarity: level = background_level of x (the median of the channel-mean of "
+             "x, sampled as described). rule 'invert': x = 1 - x, unless margin is set and "
+             "level < threshold - margin; rule 'none': x stays, unless margin is set and "
+             "level > threshold + margin (then x = 1 - x); rule 'auto' (older models): "
+             "x = 1 - x when level > threshold."),
             ("4. Arrange as (1, C, H, W) float32 and run the model: "
              f"torch.jit.load('{TORCHSCRIPT_NAME}')(x) -> (1, K, H, W) probabilities (any H, W); "
              f"or the ONNX model '{ONNX_NAME}' (input 'image', output 'probabilities'; "
@@ -602,18 +613,30 @@ def preprocessing_spec(model_config: ModelConfig, *, classes: Sequence[str],
         ],
         "python_example": (
             "import numpy as np, torch, tifffile\n"
-            "polarity = POLARITY  # polarity.rule, decided once for the project\n"
+            "polarity, margin = POLARITY, MARGIN  # polarity.rule and .margin\n"
             "raw = tifffile.imread('image.tif').astype(np.float32)\n"
             "img = raw[..., None] if raw.ndim == 2 else raw\n"
             "lo, hi = np.percentile(img, [LOW, HIGH], axis=(0, 1))\n"
             "x = np.clip((img - lo) / (hi - lo), -0.5, 1.5).transpose(2, 0, 1)\n"
-            "if polarity == 'invert' or (polarity == 'auto' and np.median(x.mean(0)) > 0.5):\n"
+            "s = max(1, int(np.sqrt(x.shape[1] * x.shape[2] / SAMPLE)))\n"
+            "level = np.median(x[:, ::s, ::s].mean(0))\n"
+            "if polarity == 'auto':\n"
+            "    invert = level > THRESHOLD\n"
+            "elif margin is None:\n"
+            "    invert = polarity == 'invert'\n"
+            "elif polarity == 'invert':\n"
+            "    invert = not level < THRESHOLD - margin\n"
+            "else:\n"
+            "    invert = level > THRESHOLD + margin\n"
+            "if invert:\n"
             "    x = 1 - x\n"
             f"model = torch.jit.load('{TORCHSCRIPT_NAME}')\n"
             "probs = model(torch.from_numpy(x[None].astype(np.float32)))[0].numpy()\n"
             "labels = probs.argmax(0).astype(np.uint8)"
         ).replace("LOW", repr(low)).replace("HIGH", repr(high)).replace(
-            "POLARITY", repr(model_config.polarity)),
+            "POLARITY", repr(model_config.polarity)).replace(
+            "MARGIN", repr(model_config.polarity_margin)).replace(
+            "THRESHOLD", repr(BRIGHT_THRESHOLD)).replace("SAMPLE", repr(LEVEL_SAMPLE_PIXELS)),
     }
 
 
@@ -899,6 +922,7 @@ def predict_folder_iter(
                 try:
                     raw = read_image(path, channel_axis=channel_axis)  # channels last
                     image = prepare_image(raw, polarity=cfg.polarity,
+                                          polarity_margin=cfg.polarity_margin,
                                           channel_axis=-1 if raw.ndim == 3 else None,
                                           channels=cfg.in_channels)
                     pred = yield from _run_prediction(
@@ -930,6 +954,7 @@ def predict_folder_iter(
                 "input_dir": str(folder), "pattern": pattern, "recursive": recursive,
                 "device": str(choose_device(device)), "uncertainty": list(maps),
                 "probabilities": probabilities, "polarity": cfg.polarity,
+                "polarity_margin": cfg.polarity_margin,
                 "classes": meta.get("classes") or proj.classes, "completed": result.completed,
                 "n_written": len(result.written), "n_failed": len(result.failed),
                 "files": rows,

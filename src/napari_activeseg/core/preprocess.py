@@ -12,9 +12,16 @@ configuration and applied identically in training and prediction. The rules
   ``"none"``, before any image is prepared (:func:`resolve_polarity`). Every image of a project
   then gets the same treatment. An image whose own background happens to sit on the other side
   of the threshold -- many EM and fundus images sit near it -- is no longer treated unlike its
-  neighbours (per image, 3 of 10 axondeepseg_sem images were inverted and 7 not; such an odd test
-  image cost ~0.09 Dice);
-- ``"invert"`` / ``"none"``: fixed for every image;
+  neighbours (per image, 3 of 10 axondeepseg_sem images were inverted and 7 not; an inverted
+  test image then scored Dice ~0.07 against ~0.7 for the project's rule, the set's mean fell by
+  0.35: docs/2026-12-01-polarity.md);
+- ``"invert"`` / ``"none"``: the project's rule. With a ``margin`` (``ModelConfig.
+  polarity_margin``, default 0.25) an image departs from it only when its background level is
+  unmistakably of the other kind -- above ``0.5 + margin`` in a project that is not inverted,
+  below ``0.5 - margin`` in one that is -- so that a pool really mixing fluorescence and
+  brightfield images (DSB 2018: levels below 0.1 and above 0.9) still sees every nucleus bright
+  on dark, while images near the threshold all follow the project. Without a margin the rule is
+  fixed for every image;
 - ``"auto"``: the per-image rule of models saved before ``"pool"`` existed -- an image whose
   normalised median (mean over channels) lies above 0.5 is inverted. Kept unchanged so that those
   models predict exactly as they did.
@@ -145,11 +152,35 @@ def resolve_polarity(polarity: str, images: Sequence[np.ndarray] | Iterable[np.n
     return decide_polarity(images) if polarity == "pool" else polarity
 
 
-def apply_polarity(image: np.ndarray, polarity: str = "auto") -> np.ndarray:
+def inverts(image: np.ndarray, polarity: str, margin: float | None = None) -> bool:
+    """Whether a concrete rule inverts this normalised (C, H, W) image (see
+    :func:`apply_polarity`)."""
+    check_choice(polarity, POLARITIES, name="polarity")
+    if polarity == "pool":
+        raise ValueError(
+            "polarity='pool' is decided once from the project's images, not per image: resolve "
+            "it first, e.g. config.replace(polarity=decide_polarity(images)) with the pool's "
+            "normalised images (core.preprocess.decide_polarity), or pass 'invert' or 'none'.")
+    if polarity == "auto":
+        return is_bright_background(image)
+    if margin is None:
+        return polarity == "invert"
+    level = background_level(image)
+    if polarity == "invert":
+        return not level < BRIGHT_THRESHOLD - margin
+    return level > BRIGHT_THRESHOLD + margin
+
+
+def apply_polarity(image: np.ndarray, polarity: str = "auto", *,
+                   margin: float | None = None) -> np.ndarray:
     """A normalised (C, H, W) float32 image under a concrete polarity rule.
 
-    ``"invert"`` returns ``1 - x``; ``"none"`` the image itself (no copy); ``"auto"`` (models
-    saved before per-project polarity) inverts it when *this* image has a bright background.
+    ``"invert"`` returns ``1 - x``; ``"none"`` the image itself (no copy). With a ``margin``
+    an image whose background level (:func:`background_level`) is unmistakably of the other
+    kind gets the other treatment: under ``"invert"`` one below ``0.5 - margin`` is left as it
+    is, under ``"none"`` one above ``0.5 + margin`` is inverted. ``"auto"`` (models saved
+    before per-project polarity; ``margin`` is ignored) inverts an image when *this* image has
+    a bright background (level above 0.5).
 
     Raises
     ------
@@ -157,13 +188,7 @@ def apply_polarity(image: np.ndarray, polarity: str = "auto") -> np.ndarray:
         For ``"pool"``, which is decided from the whole pool, not from one image: resolve it
         first (:func:`resolve_polarity`, :func:`decide_polarity`).
     """
-    check_choice(polarity, POLARITIES, name="polarity")
-    if polarity == "pool":
-        raise ValueError(
-            "polarity='pool' is decided once from the project's images, not per image: resolve "
-            "it first, e.g. config.replace(polarity=decide_polarity(images)) with the pool's "
-            "normalised images (core.preprocess.decide_polarity), or pass 'invert' or 'none'.")
-    if polarity == "invert" or (polarity == "auto" and is_bright_background(image)):
+    if inverts(image, polarity, margin):
         return (1.0 - image).astype(np.float32, copy=False)
     return image
 
@@ -206,15 +231,17 @@ def match_channels(image: np.ndarray, channels: int, *, name: str = "The image")
 
 
 def prepare_image(
-    image: np.ndarray, *, polarity: str = "auto", channel_axis: int | None = None,
-    channels: int | None = None, low: float = 1.0, high: float = 99.8,
+    image: np.ndarray, *, polarity: str = "auto", polarity_margin: float | None = None,
+    channel_axis: int | None = None, channels: int | None = None, low: float = 1.0,
+    high: float = 99.8,
 ) -> np.ndarray:
     """Raw image ((H, W) or (H, W, C), any dtype) -> network input (C, H, W) float32.
 
+    ``polarity``, ``polarity_margin``: the model's rule (:func:`apply_polarity`).
     ``channels``: the model's channel count; the image is matched to it with
     :func:`match_channels` (None leaves the image's own count).
     """
     norm = normalize_image(image, low=low, high=high, channel_axis=channel_axis)
     if channels is not None:
         norm = match_channels(norm, channels)
-    return apply_polarity(norm, polarity)
+    return apply_polarity(norm, polarity, margin=polarity_margin)

@@ -30,7 +30,7 @@ from napari_activeseg.benchmark.dataset import load_dataset, mean_dice, split_da
 from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
 from napari_activeseg.core.inference import predict
 from napari_activeseg.core.model import count_parameters
-from napari_activeseg.core.preprocess import apply_polarity
+from napari_activeseg.core.preprocess import apply_polarity, resolve_polarity
 from napari_activeseg.core.training import Trainer, run_to_end
 
 
@@ -77,16 +77,20 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--invert-p", type=float, default=TrainConfig.invert_p)
-    p.add_argument("--polarity", default=ModelConfig.polarity, choices=["auto", "none"])
+    p.add_argument("--polarity", default=ModelConfig.polarity,
+                   choices=["pool", "auto", "none", "invert"],
+                   help="'pool' (the default): one rule decided from the dataset's images")
     p.add_argument("--label", default="default", help="name of this configuration in the output")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ds = load_dataset(args.data)
-    images = [apply_polarity(im, args.polarity) for im in ds.images]
+    polarity = resolve_polarity(args.polarity, ds.images)  # once for the dataset
+    margin = ModelConfig.polarity_margin
+    images = [apply_polarity(im, polarity, margin=margin) for im in ds.images]
     mcfg = ModelConfig(in_channels=ds.in_channels, n_classes=ds.n_classes, width=args.width,
-                       depth=args.depth, polarity=args.polarity)
+                       depth=args.depth, polarity=polarity)
     base = TrainConfig(patch_size=args.patch, batch_size=args.batch, lr=args.lr,
                        invert_p=args.invert_p, max_steps=args.steps,
                        time_budget_s=None if args.steps else args.budget)

@@ -374,7 +374,7 @@ class ActiveSegWidget(QWidget):
         if view is None or self.session is None:
             return
         self.current_view = view
-        self.review.show_view(view)
+        self.review.show_view(view, self.session.model_version)
         show_view(self.viewer, view, self.session.project.colors, veil=self.review.boxes_mode)
         self._update_enabled()
         self.image_opened.emit(view.image_id)

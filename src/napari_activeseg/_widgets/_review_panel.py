@@ -97,14 +97,19 @@ class ReviewPanel(QGroupBox):
         """The chosen box side, or None for the project's automatic size."""
         return self.region_size.value() or None
 
-    def show_view(self, view) -> None:
-        """Why this image is shown (and how many boxes to review)."""
+    def show_view(self, view, model_version: str | None = None) -> None:
+        """Why this image is shown (and how many boxes to review); says so when the
+        suggestion came from an older model than the one now predicting it."""
         if view.suggestion is None:
             self.reason_label.setText(f"Opened {view.name}.")
             return
         n = len(view.boxes)
         where = f"Review {n} box{'es' if n > 1 else ''} in this image. " if n else ""
-        text = f"{where}Suggested by {view.suggestion.strategy}: {view.suggestion.reason}"
+        sugg = view.suggestion
+        made = sugg.model_version or "no model"
+        when = "" if sugg.model_version == model_version else \
+            f" (suggested with {made}; the prediction shown is from {model_version})"
+        text = f"{where}Suggested by {sugg.strategy}{when}: {sugg.reason}"
         # three lines at most in a narrow dock; the whole reason in the tooltip
         self.reason_label.setText(text if len(text) <= _REASON_CHARS
                                   else text[:_REASON_CHARS - 1].rstrip() + "…")

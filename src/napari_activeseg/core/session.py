@@ -78,6 +78,7 @@ class Suggestion:
     strategy: str
     rank: int
     suggestion_id: int | None = None
+    model_version: str | None = None  # the model whose prediction it was picked from
 
 
 @dataclass(frozen=True, eq=False)
@@ -809,7 +810,8 @@ class ActiveLearningSession:
             if not self.project.read_only:
                 sid = self.project.record_suggestion(image_id, name, self.model_version,
                                                      float(p.score), p.reason, box=p.box)
-            out.append(Suggestion(image_id, p.box, float(p.score), p.reason, name, p.rank, sid))
+            out.append(Suggestion(image_id, p.box, float(p.score), p.reason, name, p.rank, sid,
+                                  self.model_version))
         for image_id in dict.fromkeys(s.image_id for s in out):
             self.status_changed.emit(image_id)
         return out

@@ -458,3 +458,30 @@ def test_list_images_real_dataset():
     paths = list_images(DSB_IMAGES)
     assert len(paths) == 200
     assert all(p.suffix in SUPPORTED_SUFFIXES for p in paths)
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "jpeg"])
+def test_compressed_tiffs_as_microscopes_write_them_are_read(tmp_path, compression):
+    # 16-bit LZW / Deflate, 8-bit JPEG: what acquisition software and Fiji exports write
+    dtype = np.uint8 if compression == "jpeg" else np.uint16
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 200 if dtype == np.uint8 else 60000, (64, 80)).astype(dtype)
+    path = tmp_path / f"img_{compression}.tif"
+    tifffile.imwrite(path, image, compression=compression)
+    got = read_image(path)
+    assert got.shape == image.shape and got.dtype == dtype
+    if compression != "jpeg":  # lossless
+        assert np.array_equal(got, image)
+
+
+def test_a_missing_codec_is_named_not_blamed_on_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "lzw.tif"
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint16), compression="lzw")
+
+    def no_codec(*args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", no_codec)
+    with pytest.raises(ValueError, match=r"pip install imagecodecs") as info:
+        read_image(path)
+    assert "corrupt" not in str(info.value)

@@ -105,6 +105,13 @@ def _read_raw(path: str | os.PathLike, what: str) -> tuple[Path, np.ndarray, int
         raise
     except Exception as err:
         kind = "TIFF" if path.suffix.lower() in _TIFF_SUFFIXES else path.suffix.lstrip(".").upper()
+        if "imagecodecs" in str(err):
+            # a compressed TIFF (LZW, Deflate, JPEG, ...) and no codec: the file is fine
+            raise ValueError(
+                f"Cannot decode {what} {str(path)!r}: it is compressed with a codec that needs "
+                f"the 'imagecodecs' package ({err}). Install it (pip install imagecodecs), or "
+                "save the image uncompressed."
+            ) from err
         raise ValueError(
             f"Cannot read {what} {str(path)!r} as {kind}: {err}. The file may be corrupt or "
             f"truncated, or not really a {kind}; supported: {_supported()}."

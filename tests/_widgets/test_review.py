@@ -12,6 +12,7 @@ from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConf
 from napari_activeseg.core.project import Project
 
 from ..conftest import make_blobs
+from ._helpers import close_dock, suggest
 
 pytestmark = pytest.mark.gui
 
@@ -41,17 +42,7 @@ def widget(make_napari_viewer, tmp_path, qtbot, monkeypatch):
     monkeypatch.setattr("napari_activeseg._widgets._main._notify",
                         lambda kind, msg: w.messages.append((kind, msg)))
     yield w
-    w.cancel()
-    qtbot.waitUntil(lambda: not w.workers, timeout=20_000)
-    if w.session is not None:
-        w.session.project.close()
-
-
-def _suggest(w, qtbot):
-    with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
-        w.suggest_next()
-    assert w.current_id is not None
-    return w.current_id
+    close_dock(w, qtbot)
 
 
 def _mask(boxes):
@@ -64,7 +55,7 @@ def _mask(boxes):
 def test_boxes_are_shown_and_only_they_are_submitted(widget, qtbot):
     w, v = widget, widget.viewer
     assert w.regions_check.isChecked()  # boxes are the default unit
-    image_id = _suggest(w, qtbot)
+    image_id = suggest(w, qtbot)
     boxes = w.current_boxes
     assert len(boxes) == 3 and len(v.layers[REGIONS].data) == 3
     inside = _mask(boxes)
@@ -157,7 +148,7 @@ def test_scribbles_alone_are_the_truth_and_bad_values_are_refused(widget, qtbot)
 def test_whole_image_mode_is_one_click_away(widget, qtbot):
     w, v = widget, widget.viewer
     w.regions_check.setChecked(False)
-    image_id = _suggest(w, qtbot)
+    image_id = suggest(w, qtbot)
     assert w.current_boxes == [] and REGIONS not in v.layers and NOT_REVIEWED not in v.layers
     v.layers[ANNOTATION].data = w.truth[image_id].copy()
     with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
@@ -169,7 +160,7 @@ def test_whole_image_mode_is_one_click_away(widget, qtbot):
 
 def test_a_restored_draft_keeps_what_was_reviewed(widget, qtbot, tmp_path):
     w, v = widget, widget.viewer
-    image_id = _suggest(w, qtbot)
+    image_id = suggest(w, qtbot)
     boxes = list(w.current_boxes)
     scr = np.zeros(SHAPE, np.uint8)
     scr[90:94, 0:20] = 2  # a "blob" stroke, wherever it is

@@ -15,6 +15,7 @@ from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConf
 from napari_activeseg.core.project import Project
 
 from ..conftest import make_blobs
+from ._helpers import close_dock, suggest
 
 pytestmark = pytest.mark.gui
 
@@ -44,23 +45,13 @@ def widget(make_napari_viewer, tmp_path, qtbot):
     assert w.open_project(tmp_path / "proj") is not None
     w.truth = truth
     yield w
-    w.cancel()
-    qtbot.waitUntil(lambda: not w.workers, timeout=20_000)
-    if w.session is not None:
-        w.session.project.close()
-
-
-def _suggest(w, qtbot):
-    with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
-        w.suggest_next()
-    assert w.current_id is not None
-    return w.current_id
+    close_dock(w, qtbot)
 
 
 def test_whole_loop(widget, qtbot):
     w, v = widget, widget.viewer
     w.regions_check.setChecked(False)  # whole-image mode: Submit accepts the whole image
-    first = _suggest(w, qtbot)
+    first = suggest(w, qtbot)
     assert {ANNOTATION, "image"} <= {ly.name for ly in v.layers}
     ann = v.layers[ANNOTATION]
     assert v.layers.selection.active is ann and ann.mode == "paint"
@@ -108,7 +99,7 @@ def test_whole_loop(widget, qtbot):
 def test_cancel_training_keeps_last_model(widget, qtbot):
     w = widget
     s = w.session
-    first = _suggest(w, qtbot)
+    first = suggest(w, qtbot)
     s.submit(first, w.truth[first])
     s.configure(train_config=TINY_TRAIN.replace(max_steps=100_000))
     with qtbot.waitSignal(w.training_finished, timeout=60_000) as blocker:
@@ -197,7 +188,7 @@ def test_widget_module_imports_no_torch():
 
 def test_edits_are_autosaved_and_restored_on_reopen(widget, qtbot, tmp_path):
     w, v = widget, widget.viewer
-    image_id = _suggest(w, qtbot)
+    image_id = suggest(w, qtbot)
     w.autosave_draft()  # untouched: no draft
     assert w.session.project.load_draft(image_id) is None
     edited = w.truth[image_id].copy()
@@ -225,7 +216,7 @@ def test_class_names_and_colours_are_saved(make_napari_viewer, tmp_path):
 
 def test_export_labels_from_the_dock(widget, qtbot, tmp_path):
     w = widget
-    first = _suggest(w, qtbot)
+    first = suggest(w, qtbot)
     w.session.submit(first, w.truth[first])  # the dock follows the session's signal
     assert w.export_labels_btn.isEnabled() and not w.export_model_btn.isEnabled()
     with qtbot.waitSignal(w.exported, timeout=30_000):

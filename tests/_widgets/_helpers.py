@@ -1,0 +1,19 @@
+"""What the dock tests share: waiting for a suggestion, and closing a dock cleanly."""
+
+from __future__ import annotations
+
+
+def suggest(w, qtbot) -> int:
+    """Press Suggest next and wait until the suggestion is open; its image id."""
+    with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
+        w.suggest_next()
+    assert w.current_id is not None
+    return w.current_id
+
+
+def close_dock(w, qtbot) -> None:
+    """Stop the dock's work, wait for its workers, close its project."""
+    w.cancel()
+    qtbot.waitUntil(lambda: not w.workers, timeout=20_000)
+    if w.session is not None:
+        w.session.project.close()

@@ -15,7 +15,7 @@ from qtpy.QtWidgets import (
 )
 
 
-_REASON_CHARS = 150
+_REASON_CHARS = 140
 
 
 class ReviewPanel(QGroupBox):
@@ -75,6 +75,8 @@ class ReviewPanel(QGroupBox):
         v.addLayout(grid)
         self.reason_label = QLabel("")
         self.reason_label.setWordWrap(True)
+        # room for the three lines a reason is cut to, also when the dock is short of height
+        self.reason_label.setMinimumHeight(3 * self.reason_label.fontMetrics().lineSpacing() + 4)
         v.addWidget(self.reason_label)
 
     def set_choices(self, strategies, current: str, classes) -> None:

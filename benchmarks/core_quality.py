@@ -31,7 +31,8 @@ from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConf
 from napari_activeseg.core.inference import predict
 from napari_activeseg.core.model import count_parameters
 from napari_activeseg.core.preprocess import apply_polarity, resolve_polarity
-from napari_activeseg.core.training import Trainer, run_to_end
+from napari_activeseg.core.progress import run_to_end
+from napari_activeseg.core.training import Trainer
 
 
 def _ints(text: str) -> list[int]:

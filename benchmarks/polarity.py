@@ -48,7 +48,8 @@ from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConf
 from napari_activeseg.core.inference import predict
 from napari_activeseg.core.losses import dice_score
 from napari_activeseg.core.preprocess import background_level, decide_polarity
-from napari_activeseg.core.training import Trainer, run_to_end
+from napari_activeseg.core.progress import run_to_end
+from napari_activeseg.core.training import Trainer
 
 DATASETS = ("axondeepseg_sem", "chase_db1_vessels", "dsb2018_nuclei", "wbc_multiclass",
             "bbbc039_nuclei")

@@ -83,11 +83,11 @@ def _dice(session, ds, test):
 def run_one(data: Path, seed: int, out: Path, steps: int, rows: list[dict], save) -> None:
     from napari_activeseg.benchmark.dataset import load_dataset, split_dataset
     from napari_activeseg.core.config import TrainConfig
+    from napari_activeseg.core.progress import run_to_end
     from napari_activeseg.core.project import Project
     from napari_activeseg.core.session import ActiveLearningSession
     from napari_activeseg.core.strategies import PseudoLabelConfig
     from napari_activeseg.core.strategies.regions import auto_region_size
-    from napari_activeseg.core.training import run_to_end
 
     name = data.name
     if any(r["dataset"] == name and r["seed"] == seed for r in rows):

@@ -183,9 +183,9 @@ def round_and_ranking(data: Path | None, tiny: bool) -> dict:
     """``round_s`` (+ re-scoring) after a submission, then MC ranking: fast vs naive."""
     from scipy.stats import spearmanr
 
+    from napari_activeseg.core.progress import run_to_end
     from napari_activeseg.core.session import ActiveLearningSession
     from napari_activeseg.core.strategies import StrategyContext, build_candidates, get_strategy
-    from napari_activeseg.core.training import run_to_end
 
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="activeseg-speed-") as tmp:

@@ -55,12 +55,10 @@ import numpy as np
 
 from napari_activeseg.benchmark.dataset import IMAGE_SUFFIXES, split_dataset
 from napari_activeseg.benchmark.report import (
-    atomic_write_text,
     budget_aulc,
     curve_at,
     first_reach,
     plot_learning_curves,
-    write_json,
 )
 from napari_activeseg.benchmark.runner import (
     BenchmarkConfig,
@@ -69,6 +67,8 @@ from napari_activeseg.benchmark.runner import (
     parse_seeds,
     run_benchmark,
 )
+from napari_activeseg.core.atomic import atomic_write_text
+from napari_activeseg.core.serialize import write_json
 
 #: Annotated-pixel budgets, as fractions of the pool's pixels.
 BUDGETS = (0.01, 0.02, 0.05, 0.10)

@@ -192,6 +192,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         parse_seeds,
         run_benchmark,
     )
+    from .core.progress import run_to_end
 
     model = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     train = {k: v for k, v in (("patch_size", args.patch_size), ("batch_size", args.batch_size),
@@ -209,14 +210,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     bar = TextProgress(sys.stderr) if not args.quiet else None
     gen = run_benchmark(config)
     try:
-        while True:
-            try:
-                record = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            if bar is not None:
-                bar(record)
+        result = run_to_end(gen, bar)
     except KeyboardInterrupt:
         gen.close()
         if bar is not None:

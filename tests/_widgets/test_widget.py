@@ -126,7 +126,7 @@ def test_closing_the_viewer_stops_work(make_napari_viewer, tmp_path, qtbot, job)
         w.train()
         qtbot.waitUntil(lambda: len(w.train_panel.history) >= 1, timeout=30_000)
     else:
-        from napari_activeseg.core.training import run_to_end
+        from napari_activeseg.core.progress import run_to_end
 
         run_to_end(s.train())
         s.set_strategy("tta")

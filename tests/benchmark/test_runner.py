@@ -24,8 +24,8 @@ from napari_activeseg.benchmark.runner import (
     run_benchmark,
 )
 from napari_activeseg.cli import main
+from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.project import Project
-from napari_activeseg.core.training import run_to_end
 
 from ..conftest import make_blobs
 

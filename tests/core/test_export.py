@@ -23,9 +23,9 @@ from napari_activeseg.core.config import (
 from napari_activeseg.core.inference import predict
 from napari_activeseg.core.model import UNet
 from napari_activeseg.core.preprocess import prepare_image
+from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.project import Project, ProjectError
 from napari_activeseg.core.session import ActiveLearningSession
-from napari_activeseg.core.training import run_to_end
 
 from ..conftest import make_blobs
 

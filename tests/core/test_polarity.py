@@ -22,9 +22,10 @@ from napari_activeseg.core.preprocess import (
     prepare_image,
     resolve_polarity,
 )
+from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.project import Project
 from napari_activeseg.core.session import ActiveLearningSession
-from napari_activeseg.core.training import _PatchSampler, run_to_end
+from napari_activeseg.core.training import _PatchSampler
 
 from ..conftest import make_blobs
 

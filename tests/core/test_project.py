@@ -29,6 +29,7 @@ import pytest
 import tifffile
 
 from napari_activeseg.core import _store_files as sf
+from napari_activeseg.core import atomic
 from napari_activeseg.core import project as project_module
 from napari_activeseg.core.config import ModelConfig, TrainConfig
 from napari_activeseg.core.project import (
@@ -939,7 +940,7 @@ class _Crash(BaseException):
 
 def _crash_submit(p: Project, monkeypatch, step: str, *args, **kwargs) -> None:
     """Run a submit that dies at `step`, then drop the Project like a dead process would."""
-    real_write, real_finish = sf.atomic_write_bytes, LabelStore._finish_staged
+    real_write, real_finish = atomic.atomic_write_bytes, LabelStore._finish_staged
 
     def write(path, data):
         if step == "before-labels" and Path(path).parent.name == "labels":
@@ -954,7 +955,7 @@ def _crash_submit(p: Project, monkeypatch, step: str, *args, **kwargs) -> None:
     def stamp(self, key):
         raise _Crash
 
-    monkeypatch.setattr(sf, "atomic_write_bytes", write)
+    monkeypatch.setattr(atomic, "atomic_write_bytes", write)
     monkeypatch.setattr(LabelStore, "_finish_staged", finish)
     if step == "before-commit":
         monkeypatch.setattr(LabelStore, "_stamp", stamp)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.project import Project
 from napari_activeseg.core.session import ActiveLearningSession
-from napari_activeseg.core.training import run_to_end
 
 from ..conftest import make_blobs
 

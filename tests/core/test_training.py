@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_activeseg.core.config import ModelConfig, TrainConfig
 from napari_activeseg.core.inference import predict
 from napari_activeseg.core.losses import dice_score
-from napari_activeseg.core.training import Trainer, TrainProgress, run_to_end
+from napari_activeseg.core.progress import run_to_end
+from napari_activeseg.core.training import Trainer, TrainProgress
 
 from ..conftest import make_blobs
 

@@ -62,12 +62,13 @@ def _session(folder: str):
 
 
 def stall(folder: str, what: str) -> None:
+    import tempfile
     from pathlib import Path
 
-    from napari_activeseg.core import _store_files as sf
-    from napari_activeseg.core.training import run_to_end
+    from napari_activeseg.core import atomic
+    from napari_activeseg.core.progress import run_to_end
 
-    real = sf.atomic_write_bytes
+    real = atomic.atomic_write_bytes
 
     def target(path: Path) -> bool:
         if what == "labels":
@@ -79,7 +80,10 @@ def stall(folder: str, what: str) -> None:
         path = Path(path)
         if not target(path):
             return real(path, data)
-        tmp = sf._temp_for(path)  # the real temporary name, as a real write would leave it
+        # the temporary name a real write leaves (atomic.is_temp_name matches it)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
         with open(tmp, "wb") as fh:
             fh.write(data[: len(data) // 2])
             fh.flush()
@@ -88,7 +92,7 @@ def stall(folder: str, what: str) -> None:
         while True:
             time.sleep(1)
 
-    sf.atomic_write_bytes = stalling
+    atomic.atomic_write_bytes = stalling
     project, session = _session(folder)
     if what == "labels":
         image_id = project.labelled_ids()[0]
@@ -109,7 +113,7 @@ def train(folder: str) -> None:
 
 
 def loop(folder: str, log_path: str, seed: int) -> None:
-    from napari_activeseg.core.training import run_to_end
+    from napari_activeseg.core.progress import run_to_end
 
     rng = np.random.default_rng(seed)
     project, session = _session(folder)

@@ -33,6 +33,7 @@ import torch
 from napari_activeseg.cli import main as cli_main
 from napari_activeseg.core.config import InferenceConfig, ModelConfig
 from napari_activeseg.core.model import UNet
+from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.project import (
     SCHEMA_VERSION,
     Project,
@@ -41,7 +42,7 @@ from napari_activeseg.core.project import (
     load_state_dict,
 )
 from napari_activeseg.core.session import ActiveLearningSession
-from napari_activeseg.core.training import Trainer, run_to_end
+from napari_activeseg.core.training import Trainer
 
 from ._util import (
     TINY_INFER,

@@ -33,9 +33,10 @@ import torch
 
 from napari_activeseg.core.config import InferenceConfig
 from napari_activeseg.core.model import UNet
+from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.project import Project
 from napari_activeseg.core.session import ActiveLearningSession
-from napari_activeseg.core.training import Trainer, run_to_end
+from napari_activeseg.core.training import Trainer
 
 from ._child import content_hash
 from ._util import TINY_TRAIN, tiny_project, unchanged

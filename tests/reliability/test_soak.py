@@ -18,9 +18,9 @@ import numpy as np
 import psutil
 import pytest
 
+from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.project import Project
 from napari_activeseg.core.session import ActiveLearningSession
-from napari_activeseg.core.training import run_to_end
 
 from ._child import content_hash
 from ._util import tiny_project

@@ -14,7 +14,6 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-
 _REASON_CHARS = 140
 
 

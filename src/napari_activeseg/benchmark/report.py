@@ -7,17 +7,16 @@ matplotlib is imported inside :func:`plot_learning_curves` (Agg backend, no disp
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..core.atomic import atomic_path
+from ..core.serialize import write_csv as write_table
 
 __all__ = [
     "CSV_COLUMNS",
@@ -29,7 +28,6 @@ __all__ = [
     "first_reach",
     "summarise",
     "write_csv",
-    "write_json",
     "plot_learning_curves",
     "format_summary",
 ]
@@ -45,22 +43,6 @@ CSV_COLUMNS = (
 
 #: Strategy names the baselines use in the outputs.
 BASELINES = ("rf", "full")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def aulc(x: Sequence[float], y: Sequence[float]) -> float:
@@ -267,26 +249,6 @@ def summarise(rows: Sequence[Mapping[str, Any]], *, x: str = "n_labelled") -> di
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None  # strict JSON has no NaN
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
-    """Write ``doc`` as strict JSON (NaN/inf become null), atomically."""
-    atomic_write_text(path, json.dumps(_jsonable(doc), indent=1, allow_nan=False) + "\n")
-
-
 def _extra_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Per-class Dice columns present in any row (multi-class sets), in class order."""
     keys = {k for r in rows for k in r if k.startswith("dice_class") and k[10:].isdigit()}
@@ -301,21 +263,15 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Non
 
     Multi-class runs add ``dice_class1 .. dice_classK-1`` and ``dice_fg_mean`` after them.
     """
-    columns = [*CSV_COLUMNS, *_extra_columns(rows)]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        clean = {}
-        for k in columns:
-            v = row.get(k)
-            if isinstance(v, float):
-                v = "" if not math.isfinite(v) else (round(v, 5) if k != "seconds" and
-                                                     not k.endswith("_s") else round(v, 2))
-            clean[k] = "" if v is None else v
-        writer.writerow(clean)
-    atomic_write_text(path, buf.getvalue())
+    write_table(path, [*CSV_COLUMNS, *_extra_columns(rows)], rows, cell=_csv_cell)
+
+
+def _csv_cell(column: str, value: Any) -> Any:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        return round(value, 2) if column == "seconds" or column.endswith("_s") else round(value, 5)
+    return value
 
 
 def plot_learning_curves(
@@ -403,9 +359,8 @@ def plot_learning_curves(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def _pm(d: Mapping[str, float], fmt: str = "{:.3f}") -> str:

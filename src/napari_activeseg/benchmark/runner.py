@@ -63,7 +63,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Generator, Iterable
@@ -74,18 +73,19 @@ from typing import Any, ClassVar, TextIO
 
 import numpy as np
 
+from ..core.atomic import atomic_path, atomic_write_text
 from ..core.config import DEFAULT_STRATEGY
+from ..core.progress import relay
+from ..core.serialize import dumps, write_json
 from .annotator import SimulatedAnnotator, box_mask
 from .dataset import SegDataset, class_dice, load_dataset, mean_dice, split_dataset
 from .report import (
     BASELINES,
-    atomic_write_text,
     class_columns,
     format_summary,
     plot_learning_curves,
     summarise,
     write_csv,
-    write_json,
 )
 
 __all__ = [
@@ -362,9 +362,7 @@ class _RunState:
         return self.data["pending"]
 
     def save(self) -> None:
-        from .report import _jsonable
-
-        atomic_write_text(self.path, json.dumps(_jsonable(self.data), indent=1) + "\n")
+        atomic_write_text(self.path, dumps(self.data, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------------------------- progress
@@ -782,18 +780,10 @@ class _Benchmark:
             yield track.record(run, rnd, "train", "reusing the round-0 model of this seed "
                                "(same images, same training seed)", cfg.steps)
         else:
-            gen = session.train()
-            summary = None
-            while True:
-                try:
-                    p = next(gen)
-                except StopIteration as stop:
-                    summary = stop.value
-                    break
-                if p.step % 5 == 0 or p.val_dice is not None:
-                    yield track.record(
-                        run, rnd, "train", f"step {p.step}/{cfg.steps} loss {p.loss_smooth:.3f}",
-                        min(p.fraction, 1.0) * cfg.steps)
+            summary = yield from relay(session.train(), lambda p: track.record(
+                run, rnd, "train", f"step {p.step}/{cfg.steps} loss {p.loss_smooth:.3f}",
+                min(p.fraction, 1.0) * cfg.steps) if p.step % 5 == 0 or p.val_dice is not None
+                else None)
             if summary is None or not summary.saved:
                 raise RuntimeError(f"Training of {run} round {rnd} was cancelled.")
             steps, train_s = int(summary.result.steps), float(summary.result.seconds)
@@ -843,9 +833,8 @@ class _Benchmark:
             return
         weights, doc = self._round0_paths(seed)
         state = {k: v.detach().cpu().contiguous() for k, v in session.model.state_dict().items()}
-        tmp = weights.with_name(weights.name + ".tmp")
-        save_file(state, str(tmp))
-        os.replace(tmp, weights)
+        with atomic_path(weights) as tmp:
+            save_file(state, str(tmp))
         atomic_write_text(doc, json.dumps({
             "images": self._round0_names(session, labelled), "steps": int(steps),
             "seconds": float(train_s), "model_config": self.model_config.to_dict(),
@@ -1051,19 +1040,10 @@ class _Benchmark:
                         session.model is not None:  # trained before a crash, not yet measured
                     steps = int(rounds[-1].metrics.get("steps") or 0)
                 else:
-                    gen = session.train()
-                    summary = None
-                    while True:
-                        try:
-                            p = next(gen)
-                        except StopIteration as stop:
-                            summary = stop.value
-                            break
-                        if p.step % 10 == 0 or p.val_dice is not None:
-                            yield track.record(run, k, "train",
-                                               f"step {p.step}/{cfg.full_steps} "
-                                               f"loss {p.loss_smooth:.3f}",
-                                               min(p.fraction, 1.0) * cfg.full_steps)
+                    summary = yield from relay(session.train(), lambda p, k=k: track.record(
+                        run, k, "train", f"step {p.step}/{cfg.full_steps} "
+                        f"loss {p.loss_smooth:.3f}", min(p.fraction, 1.0) * cfg.full_steps)
+                        if p.step % 10 == 0 or p.val_dice is not None else None)
                     if summary is None or not summary.saved:
                         raise RuntimeError(f"Training of {run} was cancelled.")
                     steps = int(summary.result.steps)

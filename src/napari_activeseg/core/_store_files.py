@@ -1,4 +1,4 @@
-"""File-level helpers of the core: atomic writes, hashes, the process lock, and the checkpoint
+"""File-level helpers of the core: hashes, the process lock, and the checkpoint
 sniffing that keeps pickles out.
 
 Nothing here knows about SQLite or projects. The project package
@@ -18,7 +18,6 @@ import os
 import socket
 import struct
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,7 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "LockHeld",
     "ProcessLock",
-    "atomic_copy",
-    "atomic_write_bytes",
     "encode_tiff",
-    "fsync_dir",
-    "is_temp_name",
     "sha256_bytes",
     "sha256_file",
     "sniff_safetensors",
@@ -62,74 +57,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
-    return digest.hexdigest()
-
-
-def is_temp_name(name: str) -> bool:
-    """Whether a file name is one of our atomic-write temporaries (``.<name>.<random>.tmp``).
-
-    :func:`napari_activeseg.core.imageio.write_tiff` uses the same pattern, so the integrity
-    check cleans the leftovers of both.
-    """
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-def fsync_dir(directory: str | os.PathLike) -> None:
-    """Persist renames/unlinks in `directory`; a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_for(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically: temporary file, fsync, rename, fsync the directory.
-
-    On any failure the temporary file is removed and an existing `path` is left untouched.
-    """
-    path = Path(path)
-    tmp = _temp_for(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
-    """Copy `src` to `dst` atomically and return the sha256 of the bytes copied."""
-    dst = Path(dst)
-    tmp = _temp_for(dst)
-    digest = hashlib.sha256()
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            for chunk in iter(lambda: fin.read(_CHUNK), b""):
-                digest.update(chunk)
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(dst.parent)
     return digest.hexdigest()
 
 

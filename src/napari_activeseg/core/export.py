@@ -25,7 +25,6 @@ compressed -- what Fiji and napari's Labels layer open as they are. Probabilitie
 from __future__ import annotations
 
 import contextlib
-import csv
 import importlib.util
 import inspect
 import io
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _store_files as sf
+from . import atomic, serialize
 from .config import InferenceConfig, ModelConfig
 from .device import choose_device
 from .imageio import _CLIP_RANGE, _PERCENTILE_MAX_PIXELS, list_images, read_image, write_tiff
@@ -55,6 +55,7 @@ from .preprocess import (
     decide_project_polarity,
     prepare_image,
 )
+from .progress import run_to_end
 from .project import Project, ProjectError
 
 __all__ = [
@@ -165,36 +166,20 @@ def _out_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def _write_json(path: Path, doc: Any) -> Path:
-    sf.atomic_write_bytes(path, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
+    serialize.write_json(path, doc)
     return path
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
-    sf.atomic_write_bytes(path, buffer.getvalue().encode())
+    serialize.write_csv(path, columns, rows)
     return path
 
 
 def _write_stack(path: Path, array: np.ndarray) -> Path:
     """A (K, H, W) float stack as K grey pages (never read back as RGB when K is 3 or 4)."""
     data = sf.encode_tiff(np.ascontiguousarray(array, dtype=np.float32), photometric="minisblack")
-    sf.atomic_write_bytes(path, data)
+    atomic.atomic_write_bytes(path, data)
     return path
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN/inf -> None (JSON has neither), recursively."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _version_str() -> str:
@@ -253,16 +238,6 @@ def _write_prediction(pred, out: Path, stem: str, *, probabilities: bool,
         files.append(write_tiff(out / f"{stem}_{name}.tif",
                                 pred.uncertainty[name].astype(np.float32, copy=False)))
     return files
-
-
-def _run(gen: Generator[Any, None, Any], progress: Callable[[Any], None] | None) -> Any:
-    while True:
-        try:
-            rec = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(rec)
 
 
 # --------------------------------------------------------------------------- labels
@@ -403,7 +378,7 @@ def export_predictions_iter(
             result.completed = True
         finally:
             by_key = {r.key: r for r in records}
-            result.manifest = _write_json(out / "predictions.json", _jsonable({
+            result.manifest = _write_json(out / "predictions.json", serialize.to_jsonable({
                 "napari_activeseg": _version_str(), "created_at": sf.utc_now(),
                 "project": str(proj.folder), "model_version": version, "mode": mode,
                 "maps": list(maps), "probabilities": probabilities, "polarity": polarity,
@@ -426,7 +401,7 @@ def export_predictions(
     **kwargs: Any,
 ) -> ExportResult:
     """Run :func:`export_predictions_iter` to the end (`progress` gets every record)."""
-    return _run(export_predictions_iter(project, out_dir, **kwargs), progress)
+    return run_to_end(export_predictions_iter(project, out_dir, **kwargs), progress)
 
 
 # --------------------------------------------------------------------------- model
@@ -706,7 +681,7 @@ def export_model(
         doc["model_config"] = cfg.to_dict()
         doc.setdefault("meta", {})["exported_from"] = {"project": str(proj.folder),
                                                        "version": version}
-        sf.atomic_write_bytes(out / WEIGHTS_NAME, weights)
+        atomic.atomic_write_bytes(out / WEIGHTS_NAME, weights)
         files["weights"] = out / WEIGHTS_NAME
         files["config"] = _write_json(out / CONFIG_NAME, doc)
 
@@ -728,7 +703,7 @@ def export_model(
             scripted = torch.jit.script(PaddedSoftmax(core, m))
             buffer = io.BytesIO()
             torch.jit.save(scripted, buffer)
-            sf.atomic_write_bytes(ts_path, buffer.getvalue())
+            atomic.atomic_write_bytes(ts_path, buffer.getvalue())
             loaded = torch.jit.load(str(ts_path), map_location="cpu")
         checks = []
         gen = torch.Generator().manual_seed(1)
@@ -757,7 +732,7 @@ def export_model(
                          "onnx": ONNX_NAME if onnx_info["path"] is not None else None,
                          "weights": WEIGHTS_NAME, "config": CONFIG_NAME}
         spec["onnx"] = {k: v for k, v in onnx_info.items() if k != "path"}
-        files["preprocessing"] = _write_json(out / PREPROCESSING_NAME, _jsonable(spec))
+        files["preprocessing"] = _write_json(out / PREPROCESSING_NAME, serialize.to_jsonable(spec))
         return {
             "version": version, "out_dir": out, "files": files,
             "torchscript": ts_info, "onnx": onnx_info,
@@ -793,7 +768,7 @@ def _export_onnx(net: nn.Module, cfg: ModelConfig, path: Path) -> dict[str, Any]
         return {"path": None, "status": "failed",
                 "note": f"torch could not export this model to ONNX ({type(err).__name__}: "
                         f"{str(err)[:300]}); use the TorchScript model."}
-    sf.atomic_write_bytes(path, buffer.getvalue())
+    atomic.atomic_write_bytes(path, buffer.getvalue())
     result: dict[str, Any] = {"path": path, "status": "written",
                               "note": f"inputs need H, W >= {m} (reflect padding)."}
     if importlib.util.find_spec("onnxruntime") is None:
@@ -948,7 +923,7 @@ def predict_folder_iter(
                                      seconds=time.perf_counter() - t0)
             result.completed = True
         finally:
-            result.manifest = _write_json(out / "predict.json", _jsonable({
+            result.manifest = _write_json(out / "predict.json", serialize.to_jsonable({
                 "napari_activeseg": _version_str(), "created_at": sf.utc_now(),
                 "project": str(proj.folder), "model_version": version,
                 "input_dir": str(folder), "pattern": pattern, "recursive": recursive,
@@ -971,7 +946,7 @@ def predict_folder(
     **kwargs: Any,
 ) -> ExportResult:
     """Run :func:`predict_folder_iter` to the end (`progress` gets every record)."""
-    return _run(predict_folder_iter(project_or_path, input_dir, out_dir, **kwargs), progress)
+    return run_to_end(predict_folder_iter(project_or_path, input_dir, out_dir, **kwargs), progress)
 
 
 # --------------------------------------------------------------------------- provenance
@@ -1025,7 +1000,7 @@ def export_provenance(
                 model_meta["created_at"] = model.created_at
             rounds.append({**asdict(r), "labelled_names": [name_of(i) for i in r.labelled_ids],
                            "n_labelled": len(r.labelled_ids), "model": model_meta})
-        files["rounds"] = _write_json(out / "rounds.json", _jsonable(rounds))
+        files["rounds"] = _write_json(out / "rounds.json", serialize.to_jsonable(rounds))
 
         rows = []
         for s in proj.submissions():
@@ -1041,7 +1016,7 @@ def export_provenance(
             })  # fmt: skip
         files["submissions"] = _write_csv(out / "submissions.csv", _SUBMISSION_COLUMNS, rows)
 
-        files["project"] = _write_json(out / "project.json", _jsonable({
+        files["project"] = _write_json(out / "project.json", serialize.to_jsonable({
             "napari_activeseg": _version_str(), "exported_at": sf.utc_now(),
             "project": str(proj.folder), "schema_version": proj.schema_version,
             "classes": proj.classes, "colors": proj.colors, "settings": proj.settings(),

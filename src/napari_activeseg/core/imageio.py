@@ -9,7 +9,6 @@ leaves the previous file untouched.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -17,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import tifffile
 
-from ._store_files import fsync_dir
+from .atomic import atomic_path
 from .validation import check_choice, check_image, check_labels, check_positive
 
 __all__ = [
@@ -239,19 +238,8 @@ def write_tiff(
             f"{data.shape} and dtype {data.dtype}."
         )
 
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)  # reopened by name: tifffile wants a file object with a real path as its name
-    tmp = Path(tmp_name)
-    try:
-        with open(tmp, "wb") as fh:
-            tifffile.imwrite(fh, data, compression=compression)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)  # persist the rename itself
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        tifffile.imwrite(fh, data, compression=compression)
     return path
 
 

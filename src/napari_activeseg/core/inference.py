@@ -24,6 +24,7 @@ from torch import nn
 from . import uncertainty as unc
 from .config import InferenceConfig
 from .device import autocast, choose_device, empty_cache, is_oom
+from .progress import run_to_end
 
 MODES = ("single", "mc", "tta", "ensemble")
 # maps that are a disagreement between samples, named after the source of the samples
@@ -332,9 +333,4 @@ def predict(
     config: InferenceConfig | None = None,
 ) -> Prediction:
     """Predict ``image`` (see :func:`predict_iter`, which this runs to the end)."""
-    gen = predict_iter(model, image, mode=mode, maps=maps, config=config)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(predict_iter(model, image, mode=mode, maps=maps, config=config))

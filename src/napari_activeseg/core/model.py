@@ -28,7 +28,6 @@ from torch import nn
 
 from .config import ModelConfig
 
-
 GROUP_CHANNELS = 4  # channels per group of GroupNorm
 
 

@@ -36,6 +36,7 @@ from .effort import correction_effort
 from .inference import Prediction, predict
 from .model import UNet
 from .preprocess import prepare_image
+from .progress import run_to_end
 from .project import Project, ProjectError, ProjectWarning
 from .review import compose_review
 from .strategies import (
@@ -783,9 +784,7 @@ class ActiveLearningSession:
         region_size = self.region_size if region_size is None else int(region_size)
         if self._cand_key(regions, region_size) != self._candidates_key or \
                 any(i not in self._candidates for i in self._pool_ids()):
-            gen = self.score_pool(regions=regions, region_size=region_size)
-            for _ in gen:
-                pass
+            run_to_end(self.score_pool(regions=regions, region_size=region_size))
         pool = set(self._pool_ids())
         cands = [c for i, cs in self._candidates.items() if i in pool for c in cs]
         if not cands:

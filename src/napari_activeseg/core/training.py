@@ -2,8 +2,8 @@
 
 ``Trainer.fit`` is a generator: it yields a :class:`TrainProgress` after every optimiser step
 and returns a :class:`TrainResult` (``result = yield from trainer.fit(...)``, or
-:func:`run_to_end`). The napari widget wraps it in a thread worker, the CLI in a progress bar;
-neither holds training logic of its own. :meth:`Trainer.request_stop` (thread-safe) ends the
+:func:`~napari_activeseg.core.progress.run_to_end`). The napari widget wraps it in a thread
+worker, the CLI in a progress bar; neither holds training logic of its own. :meth:`Trainer.request_stop` (thread-safe) ends the
 round after the step under way, and the result still holds the best weights seen so far.
 """
 
@@ -480,15 +480,3 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of the weights in the ordinary (contiguous) layout, whatever the model's."""
     return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
             for k, v in model.state_dict().items()}
-
-
-def run_to_end(gen: Generator[Any, None, Any], callback=None) -> Any:
-    """Exhaust a progress generator (calling ``callback`` on each record); return its result."""
-    while True:
-        try:
-            rec = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(rec)
-

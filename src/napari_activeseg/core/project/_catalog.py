@@ -20,7 +20,7 @@ import numpy as np
 from .. import _store_files as sf
 from ..imageio import list_images, read_image
 from ..validation import check_choice
-from ._records import ImageRecord, ProjectError, _check_int, _stat_key
+from ._records import ImageRecord, ProjectError, _stat_key, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     import sqlite3
@@ -69,7 +69,7 @@ class ImageCatalog:
 
     def image_row(self, image_id: Any, *, allow_removed: bool = False) -> sqlite3.Row:
         """The catalog row of an image, or a ProjectError naming the valid ids."""
-        image_id = _check_int(image_id, "image_id")
+        image_id = check_int(image_id, "image_id")
         row = self._store.db.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
         if row is None:
             raise ProjectError(

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _store_files as sf
+from .. import atomic
 from ..validation import check_choice
-from ._records import ProjectError, RoundRecord, ScoreRecord, _check_int, _check_text, _dumps
+from ._records import ProjectError, RoundRecord, ScoreRecord, check_int, check_text, dumps
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._catalog import ImageCatalog
@@ -91,12 +92,12 @@ class HistoryStore:
                         f"Score row {i} has {len(values)} values; expected {fields}."
                     )
             image_id, strategy, version, score, reason = values
-            image_id = _check_int(image_id, f"score row {i}: image_id")
-            _check_text(strategy, f"score row {i}: strategy", optional=False)
-            _check_text(version, f"score row {i}: model_version")
+            image_id = check_int(image_id, f"score row {i}: image_id")
+            check_text(strategy, f"score row {i}: strategy", optional=False)
+            check_text(version, f"score row {i}: model_version")
             score = _finite_or_none(score, f"score row {i}: score")
             if reason is not None and not isinstance(reason, str):
-                reason = _dumps(reason, f"score row {i}: reason")
+                reason = dumps(reason, f"score row {i}: reason")
             clean.append((image_id, strategy, version or "", score, reason))
         now = sf.utc_now()
         with self._store.lock:
@@ -162,18 +163,18 @@ class HistoryStore:
         suggestion_id : int
         """
         self._store.check_writable()
-        _check_text(strategy, "strategy", optional=False)
-        _check_text(model_version, "model_version")
+        check_text(strategy, "strategy", optional=False)
+        check_text(model_version, "model_version")
         score = _finite_or_none(score, "score")
         if reason is not None and not isinstance(reason, str):
-            reason = _dumps(reason, "reason")
+            reason = dumps(reason, "reason")
         with self._store.lock:
             row = self._catalog.image_row(image_id)
             box_json = None
             if box is not None:
                 h, w = json.loads(row["shape"])[:2]
                 try:
-                    y0, x0, y1, x1 = (_check_int(v, "box") for v in box)
+                    y0, x0, y1, x1 = (check_int(v, "box") for v in box)
                 except (TypeError, ValueError):
                     raise ProjectError(
                         f"box must be (y0, x0, y1, x1) integers, got {box!r}."
@@ -206,7 +207,7 @@ class HistoryStore:
                 "ORDER BY id DESC LIMIT 1", (image_id,)
             ).fetchone()  # fmt: skip
             return None if row is None else int(row[0])
-        sid = _check_int(suggestion_id, "suggestion_id")
+        sid = check_int(suggestion_id, "suggestion_id")
         row = db.execute("SELECT * FROM suggestions WHERE id = ?", (sid,)).fetchone()
         if row is None:
             raise ProjectError(f"No suggestion with id {sid}.")
@@ -240,7 +241,7 @@ class HistoryStore:
         check_choice(action, ACTIONS, name="action")
         with self._store.lock:
             db = self._store.db
-            sid = _check_int(suggestion_id, "suggestion_id")
+            sid = check_int(suggestion_id, "suggestion_id")
             row = db.execute("SELECT * FROM suggestions WHERE id = ?", (sid,)).fetchone()
             if row is None:
                 raise ProjectError(f"No suggestion with id {sid}.")
@@ -248,7 +249,7 @@ class HistoryStore:
             if submission_id is not None:
                 sub = db.execute(
                     "SELECT image_id FROM submissions WHERE id = ?",
-                    (_check_int(submission_id, "submission_id"),),
+                    (check_int(submission_id, "submission_id"),),
                 ).fetchone()
                 if sub is None or sub[0] != row["image_id"]:
                     raise ProjectError(
@@ -308,7 +309,7 @@ class HistoryStore:
                 box = item["box"]
                 writer.writerow({**item, "box": "" if box is None else " ".join(map(str, box))})
             data = buffer.getvalue().encode()
-        sf.atomic_write_bytes(path, data)
+        atomic.atomic_write_bytes(path, data)
         return path
 
     # ------------------------------------------------------------------ rounds
@@ -327,14 +328,14 @@ class HistoryStore:
         ``metrics`` and ``wall_times`` are JSON dicts (NaN/inf are stored as null).
         """
         self._store.check_writable()
-        _check_text(model_version, "model_version")
-        _check_text(strategy, "strategy")
-        seed = None if seed is None else _check_int(seed, "seed")
-        ids = [_check_int(i, "labelled_ids entry") for i in labelled_ids]
+        check_text(model_version, "model_version")
+        check_text(strategy, "strategy")
+        seed = None if seed is None else check_int(seed, "seed")
+        ids = [check_int(i, "labelled_ids entry") for i in labelled_ids]
         for value, name in ((metrics, "metrics"), (wall_times, "wall_times")):
             if not isinstance(value, Mapping):
                 raise ProjectError(f"{name} must be a dict, got {type(value).__name__}.")
-        metrics_json, times_json = _dumps(metrics, "metrics"), _dumps(wall_times, "wall_times")
+        metrics_json, times_json = dumps(metrics, "metrics"), dumps(wall_times, "wall_times")
         with self._store.lock:
             unknown = sorted(set(ids) - self._known_ids())
             if unknown:

@@ -22,11 +22,12 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _store_files as sf
+from .. import atomic
 from ..imageio import SUPPORTED_SUFFIXES, list_images
 from ..preprocess import channels_convertible, common_channel_count
 from ..validation import check_image
 from ._catalog import probe_file, relpath
-from ._records import ImageRecord, ProjectError, _check_text, _stat_key
+from ._records import ImageRecord, ProjectError, _stat_key, check_text
 from ._store import BACKUPS_DIR, DRAFTS_DIR, IMAGES_DIR, LABELS_DIR, REVIEWED_DIR, SUBDIRS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,7 +54,7 @@ def check_arrays(
         )
     out = {}
     for name, array in arrays.items():
-        _check_text(name, "array name", optional=False)
+        check_text(name, "array name", optional=False)
         out[name] = check_image(array, name=name, channel_axis=channel_axis)
     return out
 
@@ -265,7 +266,7 @@ class ImageIntake:
                     target = folder / IMAGES_DIR / f"{key}{path.suffix.lower()}"
                     if target.exists():
                         raise ProjectError(f"{str(target)!r} already exists; not overwriting it.")
-                    copied_sha = sf.atomic_copy(path, target)
+                    copied_sha = atomic.atomic_copy(path, target)
                     copies.append(target)
                     if copied_sha != sha:
                         raise ProjectError(
@@ -323,7 +324,7 @@ class ImageIntake:
                 target = folder / IMAGES_DIR / f"{key}.tif"
                 if target.exists():
                     raise ProjectError(f"{str(target)!r} already exists; not overwriting it.")
-                sf.atomic_write_bytes(target, data)
+                atomic.atomic_write_bytes(target, data)
                 written.append(target)
                 size, mtime = _stat_key(target)  # type: ignore[misc]
                 stored = target.relative_to(folder).as_posix()

@@ -49,14 +49,15 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _store_files as sf
+from .. import atomic
 from ..imageio import read_image, read_labels
 from ..validation import check_labels, check_mask, check_positive
 from ._records import (
     ProjectError,
     SubmissionRecord,
-    _check_text,
     _optional_count,
     _stat_key,
+    check_text,
 )
 from ._store import BACKUPS_DIR, DRAFTS_DIR, LABELS_DIR, REVIEWED_DIR, SUBDIRS
 
@@ -109,7 +110,7 @@ class LabelStore:
                 path.unlink()
                 found = True
         if found:
-            sf.fsync_dir(self._store.folder / DRAFTS_DIR)
+            atomic.fsync_dir(self._store.folder / DRAFTS_DIR)
         return found
 
     def unlink_image_files(self, key: str) -> None:
@@ -118,7 +119,7 @@ class LabelStore:
                      self.draft_mask_file(key)):  # fmt: skip
             path.unlink(missing_ok=True)
         for sub in (LABELS_DIR, REVIEWED_DIR, DRAFTS_DIR):
-            sf.fsync_dir(self._store.folder / sub)
+            atomic.fsync_dir(self._store.folder / sub)
 
     def label_path(self, image_id: int) -> Path:
         """Where the image's label file is (it may not exist)."""
@@ -212,8 +213,8 @@ class LabelStore:
             effort = [_optional_count(v, n) for v, n in (
                 (pixels_changed, "pixels_changed"), (objects_added, "objects_added"),
                 (objects_removed, "objects_removed"))]  # fmt: skip
-            model_version = _check_text(model_version, "model_version")
-            strategy = _check_text(strategy, "strategy")
+            model_version = check_text(model_version, "model_version")
+            strategy = check_text(strategy, "strategy")
             sid = self.history.open_suggestion(row["id"], suggestion_id)
 
             label_bytes = sf.encode_tiff(labels)
@@ -271,11 +272,11 @@ class LabelStore:
         try:
             if mask_bytes is not None:
                 staged = reviewed.parent / f".{key}.tif.{label_sha[:16]}.staged"
-                sf.atomic_write_bytes(staged, mask_bytes)
+                atomic.atomic_write_bytes(staged, mask_bytes)
             elif reviewed.exists():
                 staged = reviewed.parent / f".{key}.tif.{label_sha[:16]}.staged-none"
-                sf.atomic_write_bytes(staged, b"")
-            sf.atomic_write_bytes(self.labels_file(key), label_bytes)
+                atomic.atomic_write_bytes(staged, b"")
+            atomic.atomic_write_bytes(self.labels_file(key), label_bytes)
         except OSError as err:
             # the labels were not replaced (atomic write): the staged mask is an abandoned
             # attempt, removed now rather than at the next open
@@ -296,7 +297,7 @@ class LabelStore:
             staged.unlink()
         else:
             os.replace(staged, reviewed)
-        sf.fsync_dir(reviewed.parent)
+        atomic.fsync_dir(reviewed.parent)
 
     def _stamp(self, key: str) -> str:
         """Size, mtime and inode of the label files: unchanged files need no re-hashing on open.
@@ -430,7 +431,7 @@ def reconcile(labels: LabelStore, *, full: bool) -> list[str]:
         if not directory.is_dir():
             continue
         for path in directory.iterdir():
-            if sf.is_temp_name(path.name) and path.is_file():
+            if atomic.is_temp_name(path.name) and path.is_file():
                 if fix:
                     path.unlink(missing_ok=True)
                     repairs.append(f"Removed the temporary file {sub or '.'}/{path.name} left "
@@ -441,7 +442,7 @@ def reconcile(labels: LabelStore, *, full: bool) -> list[str]:
     rows = {r["key"]: r for r in store.db.execute("SELECT * FROM images").fetchall()}
     # 2. masks staged by an interrupted submission
     for path in sorted((folder / REVIEWED_DIR).glob(".*.staged*")):
-        if sf.is_temp_name(path.name):
+        if atomic.is_temp_name(path.name):
             continue
         head, _, kind = path.name[1:].rpartition(".")
         name, _, tag = head.rpartition(".")

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _store_files as sf
+from .. import atomic
 from ..config import ModelConfig
-from ._records import ModelInfo, ProjectError, UnsafeCheckpointError, _jsonable
+from ._records import ModelInfo, ProjectError, UnsafeCheckpointError, jsonable
 from ._store import MODELS_DIR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -216,7 +217,7 @@ class ModelStore:
             )
         check_state_dict(state_dict, model_config)
         meta_doc = {k: v for k, v in dict(meta or {}).items() if k not in _RESERVED_META}
-        meta_doc = _jsonable(meta_doc, "meta")
+        meta_doc = jsonable(meta_doc, "meta")
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
         n_params = int(sum(v.numel() for v in tensors.values() if torch.is_floating_point(v)))
         with self._store.lock:
@@ -239,9 +240,9 @@ class ModelStore:
                 "meta": meta_doc,
             }
             try:
-                sf.atomic_write_bytes(weights, data)
+                atomic.atomic_write_bytes(weights, data)
                 try:
-                    sf.atomic_write_bytes(
+                    atomic.atomic_write_bytes(
                         weights.with_suffix(".json"),
                         json.dumps(doc, indent=1, allow_nan=False).encode(),
                     )

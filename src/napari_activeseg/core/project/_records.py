@@ -9,10 +9,7 @@ applies to ids, names and JSON values before anything is written.
 from __future__ import annotations
 
 import json
-import math
 import numbers
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ModelConfig
+from ..serialize import to_jsonable
 from ..validation import check_positive
 
 __all__ = [
@@ -140,50 +138,26 @@ class ModelInfo:
 # --------------------------------------------------------------------------- checks
 
 
-def _jsonable(value: Any, what: str) -> Any:
-    """A JSON-safe copy of `value`: numpy scalars/arrays become Python, tuples lists,
-    non-finite floats None (JSON has no NaN), config objects their ``to_dict()``."""
-    if hasattr(value, "to_dict") and callable(value.to_dict):
-        value = value.to_dict()
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist(), what)
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ProjectError(f"{what}: keys must be strings, got {k!r} ({type(k).__name__}).")
-            out[k] = _jsonable(v, f"{what}[{k!r}]")
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{what}[{i}]") for i, v in enumerate(value)]
-    raise ProjectError(
-        f"{what} must be JSON-serialisable (numbers, strings, lists, dicts), got "
-        f"{type(value).__name__}: {value!r:.80}"
-    )
+def jsonable(value: Any, what: str) -> Any:
+    """A strict-JSON-safe copy of `value` (:func:`~napari_activeseg.core.serialize.to_jsonable`);
+    a value that is not JSON data raises :class:`ProjectError` naming where it sits."""
+    try:
+        return to_jsonable(value, what)
+    except TypeError as exc:
+        raise ProjectError(str(exc)) from None
 
 
-def _dumps(value: Any, what: str) -> str:
-    return json.dumps(_jsonable(value, what), sort_keys=True, allow_nan=False)
+def dumps(value: Any, what: str) -> str:
+    return json.dumps(jsonable(value, what), sort_keys=True, allow_nan=False)
 
 
-def _check_int(value: Any, name: str) -> int:
+def check_int(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise ProjectError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
     return int(value)
 
 
-def _check_text(value: Any, name: str, *, optional: bool = True) -> str | None:
+def check_text(value: Any, name: str, *, optional: bool = True) -> str | None:
     if value is None and optional:
         return None
     if not isinstance(value, str) or not value:

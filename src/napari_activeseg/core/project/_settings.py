@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._records import ProjectError, _check_text, _dumps
+from ._records import ProjectError, check_text, dumps
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._store import _Store
@@ -91,7 +91,7 @@ def initial_settings(
     for key, value in dict(settings or {}).items():
         if key in ("classes", "colors"):
             raise ProjectError(f"Pass {key} as Project.create({key}=...), not in settings.")
-        rows[_check_text(key, "setting key", optional=False)] = _dumps(value, f"setting {key!r}")
+        rows[check_text(key, "setting key", optional=False)] = dumps(value, f"setting {key!r}")
     return rows
 
 
@@ -118,7 +118,7 @@ class Settings:
         """
         store = self._store
         store.check_writable()
-        _check_text(key, "setting key", optional=False)
+        check_text(key, "setting key", optional=False)
         with store.lock:
             if value is None:
                 if key in _REQUIRED:
@@ -126,7 +126,7 @@ class Settings:
                 with store.transaction() as conn:
                     conn.execute("DELETE FROM settings WHERE key = ?", (key,))
                 return
-            updates = {key: _dumps(value, f"setting {key!r}")}
+            updates = {key: dumps(value, f"setting {key!r}")}
             if key == "classes":
                 classes = check_classes(value)
                 used = store.db.execute(

@@ -46,6 +46,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .. import _store_files as sf
+from .. import atomic
 from ._records import ProjectError, ProjectInUseError, ProjectVersionError, ProjectWarning
 from ._schema import SCHEMA_V1, SCHEMA_VERSION, migrate, run_script
 
@@ -150,7 +151,7 @@ class _Store:
             conn.close()
             store._conn = None
             os.replace(creating, folder / DB_NAME)
-            sf.fsync_dir(folder)
+            atomic.fsync_dir(folder)
         except BaseException:
             if store._conn is not None:
                 store._conn.close()
@@ -276,14 +277,12 @@ class _Store:
             backups.mkdir(exist_ok=True)
             stamp = sf.utc_now().replace(":", "").replace("-", "")[:15]
             target = backups / f"project-schema{version}-{stamp}.sqlite"
-            tmp = backups / f".{target.name}.tmp"
-            dest = sqlite3.connect(str(tmp))
-            try:
-                conn.backup(dest)
-            finally:
-                dest.close()
-            os.replace(tmp, target)
-            sf.fsync_dir(backups)
+            with atomic.atomic_path(target) as tmp:
+                dest = sqlite3.connect(str(tmp))
+                try:
+                    conn.backup(dest)
+                finally:
+                    dest.close()
             note = f"a copy of the old catalog is in {target.relative_to(self.folder)}"
         with self.transaction():
             migrate(conn, self.folder, version)

@@ -31,7 +31,8 @@ import numpy as np
 from ..config import InferenceConfig, ModelConfig, TrainConfig
 from ..inference import predict
 from ..losses import dice_score
-from ..training import Trainer, run_to_end
+from ..progress import run_to_end
+from ..training import Trainer
 from ..validation import check_positive
 from .base import Candidate, QueryStrategy, StrategyContext, _fmt
 from .registry import register

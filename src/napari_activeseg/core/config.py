@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-T = TypeVar("T", bound="_JsonConfig")
+T = TypeVar("T", bound="JsonConfig")
 
 
-class _JsonConfig:
+class JsonConfig:
     """Mixin: ``to_dict`` / ``from_dict`` / ``to_json`` / ``from_json`` for flat dataclasses."""
 
     _kind: ClassVar[str] = "config"
@@ -58,13 +58,14 @@ class _JsonConfig:
 POLARITIES = ("pool", "invert", "none", "auto")
 
 
-def _check(cond: bool, message: str) -> None:
+def ensure(cond: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``cond``: the check of every config field."""
     if not cond:
         raise ValueError(message)
 
 
 @dataclass(frozen=True)
-class ModelConfig(_JsonConfig):
+class ModelConfig(JsonConfig):
     """Architecture of the U-Net.
 
     Parameters
@@ -144,22 +145,22 @@ class ModelConfig(_JsonConfig):
                                   **data})
 
     def __post_init__(self) -> None:
-        _check(self.norm in ("group", "batch"),
+        ensure(self.norm in ("group", "batch"),
                f"norm must be 'group' or 'batch', got {self.norm!r}.")
-        _check(self.dropout_mode in ("channel", "element"),
+        ensure(self.dropout_mode in ("channel", "element"),
                f"dropout_mode must be 'channel' or 'element', got {self.dropout_mode!r}.")
-        _check(self.polarity in POLARITIES,
+        ensure(self.polarity in POLARITIES,
                f"polarity must be one of {list(POLARITIES)}, got {self.polarity!r}.")
-        _check(self.polarity_margin is None or 0.0 < self.polarity_margin < 0.5,
+        ensure(self.polarity_margin is None or 0.0 < self.polarity_margin < 0.5,
                f"polarity_margin must be in (0, 0.5) or None (no exception), got "
                f"{self.polarity_margin!r}.")
-        _check(1 <= self.in_channels <= 64, f"in_channels must be 1..64, got {self.in_channels}.")
-        _check(2 <= self.n_classes <= 65535, f"n_classes must be >= 2 (background + at least one "
+        ensure(1 <= self.in_channels <= 64, f"in_channels must be 1..64, got {self.in_channels}.")
+        ensure(2 <= self.n_classes <= 65535, f"n_classes must be >= 2 (background + at least one "
                f"class), got {self.n_classes}.")
-        _check(1 <= self.depth <= 6, f"depth must be 1..6, got {self.depth}.")
-        _check(2 <= self.width <= 256, f"width must be 2..256, got {self.width}.")
-        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
-        _check(0 <= self.dropout_decoder <= self.depth,
+        ensure(1 <= self.depth <= 6, f"depth must be 1..6, got {self.depth}.")
+        ensure(2 <= self.width <= 256, f"width must be 2..256, got {self.width}.")
+        ensure(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
+        ensure(0 <= self.dropout_decoder <= self.depth,
                f"dropout_decoder must be 0..depth ({self.depth}), got {self.dropout_decoder}.")
 
     @property
@@ -169,7 +170,7 @@ class ModelConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class TrainConfig(_JsonConfig):
+class TrainConfig(JsonConfig):
     """How one training round runs.
 
     A round stops at whichever comes first: ``max_steps`` optimiser steps, ``time_budget_s``
@@ -220,30 +221,30 @@ class TrainConfig(_JsonConfig):
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.patch_size >= 16 and self.patch_size % 8 == 0,
+        ensure(self.patch_size >= 16 and self.patch_size % 8 == 0,
                f"patch_size must be a multiple of 8 and >= 16, got {self.patch_size}.")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
-        _check(self.max_steps is None or self.max_steps >= 1,
+        ensure(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
+        ensure(self.max_steps is None or self.max_steps >= 1,
                f"max_steps must be >= 1 or None, got {self.max_steps}.")
-        _check(self.time_budget_s is None or self.time_budget_s > 0,
+        ensure(self.time_budget_s is None or self.time_budget_s > 0,
                f"time_budget_s must be > 0 or None, got {self.time_budget_s}.")
-        _check(self.max_steps is not None or self.time_budget_s is not None,
+        ensure(self.max_steps is not None or self.time_budget_s is not None,
                "Set max_steps or time_budget_s (or both); otherwise training never ends.")
-        _check(self.lr > 0, f"lr must be > 0, got {self.lr}.")
-        _check(0.0 <= self.invert_p <= 1.0, f"invert_p must be in [0, 1], got {self.invert_p}.")
-        _check(0.0 <= self.foreground_p <= 1.0,
+        ensure(self.lr > 0, f"lr must be > 0, got {self.lr}.")
+        ensure(0.0 <= self.invert_p <= 1.0, f"invert_p must be in [0, 1], got {self.invert_p}.")
+        ensure(0.0 <= self.foreground_p <= 1.0,
                f"foreground_p must be in [0, 1], got {self.foreground_p}.")
-        _check(0.0 <= self.focus_p <= 1.0, f"focus_p must be in [0, 1], got {self.focus_p}.")
-        _check(0.0 <= self.area_exponent <= 1.0,
+        ensure(0.0 <= self.focus_p <= 1.0, f"focus_p must be in [0, 1], got {self.focus_p}.")
+        ensure(0.0 <= self.area_exponent <= 1.0,
                f"area_exponent must be in [0, 1], got {self.area_exponent}.")
-        _check(0.0 < self.warm_lr_factor <= 1.0,
+        ensure(0.0 < self.warm_lr_factor <= 1.0,
                f"warm_lr_factor must be in (0, 1], got {self.warm_lr_factor}.")
-        _check(0.0 <= self.val_fraction < 1.0,
+        ensure(0.0 <= self.val_fraction < 1.0,
                f"val_fraction must be in [0, 1), got {self.val_fraction}.")
 
 
 @dataclass(frozen=True)
-class InferenceConfig(_JsonConfig):
+class InferenceConfig(JsonConfig):
     """Tiled prediction settings."""
 
     _kind: ClassVar[str] = "inference"
@@ -259,11 +260,11 @@ class InferenceConfig(_JsonConfig):
     amp: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.tile_size >= 32, f"tile_size must be >= 32, got {self.tile_size}.")
-        _check(0 <= self.overlap < self.tile_size // 2,
+        ensure(self.tile_size >= 32, f"tile_size must be >= 32, got {self.tile_size}.")
+        ensure(0 <= self.overlap < self.tile_size // 2,
                f"overlap must be in [0, tile_size/2), got {self.overlap}.")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
-        _check(self.mc_samples >= 1, f"mc_samples must be >= 1, got {self.mc_samples}.")
+        ensure(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
+        ensure(self.mc_samples >= 1, f"mc_samples must be >= 1, got {self.mc_samples}.")
 
 
 # The query strategy used unless the user picks another: "task_similarity" (Grüning et al.
@@ -280,7 +281,7 @@ DEFAULT_STRATEGY = "task_similarity"
 
 
 @dataclass(frozen=True)
-class QueryConfig(_JsonConfig):
+class QueryConfig(JsonConfig):
     """How candidates are scored and picked (used by the query strategies)."""
 
     _kind: ClassVar[str] = "query"

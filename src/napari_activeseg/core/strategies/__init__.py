@@ -15,22 +15,26 @@ Registered names: ``random``, ``entropy``, ``margin``, ``least_confidence``, ``b
 ``task_similarity``. Candidates for a strategy are built by :func:`build_candidates` (or by
 hand, see :class:`Candidate`); regions by :func:`region_candidates`; CEAL pseudo-labels live in
 :mod:`.pseudo`.
+
+Inside the package, from the bottom up: :mod:`.datatypes` (Candidate, Pick, StrategyContext);
+:mod:`.reasons` (the wording of the reasons), :mod:`.diversity` (distances, k-center, k-means++,
+max-cover on plain arrays), :mod:`.embeddings` (descriptors and gradient embeddings);
+:mod:`.aggregation` (map -> score), :mod:`.batch` (diverse batches), :mod:`.regions`
+(windows and their correction cost); :mod:`.base` (:class:`QueryStrategy`);
+:mod:`.registry` (name -> class); the strategies (:mod:`.heuristics`, :mod:`.ensemble`,
+:mod:`.representative`, :mod:`.gradient`, :mod:`.task_similarity`) and :mod:`.pseudo`; on top
+:mod:`.candidates` (image + model -> candidates). The layers contract in pyproject.toml keeps
+it that way.
 """
 
 from __future__ import annotations
 
 from . import ensemble, gradient, heuristics, representative, task_similarity  # noqa: F401
-from .base import (
-    AGGREGATIONS,
-    DIVERSITIES,
-    Candidate,
-    Pick,
-    QueryStrategy,
-    StrategyContext,
-    aggregate,
-    restriction_mask,
-)
+from .aggregation import AGGREGATIONS, aggregate, restriction_mask
+from .base import QueryStrategy
+from .batch import DIVERSITIES
 from .candidates import build_candidates, onehot_probs
+from .datatypes import Candidate, Pick, StrategyContext
 from .embeddings import gradient_embedding, image_descriptor
 from .ensemble import bootstrap_indices
 from .pseudo import (

@@ -11,7 +11,8 @@ from torch import nn
 
 from ..config import InferenceConfig
 from ..inference import Prediction, predict
-from .base import Candidate, QueryStrategy
+from .base import QueryStrategy
+from .datatypes import Candidate
 from .embeddings import gradient_embedding, image_descriptor
 from .regions import region_candidates
 

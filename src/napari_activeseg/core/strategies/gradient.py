@@ -23,7 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import diversity as div
-from .base import Candidate, QueryStrategy, StrategyContext, _fmt
+from .base import QueryStrategy
+from .batch import kcenter_among_top
+from .datatypes import Candidate, StrategyContext
+from .reasons import format_number
 from .registry import register
 
 __all__ = ["AlgesStrategy", "BadgeStrategy", "per_class_aggregate"]
@@ -56,7 +59,8 @@ class BadgeStrategy(QueryStrategy):
         first = int(np.argmax(scores))
         picks, dists = div.kmeanspp_seeding(x, k, ctx.rng, first=first)
         return [(i, "" if np.isinf(d) else
-                 f"k-means++ seed, gradient distance {_fmt(d)} to the nearest earlier pick")
+                 f"k-means++ seed, gradient distance {format_number(d)} to the nearest earlier "
+                 "pick")
                 for i, d in zip(picks, dists, strict=True)]
 
 
@@ -110,12 +114,9 @@ class AlgesStrategy(QueryStrategy):
                                                            pool[i].probs) for i in top]))  # (m, K)
         centers = (div.l2_normalize(np.stack([per_class_aggregate(c.maps["grad_norm"], c.probs)
                                               for c in lab])) if lab else None)
-        local, dists = div.kcenter_greedy(x, k, centers=centers, priority=-np.arange(m))
-        out = []
-        for j, d in zip(local, dists, strict=True):
-            note = "" if np.isinf(d) else (
-                f"center finding: per-class gradient-profile distance {_fmt(d)} to the nearest "
-                f"{'earlier pick or labelled image' if lab else 'earlier pick'}")
-            out.append((int(top[j]), note))
-        return out
+        what = "earlier pick or labelled image" if lab else "earlier pick"
+        return kcenter_among_top(
+            x, top, k, lambda d: (f"center finding: per-class gradient-profile distance "
+                                  f"{format_number(d)} to the nearest {what}"),
+            centers=centers)
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import Candidate, QueryStrategy, StrategyContext
+from .base import QueryStrategy
+from .datatypes import Candidate, StrategyContext
 from .registry import register
 
 __all__ = [

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..config import _check, _JsonConfig
+from ..config import JsonConfig, ensure
 from ..validation import check_positive
 
 __all__ = ["PseudoLabelConfig", "PseudoLabels", "ceal_threshold", "make_pseudo_labels",
@@ -47,9 +47,9 @@ def ceal_threshold(round: int, *, start: float = 0.90, step: float = 0.01,
 
 
 def _check_schedule(start: float, step: float, ceiling: float) -> None:
-    _check(0.0 < start <= 1.0, f"start must be in (0, 1], got {start!r}.")
-    _check(step >= 0.0, f"step must be >= 0 (the threshold never loosens), got {step!r}.")
-    _check(start <= ceiling <= 1.0, f"ceiling must be in [start, 1], got {ceiling!r} "
+    ensure(0.0 < start <= 1.0, f"start must be in (0, 1], got {start!r}.")
+    ensure(step >= 0.0, f"step must be >= 0 (the threshold never loosens), got {step!r}.")
+    ensure(start <= ceiling <= 1.0, f"ceiling must be in [start, 1], got {ceiling!r} "
                                     f"(start={start!r}).")
 
 
@@ -82,7 +82,7 @@ def pseudo_labels(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
 
 
 @dataclass(frozen=True)
-class PseudoLabelConfig(_JsonConfig):
+class PseudoLabelConfig(JsonConfig):
     """Whether and how pseudo-labels are made.
 
     Attributes
@@ -107,12 +107,12 @@ class PseudoLabelConfig(_JsonConfig):
     max_images: int | None = None
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.enabled, bool), f"enabled must be True/False, got "
+        ensure(isinstance(self.enabled, bool), f"enabled must be True/False, got "
                                                f"{self.enabled!r}.")
         _check_schedule(self.start, self.step, self.ceiling)
-        _check(0.0 <= self.min_fraction <= 1.0,
+        ensure(0.0 <= self.min_fraction <= 1.0,
                f"min_fraction must be in [0, 1], got {self.min_fraction!r}.")
-        _check(self.max_images is None or self.max_images >= 1,
+        ensure(self.max_images is None or self.max_images >= 1,
                f"max_images must be >= 1 or None, got {self.max_images!r}.")
 
     def threshold(self, round: int) -> float:

@@ -1,7 +1,7 @@
 """Region-level candidates: windows inside large images, and their correction cost.
 
 A biologist with three huge images needs to be told *where* to look. :func:`region_candidates`
-cuts an image's prediction into windows (each a :class:`.base.Candidate` with a ``box`` and
+cuts an image's prediction into windows (each a :class:`.datatypes.Candidate` with a ``box`` and
 cropped probabilities/maps), so every strategy scores regions exactly as it scores images, and
 regions of several images compete in one ranking.
 
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..validation import check_positive
-from .base import Box, Candidate
+from .datatypes import Box, Candidate
 
 __all__ = ["auto_region_size", "boundary_length", "correction_cost", "region_boxes",
            "region_candidates", "region_key", "reviewed_fraction", "window_spans"]

@@ -30,7 +30,9 @@ import numpy as np
 
 from ..validation import check_choice, check_positive
 from . import diversity as div
-from .base import MAP_LABELS, Candidate, QueryStrategy, StrategyContext, _fmt
+from .base import QueryStrategy
+from .datatypes import Candidate, StrategyContext
+from .reasons import MAP_LABELS, format_number
 from .registry import register
 
 __all__ = ["CoresetStrategy", "StratifiedStrategy", "SuggestiveStrategy", "kmeans"]
@@ -79,7 +81,7 @@ class CoresetStrategy(QueryStrategy):
     def _reason(self, position, n, noun, raw, cost):
         if raw < 0:
             return (f"most central of {n} {noun} in feature space (no labelled image yet; "
-                    f"farthest neighbour at {_fmt(-raw)})")
+                    f"farthest neighbour at {format_number(-raw)})")
         return super()._reason(position, n, noun, raw, cost)
 
     def _select_batch(self, pool, scores, k, ctx):
@@ -94,8 +96,8 @@ class CoresetStrategy(QueryStrategy):
                 out.append((int(i), "k-center greedy"))
             else:
                 what = "labelled image or earlier pick" if centers is not None else "earlier pick"
-                out.append((int(i), f"k-center greedy: feature distance {_fmt(d)} to the nearest "
-                                    f"{what}"))
+                out.append((int(i), f"k-center greedy: feature distance {format_number(d)} to "
+                                    f"the nearest {what}"))
         return out
 
 
@@ -125,7 +127,7 @@ class SuggestiveStrategy(QueryStrategy):
         out = []
         for j, g in zip(local, gains, strict=True):
             out.append((int(top[j]), f"among the {m} most uncertain by {label}, adds coverage "
-                                     f"{_fmt(g)} of {len(pool)} pool images (max-cover)"))
+                                     f"{format_number(g)} of {len(pool)} pool images (max-cover)"))
         return out
 
 

@@ -34,7 +34,9 @@ from ..losses import dice_score
 from ..progress import run_to_end
 from ..training import Trainer
 from ..validation import check_positive
-from .base import Candidate, QueryStrategy, StrategyContext, _fmt
+from .base import QueryStrategy
+from .datatypes import Candidate, StrategyContext
+from .reasons import format_number
 from .registry import register
 
 __all__ = ["TaskSimilarityStrategy", "estimate_cost", "similarity_matrix"]
@@ -256,7 +258,7 @@ class TaskSimilarityStrategy(QueryStrategy):
             how = "greedy"
         noun = "images" if all(c.box is None for c in pool) else "candidates"
         note = (f"with this batch every one of the {d.shape[0]} {noun} expects Dice >= "
-                f"{_fmt(best_val)} (the best worst case; {how}; {len(probes)} probe nets, "
+                f"{format_number(best_val)} (the best worst case; {how}; {len(probes)} probe nets, "
                 f"est. {est:.1f} s, took {seconds:.1f} s)")
         self._cache = None
         return [(int(i), note) for i in chosen]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_activeseg.benchmark.dataset import load_dataset, mean_dice, split_dataset
+from napari_activeseg.evaluation.dataset import load_dataset, mean_dice, split_dataset
 from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
 from napari_activeseg.core.inference import predict
 from napari_activeseg.core.model import count_parameters
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
             dice = evaluate(result.build_model(), test_imgs, test_masks, ds.n_classes)
             row = {"seed": seed, "n": n, "model": "unet", "dice": round(dice, 4), **info}
             if args.rf:
-                from napari_activeseg.benchmark.rf import RandomForestSegmenter
+                from napari_activeseg.evaluation.rf import RandomForestSegmenter
                 t0 = time.perf_counter()
                 rf = RandomForestSegmenter(seed=seed)
                 rf.fit([ds.images[i] for i in chosen], masks)

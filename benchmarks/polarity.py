@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_activeseg.benchmark.dataset import load_dataset, split_dataset
+from napari_activeseg.evaluation.dataset import load_dataset, split_dataset
 from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
 from napari_activeseg.core.inference import predict
 from napari_activeseg.core.losses import dice_score

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_activeseg.benchmark.dataset import load_dataset, mean_dice, split_dataset
-from napari_activeseg.benchmark.rf import RandomForestSegmenter
+from napari_activeseg.evaluation.dataset import load_dataset, mean_dice, split_dataset
+from napari_activeseg.evaluation.rf import RandomForestSegmenter
 
 
 def _int_list(text: str) -> list[int]:

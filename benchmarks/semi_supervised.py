@@ -1,6 +1,6 @@
 """Does learning from the unreviewed pixels help at low annotation budgets? Paired measurement.
 
-For every dataset and seed: the seed's pool/test split (``benchmark.dataset.split_dataset``),
+For every dataset and seed: the seed's pool/test split (``evaluation.dataset.split_dataset``),
 random boxes of the project's automatic size (``auto_region_size``) drawn once, in one order,
 until 1 % and then 2 % of the pool's pixels are reviewed. One shared first round trains on the
 1 % boxes (no model exists before it, so nothing can be pseudo-labelled); then two arms continue
@@ -16,7 +16,7 @@ without:
 Everything goes through the product (Project + ActiveLearningSession, default model and
 preprocessing), with a fixed number of steps per round (``--steps``) so the result does not
 depend on the machine's load. Test Dice: mean per-image foreground Dice
-(``benchmark.dataset.mean_dice``) of ``session.predict_array`` on the raw test images.
+(``evaluation.dataset.mean_dice``) of ``session.predict_array`` on the raw test images.
 
     OMP_NUM_THREADS=1 python benchmarks/semi_supervised.py --out bench_out/semi \\
         --data ../shared/data/dsb2018_nuclei ../shared/data/chase_db1_vessels ... --seeds 0 1
@@ -69,7 +69,7 @@ def _submit(session, ds, by_name, chosen):
 
 
 def _dice(session, ds, test):
-    from napari_activeseg.benchmark.dataset import mean_dice
+    from napari_activeseg.evaluation.dataset import mean_dice
     from napari_activeseg.core.imageio import read_image
 
     preds = []
@@ -81,7 +81,7 @@ def _dice(session, ds, test):
 
 
 def run_one(data: Path, seed: int, out: Path, steps: int, rows: list[dict], save) -> None:
-    from napari_activeseg.benchmark.dataset import load_dataset, split_dataset
+    from napari_activeseg.evaluation.dataset import load_dataset, split_dataset
     from napari_activeseg.core.config import TrainConfig
     from napari_activeseg.core.progress import run_to_end
     from napari_activeseg.core.project import Project

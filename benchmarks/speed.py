@@ -154,7 +154,7 @@ def _round_project(data: Path | None, tiny: bool, folder: Path):
     from napari_activeseg.core.project import Project
 
     if data is not None:
-        from napari_activeseg.benchmark.dataset import load_dataset
+        from napari_activeseg.evaluation.dataset import load_dataset
 
         ds = load_dataset(data, max_images=12 if tiny else 40)
         project = Project.create(folder, images=[ds.root / "images" / n for n in ds.names])

@@ -1,6 +1,6 @@
 """Development suite: one configuration over every dataset, one table at pixel budgets.
 
-Runs ``activeseg benchmark`` in region mode (:class:`~napari_activeseg.benchmark.runner.
+Runs ``activeseg benchmark`` in region mode (:class:`~napari_activeseg.evaluation.runner.
 BenchmarkConfig` with ``regions=True``) over every dataset folder under ``--data-root`` (each
 with ``images/`` and ``masks/``), with the *same* settings everywhere; what depends on the data
 is decided from the data by one rule:
@@ -19,7 +19,7 @@ For every dataset the table gives, per strategy (mean ± std over seeds): the te
 5 and 10 % of the pool's pixels annotated (the learning curve over ``pixels_reviewed``,
 linearly interpolated, never extrapolated: a budget a run did not reach is marked), the
 normalised area under the Dice-vs-pixels curve over 1-10 % (:func:`~napari_activeseg.
-benchmark.report.budget_aulc`), the random forest (``rf``) on the same pixels as ``random``,
+evaluation.report.budget_aulc`), the random forest (``rf``) on the same pixels as ``random``,
 and the ceiling: the U-Net trained on the whole pool until its test Dice plateaus
 (``full_rounds`` rounds of ``full_steps`` at most; its steps and the Dice of every round are
 listed). Multi-class sets add a table of per-class Dice and the mean over foreground classes.
@@ -53,14 +53,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_activeseg.benchmark.dataset import IMAGE_SUFFIXES, split_dataset
-from napari_activeseg.benchmark.report import (
+from napari_activeseg.evaluation.dataset import IMAGE_SUFFIXES, split_dataset
+from napari_activeseg.evaluation.report import (
     budget_aulc,
     curve_at,
     first_reach,
     plot_learning_curves,
 )
-from napari_activeseg.benchmark.runner import (
+from napari_activeseg.evaluation.runner import (
     BenchmarkConfig,
     TextProgress,
     parse_list,
@@ -99,7 +99,7 @@ class SuiteSettings:
     rounds : int
         Rounds after round 0 (the schedule spreads the budget over them).
     steps, full_steps, full_rounds, full_min_delta
-        As in :class:`~napari_activeseg.benchmark.runner.BenchmarkConfig`.
+        As in :class:`~napari_activeseg.evaluation.runner.BenchmarkConfig`.
     max_images : int, optional
         Use only the first ``max_images`` images of each folder (a reduced run).
     max_pixels : int, optional

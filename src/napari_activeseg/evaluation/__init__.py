@@ -1,8 +1,9 @@
-"""Benchmarking napari-activeseg: datasets, baselines, simulated annotator, experiment runner.
+"""Evaluating napari-activeseg: datasets, baselines, simulated annotator, experiment runner.
 
 Everything here runs without a GUI: it is what the ``activeseg benchmark`` command line and the
-scripts under ``benchmarks/`` call. Submodules import their heavy dependencies (scikit-learn,
-scikit-image, torch) inside the functions that need them, so importing this package is cheap.
+scripts under ``benchmarks/`` (run by hand) call. Submodules import their heavy dependencies
+(scikit-learn, scikit-image, torch) inside the functions that need them, so importing this
+package is cheap.
 
 Submodules
 ----------

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from imageio import v3 as iio
 
-from napari_activeseg.benchmark.annotator import SimulatedAnnotator, box_mask
-from napari_activeseg.benchmark.report import CSV_COLUMNS, aulc, format_summary, summarise
-from napari_activeseg.benchmark.runner import (
+from napari_activeseg.evaluation.annotator import SimulatedAnnotator, box_mask
+from napari_activeseg.evaluation.report import CSV_COLUMNS, aulc, format_summary, summarise
+from napari_activeseg.evaluation.runner import (
     STATE_NAME,
     BenchmarkConfig,
     TextProgress,
@@ -204,7 +204,7 @@ def test_text_progress_plain_lines():
 
     stream = io.StringIO()
     bar = TextProgress(stream, interval_s=0)
-    from napari_activeseg.benchmark.runner import BenchmarkProgress
+    from napari_activeseg.evaluation.runner import BenchmarkProgress
 
     bar(BenchmarkProgress(5, 10, "entropy s0", 1, "train", "step 5/10", 3.0, 3.0))
     bar(BenchmarkProgress(10, 10, "entropy s0", 1, "done", "Dice 0.5", 6.0, 0.0, "round"))

@@ -1,12 +1,12 @@
-"""Tests of benchmark.rf: the random-forest pixel classifier baseline on synthetic disks."""
+"""Tests of evaluation.rf: the random-forest pixel classifier baseline on synthetic disks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_activeseg.benchmark import rf as rf_module
-from napari_activeseg.benchmark.rf import RandomForestSegmenter
+from napari_activeseg.evaluation import rf as rf_module
+from napari_activeseg.evaluation.rf import RandomForestSegmenter
 
 
 def disks(seed: int, shape=(96, 96), n=8, noise=0.25, channels=1):

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from napari_activeseg.benchmark.dataset import class_dice, mean_dice
-from napari_activeseg.benchmark.report import (
+from napari_activeseg.evaluation.dataset import class_dice, mean_dice
+from napari_activeseg.evaluation.report import (
     CSV_COLUMNS,
     budget_aulc,
     class_columns,

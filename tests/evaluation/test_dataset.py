@@ -1,4 +1,4 @@
-"""Tests of benchmark.dataset: folder loading, its error messages, the split and mean Dice."""
+"""Tests of evaluation.dataset: folder loading, its error messages, the split and mean Dice."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from imageio import v3 as iio
 
-from napari_activeseg.benchmark.dataset import (
+from napari_activeseg.evaluation.dataset import (
     SegDataset,
     load_dataset,
     mean_dice,

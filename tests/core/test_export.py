@@ -229,7 +229,7 @@ def test_onnx_is_verified_or_recorded_as_skipped(trained, tmp_path):
                     reason="the real exporter runs when onnx is installed")
 def test_onnx_exporter_failure_is_a_note_not_an_error(trained, tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(ex.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name == "onnx" else real(name, *a))
     info = ex.export_model(trained, tmp_path / "model")
     assert info["onnx"]["status"] == "failed" and info["onnx"]["path"] is None

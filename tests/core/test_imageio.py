@@ -416,7 +416,7 @@ def test_normalize_huge_image_subsamples(rng, monkeypatch):
     monkeypatch.setattr(aio.np, "percentile", spy)
     out = normalize_image(image)
     assert out.shape == (1, 3000, 3000) and out.dtype == np.float32
-    assert sizes and max(sizes) <= aio._PERCENTILE_MAX_PIXELS
+    assert sizes and max(sizes) <= aio.PERCENTILE_MAX_PIXELS
     # The subsample's percentiles are close to the full image's.
     lo, hi = percentile(out[0, ::7, ::7], [1.0, 99.8])
     assert abs(lo) < 0.01 and abs(hi - 1) < 0.01

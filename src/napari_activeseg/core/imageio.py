@@ -20,6 +20,8 @@ from .atomic import atomic_path
 from .validation import check_choice, check_image, check_labels, check_positive
 
 __all__ = [
+    "CLIP_RANGE",
+    "PERCENTILE_MAX_PIXELS",
     "SUPPORTED_SUFFIXES",
     "list_images",
     "normalize_image",
@@ -34,11 +36,11 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _COMPRESSIONS = (None, "zlib")
 
 #: Percentiles are estimated on a strided subsample of at most about this many pixels.
-_PERCENTILE_MAX_PIXELS = 4 * 1024 * 1024
+PERCENTILE_MAX_PIXELS = 4 * 1024 * 1024
 #: Pixels per chunk in the normalisation arithmetic (bounds the temporary float buffer).
 _CHUNK_PIXELS = 1024 * 1024
 #: Normalised values are clipped to this range, see :func:`normalize_image`.
-_CLIP_RANGE = (-0.5, 1.5)
+CLIP_RANGE = (-0.5, 1.5)
 
 
 def _supported() -> str:
@@ -272,8 +274,8 @@ def write_labels(
 
 
 def _percentile_sample(channel: np.ndarray) -> np.ndarray:
-    """A strided subsample of at most about ``_PERCENTILE_MAX_PIXELS`` pixels."""
-    step = int(np.ceil(np.sqrt(channel.size / _PERCENTILE_MAX_PIXELS)))
+    """A strided subsample of at most about ``PERCENTILE_MAX_PIXELS`` pixels."""
+    step = int(np.ceil(np.sqrt(channel.size / PERCENTILE_MAX_PIXELS)))
     return channel[::step, ::step] if step > 1 else channel
 
 
@@ -342,7 +344,7 @@ def normalize_image(
             block = channel[start : start + rows_per_chunk].astype(work_dtype)
             block -= lo
             block *= scale
-            np.clip(block, *_CLIP_RANGE, out=block)
+            np.clip(block, *CLIP_RANGE, out=block)
             out[c, start : start + rows_per_chunk] = block
     return out
 

@@ -1,0 +1,173 @@
+"""Predicting a folder of new images with a project's model (``activeseg predict``).
+
+:func:`predict_folder_iter` reads each image, prepares it as the training images were, predicts
+it and writes its labels (and maps, probabilities) under its path relative to the input folder,
+and ``predict.json`` (project, model version, settings, per-file outputs and failures).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ... import __version__
+from .. import _store_files as sf
+from .. import serialize
+from ..config import ModelConfig
+from ..device import choose_device
+from ..imageio import list_images, read_image
+from ..progress import run_to_end
+from ..project import Project
+from .common import decided_config, opened, output_folder
+from .predicting import check_maps, inference_config, predict_image, write_prediction
+from .records import ExportProgress, ExportResult
+
+__all__ = ["predict_folder", "predict_folder_iter"]
+
+
+def _output_stems(paths: Sequence[Path], folder: Path) -> list[str]:
+    """``sub/name`` per input (relative to the input folder, no suffix); ``a.tif`` and ``a.png``
+    side by side keep their suffix so that neither overwrites the other."""
+    rel = [p.relative_to(folder) for p in paths]
+    plain = [r.with_suffix("").as_posix() for r in rel]
+    counts: dict[str, int] = {}
+    for s in plain:
+        counts[s.lower()] = counts.get(s.lower(), 0) + 1
+    return [s if counts[s.lower()] == 1 else f"{s}_{r.suffix.lstrip('.').lower()}"
+            for s, r in zip(plain, rel, strict=True)]
+
+
+def predict_folder_iter(
+    project_or_path: Project | str | os.PathLike,
+    input_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    version: str | None = None,
+    pattern: str = "*",
+    recursive: bool = False,
+    device: str = "auto",
+    uncertainty: Sequence[str] | str | None = None,
+    probabilities: bool = False,
+    channel_axis: int | None = None,
+) -> Generator[ExportProgress, None, ExportResult]:
+    """Apply a project's model to a folder of new images.
+
+    The project is opened read-only (a folder path), so this works while napari has it open.
+    Each image is read (:func:`.imageio.read_image`), prepared like the training images
+    (:func:`.preprocess.prepare_image` with the model's polarity) and predicted tile by tile.
+    Writes ``<name>_labels.tif`` (sub-folders kept with `recursive`), ``<name>_<map>.tif`` per
+    `uncertainty` map, ``<name>_probs.tif`` if `probabilities`, and ``predict.json`` (project,
+    model version, settings, per-file outputs and failures).
+
+    Parameters
+    ----------
+    project_or_path : Project or path
+    input_dir, out_dir : path
+        `out_dir` is created; it must differ from `input_dir`.
+    version : str, optional
+        Model version (default: the latest good one).
+    pattern, recursive :
+        Which files, see :func:`.imageio.list_images`.
+    device : str
+    uncertainty : str or sequence of str, optional
+        One-pass maps: ``entropy``, ``margin``, ``least_confidence``, ``raw_margin``.
+    probabilities : bool
+    channel_axis : int, optional
+        Channel axis of multichannel TIFF stacks.
+
+    Yields
+    ------
+    ExportProgress
+        Unreadable files (or ones with the wrong channel count) come as records with
+        ``error`` set; they are skipped, not fatal.
+
+    Returns
+    -------
+    ExportResult
+
+    Raises
+    ------
+    ValueError
+        If the input folder is missing or holds no image, `out_dir` is the input folder, the
+        device or a map name is unknown, or the project has no model.
+    """
+    maps = check_maps(uncertainty, "single")
+    folder = Path(input_dir).expanduser().resolve()
+    paths = list_images(folder, pattern=pattern, recursive=recursive)
+    out_path = Path(out_dir).expanduser().resolve()
+    if out_path == folder:
+        raise ValueError(f"The output folder must differ from the input folder {str(folder)!r};"
+                         " pick another OUT_DIR.")
+    # outputs of an earlier run inside the input tree are not inputs
+    paths = [p for p in paths if out_path not in p.parents]
+    if not paths:
+        raise ValueError(f"No images to predict in {str(folder)!r} (only the output folder "
+                         "matched).")
+    with opened(project_or_path) as proj:
+        config = inference_config(proj, device)
+        model, meta = proj.load_unet(version)
+        version = meta["version"]
+        cfg: ModelConfig = decided_config(model.config, proj)
+        out = output_folder(out_path)
+        result = ExportResult(out, version)
+        stems = _output_stems(paths, folder)
+        t0 = time.perf_counter()
+        total = len(paths)
+        rows: list[dict[str, Any]] = []
+        try:
+            for n, (path, stem) in enumerate(zip(paths, stems, strict=True), 1):
+                name = path.relative_to(folder).as_posix()
+                t_image = time.perf_counter()
+                try:
+                    raw = read_image(path, channel_axis=channel_axis)  # channels last
+                    pred = yield from predict_image(
+                        model, raw, cfg, mode="single", maps=maps, config=config, name=name,
+                        done=n - 1, total=total, t0=t0)
+                    target = out / stem
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    files = write_prediction(pred, target.parent, target.name,
+                                              probabilities=probabilities, maps=maps)
+                except (ValueError, OSError) as err:
+                    reason = str(err)
+                    result.failed.append((name, reason))
+                    rows.append({"input": name, "status": "failed", "reason": reason})
+                    yield ExportProgress(n, total, name, error=reason,
+                                         seconds=time.perf_counter() - t0)
+                    continue
+                result.written[name] = files
+                rows.append({"input": name, "status": "written",
+                             "outputs": [p.relative_to(out).as_posix() for p in files],
+                             "shape": list(pred.labels.shape),
+                             "seconds": round(time.perf_counter() - t_image, 3)})
+                yield ExportProgress(n, total, name, outputs=tuple(files),
+                                     seconds=time.perf_counter() - t0)
+            result.completed = True
+        finally:
+            result.manifest = out / "predict.json"
+            serialize.write_json(result.manifest, {
+                "napari_activeseg": __version__, "created_at": sf.utc_now(),
+                "project": str(proj.folder), "model_version": version,
+                "input_dir": str(folder), "pattern": pattern, "recursive": recursive,
+                "device": str(choose_device(device)), "uncertainty": list(maps),
+                "probabilities": probabilities, "polarity": cfg.polarity,
+                "polarity_margin": cfg.polarity_margin,
+                "classes": meta.get("classes") or proj.classes, "completed": result.completed,
+                "n_written": len(result.written), "n_failed": len(result.failed),
+                "files": rows,
+            })  # fmt: skip
+        return result
+
+
+def predict_folder(
+    project_or_path: Project | str | os.PathLike,
+    input_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    progress: Callable[[ExportProgress], None] | None = None,
+    **kwargs: Any,
+) -> ExportResult:
+    """Run :func:`predict_folder_iter` to the end (`progress` gets every record)."""
+    return run_to_end(predict_folder_iter(project_or_path, input_dir, out_dir, **kwargs), progress)

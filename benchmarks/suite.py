@@ -1,6 +1,6 @@
 """Development suite: one configuration over every dataset, one table at pixel budgets.
 
-Runs ``activeseg benchmark`` in region mode (:class:`~napari_activeseg.evaluation.runner.
+Runs ``activeseg benchmark`` in region mode (:class:`~napari_activeseg.evaluation.config.
 BenchmarkConfig` with ``regions=True``) over every dataset folder under ``--data-root`` (each
 with ``images/`` and ``masks/``), with the *same* settings everywhere; what depends on the data
 is decided from the data by one rule:
@@ -53,22 +53,18 @@ from typing import Any
 
 import numpy as np
 
+from napari_activeseg.core.atomic import atomic_write_text
+from napari_activeseg.core.serialize import write_json
+from napari_activeseg.evaluation.config import BenchmarkConfig, parse_list, parse_seeds
 from napari_activeseg.evaluation.dataset import IMAGE_SUFFIXES, split_dataset
+from napari_activeseg.evaluation.progress import TextProgress
 from napari_activeseg.evaluation.report import (
     budget_aulc,
     curve_at,
     first_reach,
     plot_learning_curves,
 )
-from napari_activeseg.evaluation.runner import (
-    BenchmarkConfig,
-    TextProgress,
-    parse_list,
-    parse_seeds,
-    run_benchmark,
-)
-from napari_activeseg.core.atomic import atomic_write_text
-from napari_activeseg.core.serialize import write_json
+from napari_activeseg.evaluation.runner import run_benchmark
 
 #: Annotated-pixel budgets, as fractions of the pool's pixels.
 BUDGETS = (0.01, 0.02, 0.05, 0.10)
@@ -99,7 +95,7 @@ class SuiteSettings:
     rounds : int
         Rounds after round 0 (the schedule spreads the budget over them).
     steps, full_steps, full_rounds, full_min_delta
-        As in :class:`~napari_activeseg.evaluation.runner.BenchmarkConfig`.
+        As in :class:`~napari_activeseg.evaluation.config.BenchmarkConfig`.
     max_images : int, optional
         Use only the first ``max_images`` images of each folder (a reduced run).
     max_pixels : int, optional

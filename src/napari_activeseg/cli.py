@@ -186,13 +186,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     """Simulated-annotator learning curves; see ``evaluation/runner.py`` for the protocol."""
     from .core.progress import run_to_end
-    from .evaluation.runner import (
-        BenchmarkConfig,
-        TextProgress,
-        parse_list,
-        parse_seeds,
-        run_benchmark,
-    )
+    from .evaluation.config import BenchmarkConfig, parse_list, parse_seeds
+    from .evaluation.progress import TextProgress
+    from .evaluation.runner import run_benchmark
 
     model = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     train = {k: v for k, v in (("patch_size", args.patch_size), ("batch_size", args.batch_size),

@@ -14,18 +14,15 @@ import numpy as np
 import pytest
 from imageio import v3 as iio
 
-from napari_activeseg.evaluation.annotator import SimulatedAnnotator, box_mask
-from napari_activeseg.evaluation.report import CSV_COLUMNS, aulc, format_summary, summarise
-from napari_activeseg.evaluation.runner import (
-    STATE_NAME,
-    BenchmarkConfig,
-    TextProgress,
-    parse_seeds,
-    run_benchmark,
-)
 from napari_activeseg.cli import main
 from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.project import Project
+from napari_activeseg.evaluation.annotator import SimulatedAnnotator, box_mask
+from napari_activeseg.evaluation.config import BenchmarkConfig, parse_seeds
+from napari_activeseg.evaluation.progress import BenchmarkProgress, TextProgress
+from napari_activeseg.evaluation.report import CSV_COLUMNS, aulc, format_summary, summarise
+from napari_activeseg.evaluation.resume import STATE_NAME
+from napari_activeseg.evaluation.runner import run_benchmark
 
 from ..conftest import make_blobs
 
@@ -204,8 +201,6 @@ def test_text_progress_plain_lines():
 
     stream = io.StringIO()
     bar = TextProgress(stream, interval_s=0)
-    from napari_activeseg.evaluation.runner import BenchmarkProgress
-
     bar(BenchmarkProgress(5, 10, "entropy s0", 1, "train", "step 5/10", 3.0, 3.0))
     bar(BenchmarkProgress(10, 10, "entropy s0", 1, "done", "Dice 0.5", 6.0, 0.0, "round"))
     text = stream.getvalue()

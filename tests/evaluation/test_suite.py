@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from imageio import v3 as iio
 
-from napari_activeseg.evaluation.dataset import mean_dice, split_dataset
-from napari_activeseg.evaluation.runner import BenchmarkConfig, run_benchmark
 from napari_activeseg.core.progress import run_to_end
+from napari_activeseg.evaluation.config import BenchmarkConfig
+from napari_activeseg.evaluation.dataset import mean_dice, split_dataset
+from napari_activeseg.evaluation.runner import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 

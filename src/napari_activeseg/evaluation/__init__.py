@@ -15,8 +15,24 @@ rf
 annotator
     ``SimulatedAnnotator``: corrects a pre-annotation to the ground truth and counts the effort.
 runner
-    ``run_benchmark`` (a generator) behind ``activeseg benchmark``: learning curves per strategy
-    and seed on the real session, the ``rf`` and ``full`` baselines, resume.
+    ``run_benchmark`` (a generator) behind ``activeseg benchmark``: the protocol, the plan of
+    runs, the loop over them.
+config
+    ``BenchmarkConfig`` (the settings and their validation), ``parse_seeds``, ``parse_list``.
+experiment
+    ``Experiment``: the dataset, resolved configs, splits and draws shared by every run; test
+    Dice and the effort columns of a round.
+loop
+    ``StrategyRun``: one query strategy on one seed, round after round, on the real session.
+baselines
+    The ``rf`` (random forest) and ``full`` (whole pool, the ceiling) baselines.
+resume
+    Each run's state file, the pinned settings of the output folder, the shared round-0 model.
+progress
+    ``BenchmarkProgress`` records, the work accounting behind their ETA, the progress bar.
+results
+    Gathers every run's rows and writes ``results.json``, ``results.csv``, the plot.
 report
-    AULC, ``results.csv`` / ``results.json`` writers, the learning-curve plot, the summary table.
+    AULC, the ``results.csv`` writer, the learning-curve plot, the summary table (on plain
+    rows, so a finished ``results.json`` can be re-analysed without training).
 """

@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["SegDataset", "load_dataset", "split_dataset", "mean_dice", "class_dice",
-           "IMAGE_SUFFIXES"]
+__all__ = ["SegDataset", "load_dataset", "read_mask", "split_dataset", "mean_dice",
+           "class_dice", "IMAGE_SUFFIXES"]
 
 #: File suffixes (lower case) taken as images or masks; anything else in the folders is skipped.
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -105,7 +105,7 @@ def _listing(names: Sequence[str]) -> str:
     return shown
 
 
-def _read_mask(path: Path) -> np.ndarray:
+def read_mask(path: Path) -> np.ndarray:
     """Read a mask file as an (H, W) integer class map (0/255 binary mapped to 0/1).
 
     Parameters
@@ -227,7 +227,7 @@ def load_dataset(root: str | Path, *, max_images: int | None = None) -> SegDatas
     masks: list[np.ndarray] = []
     for name in names:
         image = np.asarray(read_image(image_files[name]))
-        mask = _read_mask(mask_files[name])
+        mask = read_mask(mask_files[name])
         if image.shape[:2] != mask.shape:
             raise ValueError(
                 f"Image {name!r} has height x width {image.shape[:2]} (shape {image.shape}) but "

@@ -1,0 +1,121 @@
+"""The outputs of a benchmark folder: every requested run's rows gathered from its state file,
+``results.json`` (settings, splits, curves with their picks, AULC, summary, notes),
+``results.csv`` and ``learning_curve.png``.
+
+Written after every run (without the plot) and at the end, so a folder always holds the results
+of what has finished. The row-level helpers (AULC, the CSV writer, the plot, the table) are in
+:mod:`.report`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.serialize import write_json
+from .baselines import plateau_stop
+from .experiment import Experiment
+from .report import BASELINES, plot_learning_curves, summarise, write_csv
+from .resume import STATE_NAME, RunState, utc_now
+
+__all__ = ["collect", "write_outputs"]
+
+
+def collect(exp: Experiment) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[dict]]]]:
+    """Rows of every requested run (rounds 0..rounds), and the curves with their picks."""
+    rows, curves = [], {}
+    names = [*exp.cfg.strategies, *exp.cfg.baselines]
+    for name in names:
+        for seed in exp.cfg.seeds:
+            path = exp.run_dir(name, seed) / STATE_NAME
+            if not path.is_file():
+                continue
+            kind = "baseline" if name in BASELINES else "strategy"
+            st = RunState(path, kind, name, seed)
+            exp.notes += [n for n in st.data.get("notes", []) if n not in exp.notes]
+            mine = [r for r in st.rounds if r["round"] <= exp.cfg.rounds]
+            if not mine:
+                continue
+            rows += [{k: v for k, v in r.items() if k != "picks"} for r in mine]
+            curves.setdefault(name, {})[str(seed)] = mine
+    return rows, curves
+
+
+def write_outputs(exp: Experiment, *, plot: bool = True
+                  ) -> tuple[list[dict], dict, dict[str, Path]]:
+    """Write ``results.json``, ``results.csv`` (and the plot); returns rows, summary, paths."""
+    from .. import __version__
+
+    cfg = exp.cfg
+    rows, curves = collect(exp)
+    summary = summarise(rows, x=cfg.x_axis)
+    keys = ("round", "n_labelled", "pixels_reviewed", "dice", "pixels_corrected",
+            "objects_corrected", "seconds", "n_picked", "pixels_scratch", "objects_scratch",
+            "total_pixels_corrected", "total_objects_corrected", "total_pixels_scratch",
+            "total_objects_scratch", "train_steps", "train_s", "query_s", "eval_s")
+    keys += tuple(sorted({k for r in rows for k in r if k.startswith("dice_")}))
+    json_curves = {
+        name: {seed: {**{k: [r.get(k) for r in rs] for k in keys},
+                      "picked": [[p["image"] for p in r.get("picks", [])] for r in rs],
+                      "boxes": [[p.get("boxes") for p in r.get("picks", [])] for r in rs]
+                      if cfg.regions else None}
+               for seed, rs in by_seed.items()}
+        for name, by_seed in curves.items()}
+    splits, observer, plateau = {}, {}, {}
+    for seed in cfg.seeds:
+        pool, test = exp.splits[seed]
+        splits[str(seed)] = {
+            "pool": [exp.ds.names[i] for i in pool],
+            "test": [exp.ds.names[i] for i in test],
+            "initial": [n for n, _ in exp.initial_picks(seed)],
+            "pool_pixels": int(sum(exp.ds.masks[i].size for i in pool))}
+        second = exp.second_observer(seed)
+        if second is not None:
+            observer[str(seed)] = second
+        path = exp.run_dir("full", seed) / STATE_NAME
+        if "full" in cfg.baselines and path.is_file():
+            st = RunState(path, "baseline", "full", seed).data
+            if st.get("plateau"):
+                plateau[str(seed)] = {"rounds": st["plateau"],
+                                      "stop_reason": plateau_stop(st["plateau"], cfg)}
+    doc = {
+        "napari_activeseg": __version__,
+        "created_at": utc_now(),
+        "config": cfg.to_dict(),
+        "model_config": exp.model_config.to_dict(),
+        "train_config": exp.train_config.to_dict(),
+        "inference_config": exp.inference_config.to_dict(),
+        "dataset": {"root": str(exp.ds.root), "n_images": len(exp.ds),
+                    "n_classes": exp.ds.n_classes, "in_channels": exp.ds.in_channels,
+                    "files": list(exp.ds.names)},
+        "splits": splits,
+        "x_axis": cfg.x_axis,
+        "metric": "mean over test images of the per-image foreground Dice",
+        "rf_labelled_from": "random" if "random" in cfg.strategies else "own random draws",
+        "classes": list(exp.classes),
+        "second_observer": observer or None,
+        "full_plateau": plateau or None,
+        "curves": json_curves,
+        "aulc": {name: {k: s["aulc"][k] for k in ("mean", "std", "per_seed")}
+                 for name, s in summary.items()},
+        "summary": summary,
+        "notes": list(dict.fromkeys(exp.notes)),
+    }
+    files = {"json": cfg.out / "results.json", "csv": cfg.out / "results.csv",
+             "png": cfg.out / "learning_curve.png"}
+    order = {n: i for i, n in enumerate([*cfg.strategies, *cfg.baselines])}
+    rows.sort(key=lambda r: (order.get(r["strategy"], 99), r["seed"], r["round"]))
+    write_json(files["json"], doc)
+    write_csv(files["csv"], rows)
+    if plot and rows:
+        seeds = len(cfg.seeds)
+        refs = [] if not observer else [
+            (float(np.mean(list(observer.values()))), "second human observer")]
+        plot_learning_curves(
+            files["png"], rows, x=cfg.x_axis, references=refs,
+            title=f"{exp.ds.root.name}: {len(exp.ds)} images, {seeds} seed"
+                  f"{'s' if seeds != 1 else ''}, {cfg.steps} steps/round"
+                  f"{', regions ' + str(cfg.region_size) + ' px' if cfg.regions else ''}")
+    return rows, summary, files

@@ -214,29 +214,48 @@ def test_adopted_model_becomes_current_and_is_recorded(project, tmp_path):
         other.close()
 
 
-def test_submission_records_the_corrected_pixels_for_focus_sampling(project):
+def _focus_per_round(monkeypatch):
+    """The focus maps (one per training image, None = no hard pixels) of every fit."""
+    from napari_activeseg.core.training import Trainer
+
+    seen = []
+    real = Trainer.fit
+
+    def fit(self, *args, focus=None, **kwargs):
+        seen.append(None if focus is None else list(focus))
+        return (yield from real(self, *args, focus=focus, **kwargs))
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    return seen
+
+
+def test_submission_records_the_corrected_pixels_for_focus_sampling(project, monkeypatch):
+    focus = _focus_per_round(monkeypatch)
     s = ActiveLearningSession(project, model_config=TINY_MODEL,
                               train_config=TINY_TRAIN.replace(focus_p=0.5),
                               inference_config=InferenceConfig(tile_size=64, overlap=8))
     ids = [r.id for r in project.images()]
     s.submit(ids[0], project.truth[ids[0]])
-    assert ids[0] not in s._focus  # no pre-annotation, no model: nothing known to be hard
     run_to_end(s.train())
+    assert focus == [[None]]  # no pre-annotation, no model: nothing known to be hard
     pre = s.predict(ids[1]).labels
     s.mark_shown(ids[1], pre)
     s.submit(ids[1], project.truth[ids[1]])
-    hard = s._focus[ids[1]]
     probs = s.predict(ids[1]).probs
-    assert np.array_equal(hard, (pre != project.truth[ids[1]]) | (probs.max(0) < 0.8))
     run_to_end(s.train())  # trains with the focus maps (focus_p = 0.5)
-    assert len(project.rounds()) == 2
+    assert len(focus) == 2 and len(project.rounds()) == 2
+    maps = dict(zip(project.labelled_ids(), focus[1], strict=True))
+    assert maps[ids[0]] is None
+    assert np.array_equal(maps[ids[1]], (pre != project.truth[ids[1]]) | (probs.max(0) < 0.8))
 
 
-def test_no_focus_maps_are_kept_while_focus_sampling_is_off(project):
+def test_no_focus_maps_are_kept_while_focus_sampling_is_off(project, monkeypatch):
+    focus = _focus_per_round(monkeypatch)
     s = _session(project)  # TINY_TRAIN: focus_p = 0
     ids = [r.id for r in project.images()]
     s.submit(ids[0], project.truth[ids[0]])
     run_to_end(s.train())
     s.mark_shown(ids[1], s.predict(ids[1]).labels)
     s.submit(ids[1], project.truth[ids[1]])
-    assert s._focus == {}
+    run_to_end(s.train())
+    assert len(focus) == 2 and focus[1] == [None, None]

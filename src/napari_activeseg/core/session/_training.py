@@ -1,0 +1,264 @@
+"""Training rounds and the current model: fine-tune on the labelled set (with CEAL
+pseudo-labels and an ensemble committee when asked), save the weights as a new version with
+its round, and make them current -- or load the newest saved model, or adopt weights trained
+elsewhere."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..config import ModelConfig, TrainConfig
+from ..inference import Prediction
+from ..model import UNet
+from ..project import Project, ProjectError, ProjectWarning
+from ..strategies import (
+    PseudoLabelConfig,
+    QueryStrategy,
+    bootstrap_indices,
+    make_pseudo_labels,
+    pseudo_training_set,
+)
+from ..training import Trainer, TrainProgress, TrainResult
+from ._pool import labelled_examples, pool_ids
+from ._records import RoundSummary
+
+
+def build_model(config: ModelConfig, state: Mapping[str, Any]) -> UNet:
+    """A U-Net of ``config`` with the given weights, in eval mode."""
+    model = UNet(config)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+class RoundRunner:
+    """Runs training rounds and keeps the current model, its version and the committee.
+
+    Parameters
+    ----------
+    project : Project
+    stop : threading.Event
+        Set by the session to end a round within one step.
+    model_config : callable
+        The session's current model configuration (read when a round needs it: preparing
+        the images may decide its polarity first).
+    on_installed : callable
+        Called with the version when new weights became current (the committee is set
+        after it).
+    """
+
+    def __init__(self, project: Project, *, stop: threading.Event,
+                 model_config: Callable[[], ModelConfig],
+                 on_installed: Callable[[str], None]) -> None:
+        self.project = project
+        self._stop = stop
+        self._model_config = model_config
+        self._on_installed = on_installed
+        self.model: UNet | None = None
+        self.model_version: str | None = None
+        self.committee: list[UNet] = []
+        self._trainer: Trainer | None = None
+
+    def load_saved(self) -> ModelConfig | None:
+        """Make the newest saved model that fits the images current; returns its config, or
+        None (no saved model, or none usable: a warning says so)."""
+        if not self.project.models():
+            return None
+        want = self._model_config()
+
+        def fits(cfg: ModelConfig) -> str | None:
+            if cfg.in_channels != want.in_channels:
+                return (f"it takes {cfg.in_channels} input channel(s) but the images have "
+                        f"{want.in_channels}")
+            return None
+
+        try:
+            state, cfg, meta = self.project.load_model(fits=fits)
+        except ProjectError as err:  # every version is damaged or foreign: start afresh
+            warnings.warn(f"No saved model could be used ({err}); the next training "
+                          "starts a new model.", ProjectWarning, stacklevel=3)
+            return None
+        self.model = build_model(cfg, state)
+        # not models()[-1]: a damaged or foreign latest version makes load_model fall back to
+        # the newest one that fits
+        self.model_version = meta["version"]
+        return cfg
+
+    def reset(self) -> None:
+        """No model any more (a new architecture): the next round starts afresh."""
+        self.model, self.model_version, self.committee = None, None, []
+
+    def request_stop(self) -> None:
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.request_stop()
+
+    def run(self, cfg: TrainConfig, *, strategy: QueryStrategy, strategy_name: str,
+            committee_size: int, seed: int, pseudo_config: PseudoLabelConfig | None,
+            prepared: Callable[[int], np.ndarray], predict: Callable[..., Prediction | None],
+            focus: Callable[[int], np.ndarray | None], on_start: Callable[[], None],
+            ) -> Generator[TrainProgress, None, RoundSummary | None]:
+        """One round (see :meth:`ActiveLearningSession.train`). ``focus``: an image's hard
+        pixels; ``on_start``: called once there is something to train on."""
+        try:
+            return (yield from self._run(cfg, strategy, strategy_name, committee_size, seed,
+                                         pseudo_config, prepared, predict, focus, on_start))
+        finally:
+            self._trainer = None
+
+    def _run(self, cfg, strategy, strategy_name, committee_size, seed, pseudo_config,
+             prepared, predict, focus, on_start):
+        t0 = time.perf_counter()
+        labelled = labelled_examples(self.project)
+        if not labelled:
+            raise ValueError("Nothing to train on yet: submit labels for at least one image.")
+        on_start()
+        images = [prepared(i) for i, _, _ in labelled]
+        labels = [lab for _, lab, _ in labelled]
+        reviewed = [rev for _, _, rev in labelled]
+        n_pseudo = 0
+        notes: list[str] = []
+        round_no = len(self.project.rounds())
+        if pseudo_config is not None and pseudo_config.enabled and self.model:
+            n_pseudo = self._add_pseudo_labels(labelled, images, labels, reviewed, round_no,
+                                               pseudo_config, prepared, predict, notes)
+        init = None if self.model is None else self.model.state_dict()
+        model_config = self._model_config()
+        self._trainer = Trainer(model_config, cfg.replace(seed=cfg.seed + round_no))
+        if self._stop.is_set():
+            return None
+        hard = [focus(i) for i, _, _ in labelled] + \
+            [None] * (len(images) - len(labelled))  # pseudo-labelled images have none
+        result: TrainResult = yield from self._trainer.fit(
+            images, labels, reviewed, init_state=init, focus=hard)
+        if result.stop_reason == "stop_requested":
+            notes.append("Training cancelled: the last good model is kept.")
+            return RoundSummary(self.model_version, result, len(labelled), n_pseudo,
+                                saved=False, notes=notes)
+
+        committee: list[UNet] = []
+        if strategy.needs_ensemble or strategy.requirements["mode"] == "ensemble":
+            committee = yield from self._train_committee(
+                cfg, model_config, result, images, labels, reviewed, len(labelled),
+                committee_size, seed + round_no)
+            notes.append(f"Committee of {len(committee)} trained for the ensemble strategy.")
+
+        ids = [i for i, _, _ in labelled]
+        meta = {
+            "round": round_no,
+            "labelled_ids": ids,
+            "n_pseudo": n_pseudo,
+            "train_config": cfg.to_dict(),
+            "steps": result.steps,
+            "seconds": round(result.seconds, 2),
+            "stop_reason": result.stop_reason,
+            "best_val_dice": result.best_val_dice,
+            "history": result.history[-200:],
+        }
+        version = self._install(
+            result.state_dict, meta, cfg.seed + round_no, ids,
+            {"best_val_dice": result.best_val_dice, "final_loss":
+             result.history[-1]["loss"] if result.history else None, "steps": result.steps},
+            {"train_s": round(result.seconds, 2), "round_s": round(time.perf_counter() - t0, 2)},
+            strategy_name=strategy_name, model=result.build_model())
+        self.committee = committee
+        return RoundSummary(version, result, len(labelled), n_pseudo, len(committee),
+                            notes=notes)
+
+    def _add_pseudo_labels(self, labelled, images, labels, reviewed, round_no, pseudo_config,
+                           prepared, predict, notes: list[str]) -> int:
+        """Fill this round's arrays (in place) with confident predictions: the unreviewed
+        pixels of partly reviewed images, then whole pool images; returns how many pool
+        images joined."""
+        done = {i for i, _, _ in labelled}
+        n_filled = 0
+        for n, (image_id, _, rev) in enumerate(labelled):
+            if rev is None:
+                continue
+            # the unreviewed pixels of a partly reviewed image: confident predictions fill
+            # them in this round's arrays only; the reviewed pixels keep their truth and
+            # nothing here reaches the project's labels
+            pred = predict(image_id, maps=("entropy",))
+            p = make_pseudo_labels(str(image_id), pred.probs, round_no, pseudo_config)
+            if p is None:
+                continue
+            extra = p.mask & ~rev
+            if extra.any():
+                labels[n] = np.where(rev, labels[n], p.labels).astype(labels[n].dtype)
+                reviewed[n] = rev | extra
+                n_filled += 1
+        if n_filled:
+            notes.append(f"Confident predictions filled the unreviewed pixels of "
+                         f"{n_filled} partly reviewed image(s).")
+        pseudo = []
+        for image_id in pool_ids(self.project):
+            if image_id in done:
+                continue
+            pred = predict(image_id, maps=("entropy",))
+            p = make_pseudo_labels(str(image_id), pred.probs, round_no, pseudo_config)
+            if p is not None:
+                pseudo.append(p)
+        if not pseudo:
+            return 0
+        extra = pseudo_training_set(
+            pseudo, {p.image_id: prepared(int(p.image_id)) for p in pseudo},
+            reviewed_ids={str(i) for i in done}, max_images=pseudo_config.max_images)
+        images += extra[0]
+        labels += extra[1]
+        reviewed += extra[2]
+        notes.append(f"{len(extra[0])} pseudo-labelled image(s) joined training.")
+        return len(extra[0])
+
+    def _train_committee(self, cfg: TrainConfig, model_config: ModelConfig,
+                         result: TrainResult, images: Sequence[np.ndarray],
+                         labels: Sequence[np.ndarray], reviewed: Sequence[np.ndarray | None],
+                         n_real: int, size: int, seed: int):
+        """Members fine-tuned from the round's weights on bootstrap resamples of the
+        labelled images, each with a share of the round's budget (stops early on request)."""
+        member_cfg = cfg.replace(
+            time_budget_s=None if cfg.time_budget_s is None else cfg.time_budget_s / size,
+            max_steps=None if cfg.max_steps is None else max(1, cfg.max_steps // size))
+        committee: list[UNet] = []
+        for m, idx in enumerate(bootstrap_indices(n_real, size, seed=seed)):
+            if self._stop.is_set():
+                break
+            self._trainer = Trainer(model_config, member_cfg.replace(seed=m + 1))
+            res = yield from self._trainer.fit(
+                [images[i] for i in idx], [labels[i] for i in idx],
+                [reviewed[i] for i in idx], init_state=result.state_dict)
+            committee.append(res.build_model())
+        return committee
+
+    def adopt(self, state_dict: Mapping[str, Any], meta: Mapping[str, Any] | None, *,
+              strategy_name: str, seed: int) -> str:
+        """Install weights trained elsewhere as a round on the labelled set (see
+        :meth:`ActiveLearningSession.adopt_model`); clears the committee."""
+        meta = dict(meta or {})
+        labelled = sorted(self.project.labelled_ids())
+        round_no = len(self.project.rounds())
+        meta.setdefault("round", round_no)
+        meta["labelled_ids"] = labelled
+        meta["adopted"] = True
+        metrics = {k: meta.get(k) for k in ("best_val_dice", "final_loss", "steps")}
+        version = self._install(state_dict, meta, seed + round_no, labelled, metrics,
+                                {"train_s": meta.get("seconds", 0.0), "round_s": 0.0},
+                                strategy_name=strategy_name)
+        self.committee = []
+        return version
+
+    def _install(self, state_dict, meta, seed, labelled_ids, metrics, wall_times, *,
+                 strategy_name: str, model: UNet | None = None) -> str:
+        """Save weights as a new version + round and make them the current model."""
+        config = self._model_config()
+        version = self.project.save_model(state_dict, config, meta)
+        self.project.record_round(version, strategy_name, seed, labelled_ids, metrics,
+                                  wall_times)
+        self.model = model if model is not None else build_model(config, state_dict)
+        self.model_version = version
+        self._on_installed(version)
+        return version

@@ -54,10 +54,11 @@ from typing import Any
 import numpy as np
 
 from napari_activeseg.core.atomic import atomic_write_text
+from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.serialize import write_json
 from napari_activeseg.evaluation.config import BenchmarkConfig, parse_list, parse_seeds
 from napari_activeseg.evaluation.dataset import IMAGE_SUFFIXES, split_dataset
-from napari_activeseg.evaluation.progress import TextProgress
+from napari_activeseg.evaluation.progress import BenchmarkBar
 from napari_activeseg.evaluation.report import (
     budget_aulc,
     curve_at,
@@ -568,14 +569,11 @@ def run_suite(data_root: Path, out: Path, settings: SuiteSettings, *,
                   f"(~{100 * plan['planned_fraction']:.1f} % of the pool)", file=log, flush=True)
             if not analyse_only:
                 t0 = time.perf_counter()
-                bar = TextProgress(log, interval_s=60.0)
-                gen = run_benchmark(cfg)
-                while True:
-                    try:
-                        bar(next(gen))
-                    except StopIteration:
-                        break
-                bar.close()
+                bar = BenchmarkBar(log, interval_s=60.0)
+                try:
+                    run_to_end(run_benchmark(cfg), bar)
+                finally:
+                    bar.close()
                 print(f"== {ds} done in {(time.perf_counter() - t0) / 60:.1f} min", file=log,
                       flush=True)
             path = out / ds / "results.json"

@@ -99,22 +99,30 @@ def _demo_screenshot(viewer, widget, args) -> int:
 
 
 def _progress_printer(stream=None):
-    """A text progress line for the export generators (one line per image; tile progress is
-    redrawn in place on a terminal)."""
+    """A tqdm bar for the export generators: images finished of the total, the image in progress
+    (and its tiles) after it; a skipped image gets a line of its own. It closes itself after
+    the last image."""
+    from tqdm import tqdm
+
     stream = stream or sys.stderr
-    tty = stream.isatty()
+    bar = None
 
     def show(rec) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=rec.total, unit="image", file=stream, miniters=0,
+                       dynamic_ncols=stream.isatty())
         if rec.kind == "tiles":
-            if tty:
-                stream.write(f"\r[{rec.done + 1}/{rec.total}] {rec.name}: tile "
-                             f"{rec.tiles_done}/{rec.tiles_total}\x1b[K")
-                stream.flush()
+            bar.set_postfix_str(f"{rec.name}: tile {rec.tiles_done}/{rec.tiles_total}",
+                                refresh=False)
+            bar.update(0)  # redraws when tqdm's interval has passed
             return
-        status = f"skipped: {rec.error}" if rec.error else "ok"
-        line = f"[{rec.done}/{rec.total}] {rec.name}: {status} ({rec.seconds:.1f} s)"
-        stream.write(("\r" + line + "\x1b[K\n") if tty else line + "\n")
-        stream.flush()
+        if rec.error:
+            bar.write(f"{rec.name}: skipped: {rec.error}", file=stream)
+        bar.set_postfix_str(rec.name, refresh=False)
+        bar.update(rec.done - bar.n)
+        if rec.done >= rec.total:
+            bar.close()
 
     return show
 
@@ -187,7 +195,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     """Simulated-annotator learning curves; see ``evaluation/runner.py`` for the protocol."""
     from .core.progress import run_to_end
     from .evaluation.config import BenchmarkConfig, parse_list, parse_seeds
-    from .evaluation.progress import TextProgress
+    from .evaluation.progress import BenchmarkBar
     from .evaluation.runner import run_benchmark
 
     model = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
@@ -203,7 +211,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         full_steps=args.full_steps, max_images=args.max_images,
         test_fraction=args.test_fraction, model=model, train=train, inference=inference,
         rf_samples=args.rf_samples or None)
-    bar = TextProgress(sys.stderr) if not args.quiet else None
+    bar = BenchmarkBar(sys.stderr) if not args.quiet else None
     gen = run_benchmark(config)
     try:
         result = run_to_end(gen, bar)
@@ -214,8 +222,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         print("\nactiveseg: interrupted; run the same command again to resume where it "
               "stopped.", file=sys.stderr)
         return 130
-    if bar is not None:
-        bar.close()
+    finally:
+        if bar is not None:
+            bar.close()  # also before a bad-input error is printed; a second close does nothing
     print(result.table())
     for note in result.notes:
         print(f"note: {note}")

@@ -19,7 +19,7 @@ from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.project import Project
 from napari_activeseg.evaluation.annotator import SimulatedAnnotator, box_mask
 from napari_activeseg.evaluation.config import BenchmarkConfig, parse_seeds
-from napari_activeseg.evaluation.progress import BenchmarkProgress, TextProgress
+from napari_activeseg.evaluation.progress import ROUND_OVERHEAD, BenchmarkBar, BenchmarkProgress
 from napari_activeseg.evaluation.report import CSV_COLUMNS, aulc, format_summary, summarise
 from napari_activeseg.evaluation.resume import STATE_NAME
 from napari_activeseg.evaluation.runner import run_benchmark
@@ -196,15 +196,29 @@ def test_progress_records_and_summary_table(finished):
     assert all(name in result.summary for name in ("random", "entropy", "rf", "full"))
 
 
-def test_text_progress_plain_lines():
+def test_benchmark_bar_shows_the_total_and_a_line_per_round():
     import io
 
     stream = io.StringIO()
-    bar = TextProgress(stream, interval_s=0)
+    bar = BenchmarkBar(stream, interval_s=0)
     bar(BenchmarkProgress(5, 10, "entropy s0", 1, "train", "step 5/10", 3.0, 3.0))
     bar(BenchmarkProgress(10, 10, "entropy s0", 1, "done", "Dice 0.5", 6.0, 0.0, "round"))
+    bar.close()
+    bar.close()  # a second close draws nothing more
     text = stream.getvalue()
-    assert "50.0%" in text and "entropy s0 round 1: Dice 0.5" in text
+    assert "50.0%" in text and "5/10" in text and "entropy s0 r1 train: step 5/10" in text
+    assert "entropy s0 round 1: Dice 0.5\n" in text  # a line of its own
+    final = text.rstrip("\n").split("\r")[-1]  # what the bar shows when closed
+    assert "100.0%" in final and "10/10" in final and text.endswith("\n")
+
+
+def test_cli_quiet_draws_no_bar(data, tmp_path, capsys):
+    code = main(["benchmark", "--data", str(data), "--out", str(tmp_path / "out"), "--seeds",
+                 "1", "--rounds", "0", "--strategies", "random", "--baselines", "none",
+                 "--quiet", *TINY_FLAGS])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "AULC" in captured.out and captured.err == ""
 
 
 # ------------------------------------------------------------------------ resume
@@ -360,7 +374,11 @@ def test_cli_runs_and_prints_the_summary(data, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "AULC" in captured.out and "random" in captured.out and "full" in captured.out
     assert "results.csv" in captured.out
-    assert "%" in captured.err  # the progress bar
+    # the progress bar ends full, on the run's total work: two U-Net rounds and one full round
+    total = 2 * (8 + ROUND_OVERHEAD) + (12 + ROUND_OVERHEAD)
+    final = captured.err.rstrip("\n").split("\r")[-1]
+    assert "100.0%" in final and f"{total:.0f}/{total:.0f}" in final
+    assert "random s0 round 1: Dice" in captured.err  # each finished round has its line
     rows = _rows(out)
     assert [(r["strategy"], r["round"]) for r in rows] == [("random", "0"), ("random", "1"),
                                                           ("full", "0")]

@@ -1,5 +1,6 @@
 """Progress of a benchmark run: the :class:`BenchmarkProgress` records it yields, the work
-accounting behind their ETA (:class:`Tracker`), and :class:`TextProgress`, which shows them.
+accounting behind their ETA (:class:`Tracker`), and :class:`BenchmarkBar`, the tqdm bar that
+shows them.
 
 Work is counted in "optimiser step equivalents": a U-Net round costs its steps plus
 ``ROUND_OVERHEAD`` (pool scoring and test prediction); a forest round costs ``RF_ROUND``. Rough on
@@ -8,16 +9,17 @@ purpose: they only weigh the ETA.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
+from tqdm import tqdm
+
 if TYPE_CHECKING:
     from .config import BenchmarkConfig
 
-__all__ = ["RF_ROUND", "ROUND_OVERHEAD", "BenchmarkProgress", "TextProgress", "Tracker",
+__all__ = ["RF_ROUND", "ROUND_OVERHEAD", "BenchmarkBar", "BenchmarkProgress", "Tracker",
            "task_work"]
 
 #: Work units of a U-Net round on top of its optimiser steps (pool scoring, test prediction).
@@ -83,63 +85,45 @@ class Tracker:
             self.fresh += work
 
 
-def _fmt_time(s: float | None) -> str:
-    if s is None or not math.isfinite(s):
-        return "--:--"
-    s = int(round(s))
-    h, rest = divmod(s, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
+class BenchmarkBar:
+    """Shows :class:`BenchmarkProgress` records as a tqdm bar over the run's total work.
 
-
-class TextProgress:
-    """A plain-text progress bar for :class:`BenchmarkProgress` records (no dependencies).
-
-    On a terminal the bar is redrawn in place; otherwise (a log file) a line is written at most
-    every ``interval_s`` seconds. Finished rounds and notes always get a line of their own.
+    The bar counts work units (``done``/``total``), with the run's own ETA (from the work done in
+    this process, so resumed rounds do not make it optimistic) and where the run is. Finished
+    rounds and notes get a line of their own above it. It is redrawn at most every
+    ``interval_s`` seconds (0.25 on a terminal, 30 in a log file); :meth:`close` draws its final
+    state. Made at the first record, which carries the total.
     """
 
-    def __init__(self, stream: TextIO | None = None, *, width: int = 24,
-                 interval_s: float | None = None) -> None:
+    #: The bar's layout; ``postfix`` is "~ETA left | run round stage: message".
+    FORMAT = "{percentage:5.1f}%|{bar:24}| {n:.0f}/{total:.0f} {elapsed} elapsed{postfix}"
+
+    def __init__(self, stream: TextIO | None = None, *, interval_s: float | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.width = width
         self.interval = interval_s if interval_s is not None else (0.25 if self.tty else 30.0)
-        self._last = -math.inf
-        self._drawn = False
-
-    def _bar(self, p: BenchmarkProgress) -> str:
-        frac = 0.0 if p.total <= 0 else min(1.0, p.done / p.total)
-        fill = int(round(frac * self.width))
-        where = f"{p.run} r{p.round}" if p.round is not None else p.run
-        return (f"[{'#' * fill}{'.' * (self.width - fill)}] {100 * frac:5.1f}%  "
-                f"{_fmt_time(p.elapsed_s)} elapsed, ~{_fmt_time(p.eta_s)} left | {where} "
-                f"{p.stage}{': ' + p.message if p.message else ''}")
+        self._bar: tqdm | None = None
 
     def __call__(self, p: BenchmarkProgress) -> None:
-        now = time.monotonic()
+        if self._bar is None:
+            self._bar = tqdm(total=p.total, file=self.stream, bar_format=self.FORMAT,
+                             mininterval=self.interval, miniters=0, dynamic_ncols=self.tty)
+        bar = self._bar
         if p.event in ("round", "note"):
-            self._clear()
             where = f"{p.run} round {p.round}" if p.round is not None else p.run
-            self.stream.write(f"{where}: {p.message}\n")
-            self.stream.flush()
-            self._last = -math.inf
-        if now - self._last < self.interval and p.event == "step":
-            return
-        self._last = now
-        line = self._bar(p)
-        if self.tty:
-            cols = 120
-            self.stream.write("\r" + line[:cols].ljust(cols))
-            self._drawn = True
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def _clear(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\r" + " " * 120 + "\r")
-            self._drawn = False
+            bar.write(f"{where}: {p.message}", file=self.stream)
+        where = f"{p.run} r{p.round}" if p.round is not None else p.run
+        eta = "--:--" if p.eta_s is None else tqdm.format_interval(p.eta_s)
+        bar.set_postfix_str(f"~{eta} left | {where} {p.stage}"
+                            f"{': ' + p.message if p.message else ''}", refresh=False)
+        drawn = bar.last_print_t
+        bar.update(p.done - bar.n)  # redraws when interval_s has passed
+        if p.event != "step" and bar.last_print_t == drawn:
+            bar.refresh()  # a round or note always shows the bar's new state
 
     def close(self) -> None:
-        self._clear()
+        """Draw the final state and end the bar (again: nothing)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         self.stream.flush()

@@ -63,10 +63,10 @@ def test_whole_loop(widget, qtbot):
     assert w.session.project.labelled_ids() == [first]
     second = w.current_id
     assert second is not None and second != first
-    # submit by key binding
+    # submit by key binding (Shift-S, bound on the viewer)
     v.layers[ANNOTATION].data = w.truth[second].copy()
     with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
-        w._key_submit(v)
+        _key(v, "Shift-S")(v)
     assert sorted(w.session.project.labelled_ids()) == sorted([first, second])
     # train in the worker; after it the pool is re-scored and the table shows scores
     third = w.current_id
@@ -228,6 +228,31 @@ def test_export_labels_from_the_dock(widget, qtbot, tmp_path):
     assert np.array_equal(tifffile.imread(files[0]), w.truth[first])
 
 
+def test_settings_form_shows_applies_and_saves_the_configs(widget, tmp_path):
+    w = widget
+    form = w.settings
+    # the form shows the project's saved settings ...
+    assert (form.unet_width.value, form.unet_depth.value) == (TINY_MODEL.width, TINY_MODEL.depth)
+    assert form.patch_field.value == TINY_TRAIN.patch_size
+    assert form.steps_field.value == TINY_TRAIN.max_steps
+    assert form.time_field.value == 0  # no time budget: shown as 0, "no limit"
+    assert form.mc_field.value == 2
+    # ... and Apply hands the edited values to the session, which saves them in the project
+    form.unet_width.value = 8
+    form.steps_field.value = 0  # 0: no step limit ...
+    form.time_field.value = 30  # ... then a time budget is needed
+    form.mc_field.value = 3
+    form.apply_btn.native.click()  # the Qt button under the magicgui one
+    s = w.session
+    assert s.model_config.width == 8 and s.train_config.max_steps is None
+    assert s.train_config.time_budget_s == 30
+    assert s.inference_config.mc_samples == 3
+    w.close_project()
+    again = w.open_project(tmp_path / "proj")
+    assert again.model_config.width == 8 and again.inference_config.mc_samples == 3
+    assert form.unet_width.value == 8 and form.steps_field.value == 0
+
+
 def _colour_pixels(widget, colour, tol=40):
     """How many pixels of the widget's rendering are close to ``colour``."""
     img = widget.grab().toImage()
@@ -258,3 +283,12 @@ def test_training_plot_follows_the_steps(make_napari_viewer):
     assert _colour_pixels(w.plot, VAL_COLOR) > empty_val + 100  # and the validation points
     w.plot.clear()
     assert w.plot.loss_points() == [] and _colour_pixels(w.plot, LOSS_COLOR) == empty_loss
+
+
+def _key(viewer, name: str):
+    """The function bound to `name` (e.g. "Shift-S") on the viewer's own keymap."""
+    want = name.lower().replace("-", "+")
+    for key, func in viewer.keymap.items():
+        if str(key).lower().replace("-", "+") == want:
+            return func
+    raise AssertionError(f"{name} is not bound on the viewer: {list(viewer.keymap)}")

@@ -1,5 +1,6 @@
 """The layers of a correction: the image, the editable annotation, the uncertainty, the boxes to
-review, a veil over what is not ground truth, earlier reviewed regions, and the scribbles."""
+review, a veil over what is not ground truth, earlier reviewed regions, and the scribbles; and
+what the dock reads back from them (the user's edits)."""
 
 from __future__ import annotations
 
@@ -123,3 +124,44 @@ def paint_scribbles(viewer, class_index: int) -> None:
     viewer.layers.selection.active = layer
     layer.selected_label = int(class_index) + 1
     layer.mode = "paint"
+
+
+def layer_data(viewer, name: str) -> np.ndarray | None:
+    """The data of layer `name` as an array, or None when the user removed the layer."""
+    return np.asarray(viewer.layers[name].data) if name in viewer.layers else None
+
+
+def is_edited(viewer, view) -> bool:
+    """Whether the user changed the annotation of `view` or painted a scribble."""
+    labels, scribbles = layer_data(viewer, ANNOTATION), layer_data(viewer, SCRIBBLES)
+    return (scribbles is not None and bool(scribbles.any())) or \
+        (labels is not None and not np.array_equal(labels, view.labels))
+
+
+def reset_annotation(viewer, view) -> None:
+    """Put the prediction of `view` back into the annotation (empty without a model)."""
+    if ANNOTATION in viewer.layers:
+        layer = viewer.layers[ANNOTATION]
+        pred = view.prediction
+        layer.data = pred.labels.copy() if pred is not None else np.zeros_like(layer.data)
+
+
+def toggle_visible(viewer, name: str) -> None:
+    if name in viewer.layers:
+        viewer.layers[name].visible = not viewer.layers[name].visible
+
+
+def layer_pool_items(viewer) -> dict[str, np.ndarray]:
+    """The open image layers as pool items of a new project (a 2D+t/z stack: one per slice)."""
+    from napari.layers import Image
+
+    from ..core.project import pool_items
+
+    arrays: dict[str, np.ndarray] = {}
+    for layer in viewer.layers:
+        if isinstance(layer, Image):
+            arrays.update(pool_items(layer.name, layer.data, rgb=layer.rgb))
+    if not arrays:
+        raise ValueError("No image layer is open: open images first, or create the project "
+                         "from a folder.")
+    return arrays

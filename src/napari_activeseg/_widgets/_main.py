@@ -3,8 +3,9 @@
 The dock owns an :class:`~napari_activeseg.core.session.ActiveLearningSession` and delegates
 every action to it; it keeps no state that the project does not also hold. It listens to the
 session's signals (queued to the GUI thread) to redraw. Long work (training, scoring, opening an
-image) runs in napari thread workers wrapping the session's generators: yields drive the
-progress bar and the live plot, Cancel asks the session to stop (within one step).
+image, predicting, exporting) runs as jobs (:class:`~._workers.Jobs`: napari thread workers
+wrapping the session's generators): yields drive the progress bar and the live plot, Cancel asks
+the session to stop (within one step).
 
 The panels (one module each, no logic of their own beyond showing things):
 :class:`~._project_panel.ProjectPanel`, :class:`~._pool_panel.PoolTable`,
@@ -21,9 +22,8 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from qtpy.QtCore import QSize, QTimer, Signal
-from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._common import (
     ANNOTATION,
@@ -32,18 +32,26 @@ from ._common import (
     REVIEWED,
     SCRIBBLES,
     UNCERTAINTY,
-    background_priority,
     stop_session,
     warm_up_torch,
 )
 from ._common import notify as _notify
 from ._export_panel import ExportPanel
-from ._layers import class_colormap, paint_scribbles, show_view
+from ._layers import (
+    is_edited,
+    layer_data,
+    layer_pool_items,
+    paint_scribbles,
+    reset_annotation,
+    show_view,
+    toggle_visible,
+)
 from ._pool_panel import PoolTable
 from ._project_panel import ProjectPanel
 from ._review_panel import ReviewPanel
 from ._settings_panel import settings_panel
 from ._train_panel import TrainPanel
+from ._workers import Jobs
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -73,10 +81,7 @@ class ActiveSegWidget(QWidget):
         self.viewer = napari_viewer
         self.session: ActiveLearningSession | None = None
         self.current_view: ImageView | None = None
-        self.workers: list = []
-        self._train_worker = None
-        self._score_worker = None
-        self._refresh_pending = False
+        self.jobs = Jobs(self, on_change=self._update_enabled, on_error=self._on_worker_error)
         self._build_ui()
         self._update_enabled()
         warm_up_torch()
@@ -84,9 +89,9 @@ class ActiveSegWidget(QWidget):
         self._draft_timer.setInterval(30_000)
         self._draft_timer.timeout.connect(self.autosave_draft)
         self._draft_timer.start()
-        self.viewer.bind_key("Shift-S", self._key_submit, overwrite=True)
-        self.viewer.bind_key("Shift-K", self._key_skip, overwrite=True)
-        self.viewer.bind_key("Shift-U", self._key_toggle_uncertainty, overwrite=True)
+        self.viewer.bind_key("Shift-S", lambda _viewer: self.submit(), overwrite=True)
+        self.viewer.bind_key("Shift-K", lambda _viewer: self.skip(), overwrite=True)
+        self.viewer.bind_key("Shift-U", lambda _viewer: self.toggle_uncertainty(), overwrite=True)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
@@ -104,10 +109,12 @@ class ActiveSegWidget(QWidget):
         layout.addStretch(1)
 
         p = self.project_panel
-        p.new_folder_btn.clicked.connect(self._on_new_from_folder)
-        p.new_layers_btn.clicked.connect(self._on_new_from_layers)
-        p.open_btn.clicked.connect(self._on_open)
+        p.create_requested.connect(lambda dst, src: self.create_project(
+            dst, source_folder=src or None, from_layers=not src))
+        p.open_requested.connect(self.open_project)
         self.pool.image_activated.connect(self.open_image)
+        self.pool.follow(lambda: self.session)
+        self.pool.refreshed.connect(self.table_refreshed.emit)
         r = self.review
         r.suggest_btn.clicked.connect(self.suggest_next)
         r.submit_btn.clicked.connect(self.submit)
@@ -122,13 +129,10 @@ class ActiveSegWidget(QWidget):
         self.settings.apply_btn.clicked.connect(self.apply_settings)
         e = self.export_panel
         e.predict_btn.clicked.connect(self.predict_layer)
-        e.export_labels_btn.clicked.connect(lambda: self.export(
-            self._ask_dir("Folder for the exported labels"), what="labels"))
-        e.export_model_btn.clicked.connect(lambda: self.export(
-            self._ask_dir("Folder for the exported model"), what="model"))
-        self.viewer.layers.events.inserted.connect(self._refresh_layer_combo)
-        self.viewer.layers.events.removed.connect(self._refresh_layer_combo)
-        self._refresh_layer_combo()
+        e.export_requested.connect(lambda what, folder: self.export(folder, what=what))
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(lambda _e=None: e.refresh_layers(self.viewer))
+        e.refresh_layers(self.viewer)
         # the controls scripts and tests reach most often, by their old names
         self.classes_edit = p.classes_edit
         self.table = self.pool
@@ -148,7 +152,7 @@ class ActiveSegWidget(QWidget):
         self.review.set_state(has_session=has, busy=busy,
                               image_open=has and self.current_id is not None)
         self.train_panel.set_state(can_train=has and self.session.n_labelled > 0, busy=busy)
-        self.settings.apply_btn.setEnabled(has and not busy)
+        self.settings.apply_btn.enabled = has and not busy
         self.export_panel.set_state(has_model=has and self.session.model is not None,
                                     has_labels=has and self.session.n_labelled > 0)
         self.project_panel.set_busy(busy)
@@ -156,7 +160,12 @@ class ActiveSegWidget(QWidget):
     @property
     def busy(self) -> bool:
         """Whether a training or scoring job is running."""
-        return self._train_worker is not None or self._score_worker is not None
+        return self.jobs.busy
+
+    @property
+    def workers(self) -> list:
+        """The running thread workers (empty when the dock is idle)."""
+        return self.jobs.workers
 
     @property
     def current_id(self) -> int | None:
@@ -169,50 +178,6 @@ class ActiveSegWidget(QWidget):
         return [] if self.current_view is None else list(self.current_view.boxes)
 
     # ------------------------------------------------------------------ project
-    def _ask_dir(self, title: str) -> str:
-        return QFileDialog.getExistingDirectory(self, title)
-
-    def _on_new_from_folder(self) -> None:
-        src = self._ask_dir("Folder of images")
-        if not src:
-            return
-        dst = self._ask_dir("Empty folder for the new project")
-        if dst:
-            self.create_project(dst, source_folder=src)
-
-    def _on_new_from_layers(self) -> None:
-        dst = self._ask_dir("Empty folder for the new project")
-        if dst:
-            self.create_project(dst, from_layers=True)
-
-    def _on_open(self) -> None:
-        folder = self._ask_dir("Project folder")
-        if folder:
-            self.open_project(folder)
-
-    def _layer_arrays(self) -> dict[str, np.ndarray]:
-        """Image layers as pool items; a 2D+t / 2D+z stack becomes one item per slice."""
-        from napari.layers import Image
-
-        arrays: dict[str, np.ndarray] = {}
-        for layer in self.viewer.layers:
-            if not isinstance(layer, Image):
-                continue
-            data = np.asarray(layer.data)
-            spatial = data.ndim - (1 if layer.rgb else 0)
-            if spatial == 2:
-                arrays[layer.name] = data
-            elif spatial == 3:
-                for i in range(data.shape[0]):
-                    arrays[f"{layer.name}_{i:04d}"] = data[i]
-            else:
-                raise ValueError(f"Layer {layer.name!r} has shape {data.shape}: only 2D images "
-                                 "(gray or RGB) and 2D+t / 2D+z stacks can join a project.")
-        if not arrays:
-            raise ValueError("No image layer is open: open images first, or create the project "
-                             "from a folder.")
-        return arrays
-
     def create_project(self, folder: str | Path, *, source_folder: str | Path | None = None,
                        from_layers: bool = False):
         """Create a project (from a folder of images, or from the open image layers)."""
@@ -223,7 +188,7 @@ class ActiveSegWidget(QWidget):
             classes, colors = parse_class_spec(self.classes_edit.text())
             kwargs: dict[str, Any] = {"classes": classes, "colors": colors}
             if from_layers:
-                kwargs["arrays"] = self._layer_arrays()
+                kwargs["arrays"] = layer_pool_items(self.viewer)
             else:
                 kwargs["source_folder"] = source_folder
             project = Project.create(folder, **kwargs)
@@ -257,14 +222,12 @@ class ActiveSegWidget(QWidget):
             project.close()
             _notify("error", str(exc))
             return None
-        self.destroyed.connect(lambda *_, ref=weakref.ref(self.session), ws=self.workers:
+        self.destroyed.connect(lambda *_, ref=weakref.ref(self.session), ws=self.jobs.workers:
                                stop_session(ref, ws))
         self.review.set_choices(available_strategies(), self.session.strategy.name,
                                 project.classes)
         self.settings.load(self.session)
-        self.train_panel.auto_train.blockSignals(True)
-        self.train_panel.auto_train.setValue(self.session.auto_train_every)
-        self.train_panel.auto_train.blockSignals(False)
+        self.train_panel.show_session(self.session)
         self._listen(self.session)
         self.project_panel.show_session(self.session)
         drafts = project.drafts()
@@ -284,32 +247,18 @@ class ActiveSegWidget(QWidget):
         start_emitting_from_queue()
         session.image_submitted.connect(self._on_model_or_labels, thread="main")
         session.model_changed.connect(self._on_model_or_labels, thread="main")
-        session.status_changed.connect(self._schedule_refresh, thread="main")
-        session.scores_changed.connect(self._schedule_refresh, thread="main")
+        session.status_changed.connect(self.pool.schedule_refresh, thread="main")
+        session.scores_changed.connect(self.pool.schedule_refresh, thread="main")
 
     def _on_model_or_labels(self, *_) -> None:
-        if not self._alive() or self.session is None:
+        if not self.jobs.alive() or self.session is None:
             return
         self.project_panel.show_session(self.session)
         self._update_enabled()
-        self._schedule_refresh()
-
-    def _schedule_refresh(self, *_) -> None:
-        """Refresh the table once for a burst of changes (a suggestion of 3 boxes, a round)."""
-        if self._refresh_pending or not self._alive():
-            return
-        self._refresh_pending = True
-
-        def run():
-            self._refresh_pending = False
-            if self._alive():
-                self.refresh_table()
-
-        QTimer.singleShot(0, run)
+        self.pool.schedule_refresh()
 
     def refresh_table(self) -> None:
         self.pool.refresh(self.session)
-        self.table_refreshed.emit()
 
     def _on_auto_train_changed(self, n: int) -> None:
         if self.session is not None and not self.session.project.read_only:
@@ -326,7 +275,7 @@ class ActiveSegWidget(QWidget):
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         stop_session(weakref.ref(self.session) if self.session else (lambda: None),
-                     self.workers)
+                     self.jobs.workers)
         super().closeEvent(event)
 
     # ------------------------------------------------------------------ suggest / open
@@ -366,8 +315,7 @@ class ActiveSegWidget(QWidget):
             yield None
             return session.view(image_id, suggestions)
 
-        self._start_worker(job, on_yield=lambda _: None, on_return=self._display,
-                           desc="Opening image").start()
+        self.jobs.start(job, on_return=self._display, desc="Opening image")
 
     def _display(self, view) -> None:
         """GUI thread: put a view on screen (cheap layer updates only)."""
@@ -380,16 +328,6 @@ class ActiveSegWidget(QWidget):
         self.image_opened.emit(view.image_id)
 
     # ------------------------------------------------------------------ correct / submit
-    def _annotation(self) -> np.ndarray | None:
-        if ANNOTATION not in self.viewer.layers:
-            return None
-        return np.asarray(self.viewer.layers[ANNOTATION].data)
-
-    def _scribbles(self) -> np.ndarray | None:
-        if SCRIBBLES not in self.viewer.layers:
-            return None
-        return np.asarray(self.viewer.layers[SCRIBBLES].data)
-
     def start_scribbling(self) -> None:
         """Select the scribbles layer in paint mode with the chosen class's brush."""
         paint_scribbles(self.viewer, self.review.scribble_combo.currentIndex())
@@ -399,14 +337,14 @@ class ActiveSegWidget(QWidget):
         auto-train count is reached)."""
         if self.session is None or self.current_id is None:
             return
-        labels = self._annotation()
+        labels = layer_data(self.viewer, ANNOTATION)
         if labels is None:
             _notify("error", f"The '{ANNOTATION}' layer is gone; reopen the image.")
             return
         try:
             # only what the user reviewed counts (boxes, scribbles, edits, a restored draft's)
             # -- or the whole image in whole-image mode; the core builds the reviewed mask
-            self.session.submit_correction(self.current_id, labels, scribbles=self._scribbles(),
+            self.session.submit_correction(self.current_id, labels, scribbles=layer_data(self.viewer, SCRIBBLES),
                                            whole=not self.review.boxes_mode)
         except (ValueError, OSError) as exc:
             _notify("error", f"Not saved: {exc}")
@@ -426,121 +364,49 @@ class ActiveSegWidget(QWidget):
         self.suggest_next()
 
     def reset_to_prediction(self) -> None:
-        if self.current_view is None or ANNOTATION not in self.viewer.layers:
-            return
-        layer = self.viewer.layers[ANNOTATION]
-        pred = self.current_view.prediction
-        layer.data = pred.labels.copy() if pred is not None else np.zeros_like(layer.data)
+        if self.current_view is not None:
+            reset_annotation(self.viewer, self.current_view)
 
     def autosave_draft(self) -> None:
         """Keep the correction in progress (and what it reviewed) as a draft; an untouched
         annotation is not saved. Runs every 30 s."""
-        if self.session is None or self.current_view is None or self.session.project.read_only:
+        view = self.current_view
+        if self.session is None or view is None or self.session.project.read_only or \
+                ANNOTATION not in self.viewer.layers or not is_edited(self.viewer, view):
             return
-        labels = self._annotation()
-        if labels is None:
-            return
-        scribbles = self._scribbles()
-        if (scribbles is None or not scribbles.any()) and \
-                np.array_equal(labels, self.current_view.labels):
-            return  # untouched: nothing to keep
         try:
-            self.session.save_draft(self.current_id, labels, scribbles=scribbles)
+            self.session.save_draft(view.image_id, layer_data(self.viewer, ANNOTATION),
+                                    scribbles=layer_data(self.viewer, SCRIBBLES))
         except (ValueError, OSError):  # a draft is a convenience; the next tick retries
             pass
 
-    def _key_submit(self, viewer=None) -> None:
-        self.submit()
-
-    def _key_skip(self, viewer=None) -> None:
-        self.skip()
-
-    def _key_toggle_uncertainty(self, viewer=None) -> None:
-        if UNCERTAINTY in self.viewer.layers:
-            layer = self.viewer.layers[UNCERTAINTY]
-            layer.visible = not layer.visible
+    def toggle_uncertainty(self) -> None:
+        """Show or hide the uncertainty layer (Shift-U)."""
+        toggle_visible(self.viewer, UNCERTAINTY)
 
     # ------------------------------------------------------------------ workers
-    def _alive(self) -> bool:
-        """False once Qt has deleted this widget (the viewer was closed under a worker)."""
-        try:
-            self.objectName()
-        except RuntimeError:
-            return False
-        return True
-
-    def _guard(self, fn):
-        """Wrap a worker callback so it does nothing once the widget is gone."""
-
-        def call(*args):
-            if self._alive():
-                fn(*args)
-
-        return call
-
-    def _start_worker(self, gen_func, *, on_yield, on_return, desc: str):
-        from napari.qt.threading import create_worker
-
-        def run():
-            background_priority()
-            return (yield from gen_func())
-
-        # no napari progress bar: it has no total to show (the terminal printed "Training
-        # U-Net: 0it [01:18, ?it/s]"); the dock's own bar and status line show the progress
-        worker = create_worker(run)
-        worker.yielded.connect(self._guard(on_yield))
-        worker.returned.connect(self._guard(on_return))
-        worker.errored.connect(self._guard(lambda exc: self._on_worker_error(exc, desc)))
-        self.workers.append(worker)
-
-        @self._guard
-        def finished(w=worker):
-            if w in self.workers:
-                self.workers.remove(w)
-            if self._train_worker is w:
-                self._train_worker = None
-            if self._score_worker is w:
-                self._score_worker = None
-            self._update_enabled()
-
-        worker.finished.connect(finished)
-        return worker
-
-    def _on_worker_error(self, exc: BaseException, desc: str) -> None:
+    def _on_worker_error(self, desc: str, exc: BaseException) -> None:
         _notify("error", f"{desc} failed: {type(exc).__name__}: {exc}")
         self.train_panel.progress_label.setText(f"{desc} failed: {exc}")
 
     def train(self) -> None:
         """Fine-tune in a worker; the plot and progress bar follow; re-score afterwards."""
-        if self.session is None or self._train_worker is not None:
+        if self.session is None or self.jobs.holds("train"):
             return
         if self.session.n_labelled == 0:
             _notify("warning", "Submit at least one labelled image before training.")
             return
-        if self._score_worker is not None:
+        if self.jobs.holds("score"):
             self.session.request_stop()
         self.train_panel.start_round()
-        worker = self._start_worker(self.session.train, on_yield=self._on_train_progress,
-                                    on_return=self._on_trained, desc="Training U-Net")
-        self._train_worker = worker
-        self._update_enabled()
-        worker.start()
-
-    def _on_train_progress(self, rec) -> None:
-        message = self.train_panel.show_progress(rec)
-        if message:
-            _notify("warning", message)
+        self.jobs.start(self.session.train, on_yield=self.train_panel.show_progress,
+                        on_return=self._on_trained, desc="Training U-Net", slot="train")
 
     def _on_trained(self, summary) -> None:
         self.train_panel.show_summary(summary)
-        if summary is not None and not summary.saved:
-            _notify("info", "Training cancelled: the last good model is kept.")
-        elif summary is not None:
-            for note in summary.notes:
-                _notify("info", note)
         self.training_finished.emit(summary)
         if summary is not None and summary.saved:
-            self._train_worker = None
+            self.jobs.release("train")
             self._refresh_open_prediction()
             self._start_scoring(then_suggest=False)
 
@@ -548,12 +414,7 @@ class ActiveSegWidget(QWidget):
         """After training: a fresh prediction and uncertainty for the open image, if the user
         has not edited it yet (their edits are never overwritten)."""
         view = self.current_view
-        if self.session is None or view is None:
-            return
-        labels = self._annotation()
-        scribbles = self._scribbles()
-        untouched = labels is None or np.array_equal(labels, view.labels)
-        if untouched and (scribbles is None or not scribbles.any()):
+        if self.session is not None and view is not None and not is_edited(self.viewer, view):
             self.open_image(view.image_id, suggestions=view.suggestions)
 
     def _start_scoring(self, *, then_suggest: bool) -> None:
@@ -581,7 +442,7 @@ class ActiveSegWidget(QWidget):
 
         def on_return(result):
             n, view = result
-            self._score_worker = None
+            self.jobs.release("score")
             self._update_enabled()
             if then_suggest:
                 if view is None:
@@ -591,10 +452,8 @@ class ActiveSegWidget(QWidget):
                     self._display(view)
             self.scoring_finished.emit(n)
 
-        self._score_worker = self._start_worker(job, on_yield=self.train_panel.show_scoring,
-                                                on_return=on_return, desc="Scoring the pool")
-        self._update_enabled()
-        self._score_worker.start()
+        self.jobs.start(job, on_yield=self.train_panel.show_scoring, on_return=on_return,
+                        desc="Scoring the pool", slot="score")
 
     def cancel(self) -> None:
         """Stop training or scoring within one step; the last good model is kept.
@@ -617,54 +476,13 @@ class ActiveSegWidget(QWidget):
         _notify("info", "Settings saved in the project.")
         self._update_enabled()
 
-    # ------------------------------------------------------------------ predict any layer
-    def _refresh_layer_combo(self, event=None) -> None:
-        self.export_panel.refresh_layers(self.viewer)
-
+    # ------------------------------------------------------------------ predict / export
     def predict_layer(self) -> None:
-        """Apply the project's model to any open image layer (prediction + uncertainty)."""
-        if self.session is None or self.session.model is None:
-            _notify("warning", "Train a model first.")
-            return
-        name = self.export_panel.layer_combo.currentText()
-        if name not in self.viewer.layers:
-            return
-        data = np.asarray(self.viewer.layers[name].data)
-        session = self.session
+        """Apply the project's model to the chosen image layer (prediction + uncertainty)."""
+        self.export_panel.predict(self.viewer, self.session, self.jobs)
 
-        def job():
-            yield 0
-            return session.predict_array(data, maps=("entropy",))
-
-        def done(pred):
-            self.viewer.add_labels(pred.labels, name=f"{name} prediction",
-                                   colormap=class_colormap(session.project.colors), opacity=0.6)
-            self.viewer.add_image(pred.uncertainty["entropy"], name=f"{name} uncertainty",
-                                  colormap="inferno", blending="additive", opacity=0.6)
-
-        self._start_worker(job, on_yield=lambda _: None, on_return=done,
-                           desc=f"Predicting {name}").start()
-
-    # ------------------------------------------------------------------ export
     def export(self, out_dir: str | Path, *, what: str = "labels") -> None:
-        """Export labels (TIFF) or the model (TorchScript + preprocessing) in a worker."""
-        if self.session is None or not out_dir:
-            return
-        project = self.session.project
-
-        def job():
-            from ..core import export as ex
-
-            yield None
-            if what == "labels":
-                paths = ex.export_labels(project, out_dir)
-                return f"{len(paths)} label file(s) written to {out_dir}."
-            info = ex.export_model(project, out_dir)
-            return f"Model {info.get('version')} exported to {out_dir}."
-
-        def done(message):
-            _notify("info", message)
-            self.exported.emit(str(out_dir))
-
-        self._start_worker(job, on_yield=lambda _: None, on_return=done,
-                           desc=f"Exporting {what}").start()
+        """Export labels (TIFF) or the model (weights + preprocessing) in a worker."""
+        if self.session is not None and out_dir:
+            self.export_panel.export(self.session.project, out_dir, what, self.jobs,
+                                     self.exported.emit)

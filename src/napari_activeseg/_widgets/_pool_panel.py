@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ._common import STATUS_ORDER, NumericItem
@@ -12,6 +12,7 @@ class PoolTable(QTableWidget):
     """Sortable table of the pool; a double click emits :attr:`image_activated` (image id)."""
 
     image_activated = Signal(int)
+    refreshed = Signal()
 
     def __init__(self) -> None:
         super().__init__(0, 4)
@@ -23,6 +24,26 @@ class PoolTable(QTableWidget):
         self.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         self.setMinimumHeight(120)
         self.cellDoubleClicked.connect(self.activate_row)
+        self._session_of = None
+
+    def follow(self, session_of) -> None:
+        """Redraw from ``session_of()`` (the dock's current session) on :meth:`schedule_refresh`."""
+        self._session_of = session_of
+
+    def schedule_refresh(self, *_) -> None:
+        """Refresh once, on the next turn of the event loop, for a burst of changes (a
+        suggestion of 3 boxes, a training round)."""
+        if self._session_of is not None:
+            self._session_of, follow = None, self._session_of
+
+            def run():
+                self._session_of = follow
+                try:
+                    self.refresh(follow())
+                except RuntimeError:  # Qt deleted the table (the viewer closed) meanwhile
+                    pass
+
+            QTimer.singleShot(0, run)
 
     def activate_row(self, row: int, col: int = 0) -> None:
         """Open the image of a row (what a double click does)."""
@@ -40,8 +61,9 @@ class PoolTable(QTableWidget):
     def refresh(self, session) -> None:
         """Redraw from the project: statuses ("partial" for boxes or scribbles only), the
         current strategy's scores for the current model, the latest reason."""
-        if session is None:
+        if session is None or session.project.closed:  # closed: a refresh queued before
             self.setRowCount(0)
+            self.refreshed.emit()
             return
         project = session.project
         scores = {s.image_id: s for s in project.scores(strategy=session.strategy.name,
@@ -68,3 +90,4 @@ class PoolTable(QTableWidget):
         self.resizeColumnToContents(1)
         self.resizeColumnToContents(2)
         self.setColumnWidth(0, min(self.sizeHintForColumn(0), 160))
+        self.refreshed.emit()

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+)
 
 
 class ProjectPanel(QGroupBox):
-    """Buttons to create or open a project; the dock connects them."""
+    """Buttons to create or open a project: each asks for its folders, then says what the user
+    chose with a signal the dock acts on."""
+
+    #: (new project folder, folder of images); the folder of images is "" for "From layers"
+    create_requested = Signal(str, str)
+    open_requested = Signal(str)
 
     def __init__(self) -> None:
         super().__init__("Project")
@@ -28,9 +42,31 @@ class ProjectPanel(QGroupBox):
         for b in (self.new_folder_btn, self.new_layers_btn, self.open_btn):
             row.addWidget(b)
         v.addLayout(row)
+        self.new_folder_btn.clicked.connect(self._new_from_folder)
+        self.new_layers_btn.clicked.connect(self._new_from_layers)
+        self.open_btn.clicked.connect(self._open)
         self.project_label = QLabel("No project open.")
         self.project_label.setWordWrap(True)
         v.addWidget(self.project_label)
+
+    def _ask_dir(self, title: str) -> str:
+        return QFileDialog.getExistingDirectory(self, title)
+
+    def _new_from_folder(self) -> None:
+        src = self._ask_dir("Folder of images")
+        dst = self._ask_dir("Empty folder for the new project") if src else ""
+        if dst:
+            self.create_requested.emit(dst, src)
+
+    def _new_from_layers(self) -> None:
+        dst = self._ask_dir("Empty folder for the new project")
+        if dst:
+            self.create_requested.emit(dst, "")
+
+    def _open(self) -> None:
+        folder = self._ask_dir("Project folder")
+        if folder:
+            self.open_requested.emit(folder)
 
     def show_session(self, session) -> None:
         """The open project in one wrapped line, and its classes in the classes field."""

@@ -1,8 +1,16 @@
-"""The Settings panel (collapsed): model, training and inference settings saved in the project."""
+"""The Settings panel (collapsed): model, training and inference settings saved in the project.
+
+The form is a magicgui :class:`~magicgui.widgets.Container`: one typed field per setting, read
+from the session's configurations by :meth:`SettingsForm.load` and turned back into them by
+:meth:`SettingsForm.configs`. *Apply settings* is wired by the dock, which hands the result to
+:meth:`~napari_activeseg.core.session.ActiveLearningSession.configure` (which validates and saves).
+"""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QPushButton, QSpinBox, QWidget
+from magicgui import widgets as mw
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def settings_panel():
@@ -11,69 +19,50 @@ def settings_panel():
 
     box = QCollapsible("Settings (saved in the project)")
     form = SettingsForm()
-    box.addWidget(form)
+    box.addWidget(form.native)
     return box, form
 
 
-class SettingsForm(QWidget):
+class SettingsForm(mw.Container):
     """Reads a session's configurations into fields and builds new ones from them."""
 
     def __init__(self) -> None:
-        super().__init__()
-        form = QFormLayout(self)
-        self.width_spin = QSpinBox()
-        self.width_spin.setRange(2, 128)
-        self.depth_spin = QSpinBox()
-        self.depth_spin.setRange(1, 6)
-        self.patch_spin = QSpinBox()
-        self.patch_spin.setRange(32, 1024)
-        self.patch_spin.setSingleStep(32)
-        self.budget_spin = QDoubleSpinBox()
-        self.budget_spin.setRange(5, 36_000)
-        self.budget_spin.setSuffix(" s")
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(0, 1_000_000)
-        self.steps_spin.setSpecialValueText("no step limit")
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(5)
-        self.lr_spin.setRange(1e-5, 1.0)
-        self.lr_spin.setSingleStep(1e-4)
-        self.mc_spin = QSpinBox()
-        self.mc_spin.setRange(1, 64)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
-        self.apply_btn = QPushButton("Apply settings")
-        form.addRow("U-Net width", self.width_spin)
-        form.addRow("U-Net depth", self.depth_spin)
-        form.addRow("Patch size", self.patch_spin)
-        form.addRow("Time per round", self.budget_spin)
-        form.addRow("Steps per round", self.steps_spin)
-        form.addRow("Learning rate", self.lr_spin)
-        form.addRow("MC samples", self.mc_spin)
-        form.addRow("Device", self.device_combo)
-        form.addRow(self.apply_btn)
+        self.unet_width = mw.SpinBox(label="U-Net width", min=2, max=128)
+        self.unet_depth = mw.SpinBox(label="U-Net depth", min=1, max=6)
+        self.patch_field = mw.SpinBox(label="Patch size", min=32, max=1024, step=32)
+        self.time_field = mw.FloatSpinBox(label="Time per round (s, 0: no limit)", min=0,
+                                          max=36_000)
+        self.steps_field = mw.SpinBox(label="Steps per round (0: no limit)", min=0,
+                                    max=1_000_000)
+        self.lr_field = mw.FloatSpinBox(label="Learning rate", min=1e-5, max=1.0, step=1e-4)
+        self.mc_field = mw.SpinBox(label="MC samples", min=1, max=64)
+        self.device_field = mw.ComboBox(label="Device", choices=DEVICES)
+        self.apply_btn = mw.PushButton(text="Apply settings")
+        super().__init__(widgets=[self.unet_width, self.unet_depth, self.patch_field, self.time_field,
+                                  self.steps_field, self.lr_field, self.mc_field, self.device_field,
+                                  self.apply_btn])
+        self.lr_field.native.setDecimals(5)
 
     def load(self, session) -> None:
         mc, tc, ic = session.model_config, session.train_config, session.inference_config
-        self.width_spin.setValue(mc.width)
-        self.depth_spin.setValue(mc.depth)
-        self.patch_spin.setValue(tc.patch_size)
-        self.budget_spin.setValue(tc.time_budget_s or 0)
-        self.steps_spin.setValue(tc.max_steps or 0)
-        self.lr_spin.setValue(tc.lr)
-        self.mc_spin.setValue(ic.mc_samples)
-        self.device_combo.setCurrentText(tc.device)
+        self.unet_width.value = mc.width
+        self.unet_depth.value = mc.depth
+        self.patch_field.value = tc.patch_size
+        self.time_field.value = tc.time_budget_s or 0
+        self.steps_field.value = tc.max_steps or 0
+        self.lr_field.value = tc.lr
+        self.mc_field.value = ic.mc_samples
+        self.device_field.value = tc.device if tc.device in DEVICES else "auto"
 
     def configs(self, session) -> dict:
         """``configure()`` keyword arguments: the session's configurations with these fields."""
-        device = self.device_combo.currentText()
+        device = self.device_field.value
         return {
-            "model_config": session.model_config.replace(width=self.width_spin.value(),
-                                                         depth=self.depth_spin.value()),
+            "model_config": session.model_config.replace(width=self.unet_width.value,
+                                                         depth=self.unet_depth.value),
             "train_config": session.train_config.replace(
-                patch_size=self.patch_spin.value(), time_budget_s=self.budget_spin.value(),
-                max_steps=self.steps_spin.value() or None, lr=self.lr_spin.value(),
-                device=device),
+                patch_size=self.patch_field.value, time_budget_s=self.time_field.value or None,
+                max_steps=self.steps_field.value or None, lr=self.lr_field.value, device=device),
             "inference_config": session.inference_config.replace(
-                mc_samples=self.mc_spin.value(), device=device),
+                mc_samples=self.mc_field.value, device=device),
         }

@@ -14,6 +14,8 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from ._common import notify
+
 
 class TrainPanel(QGroupBox):
     """Shows a round's progress records; keeps the round's history for the plot."""
@@ -56,8 +58,14 @@ class TrainPanel(QGroupBox):
         self.progress.setValue(0)
         self.progress_label.setText("Training…")
 
-    def show_progress(self, rec) -> str | None:
-        """One training progress record; returns its warning message, if any."""
+    def show_session(self, session) -> None:
+        """The project's auto-train count (without announcing it as a change)."""
+        self.auto_train.blockSignals(True)
+        self.auto_train.setValue(session.auto_train_every)
+        self.auto_train.blockSignals(False)
+
+    def show_progress(self, rec) -> None:
+        """One training progress record (its warning, if any, as a notification)."""
         self.progress.setValue(int(1000 * rec.fraction))
         eta = "" if rec.eta_s is None else f", {rec.eta_s:.0f} s left"
         val = "" if rec.best_val_dice is None else f", val Dice {rec.best_val_dice:.3f}"
@@ -68,11 +76,16 @@ class TrainPanel(QGroupBox):
         if now - self._last_plot > 0.25:  # a repaint is cheap; 4 per second is smooth enough
             self._last_plot = now
             self.plot.set_history(self.history)
-        return rec.message or None
+        if rec.message:
+            notify("warning", rec.message)
 
     def show_summary(self, summary) -> None:
         """The end of a round: kept, cancelled, or cancelled before it started."""
         self.plot.set_history(self.history)
+        if summary is not None and not summary.saved:
+            notify("info", "Training cancelled: the last good model is kept.")
+        for note in summary.notes if summary is not None and summary.saved else ():
+            notify("info", note)
         if summary is None:
             self.progress_label.setText("Training cancelled before it started.")
         elif not summary.saved:

@@ -117,10 +117,6 @@ class UNet(nn.Module):
             points.add(cfg.depth)
         return sorted(points)
 
-    @property
-    def has_dropout(self) -> bool:
-        return bool(self._drop_points())
-
     def _maybe_drop(self, h: torch.Tensor, stage: int) -> torch.Tensor:
         if stage in self._points:
             active = self.training or self.mc_dropout

@@ -53,6 +53,7 @@ from ._settings import DEFAULT_COLORS, default_colors
 if TYPE_CHECKING:  # pragma: no cover
     from ._catalog import STATUSES
     from ._history import ACTIONS
+    from ._intake import pool_items
     from ._models import ModelStore, check_state_dict, load_state_dict
     from ._project import Project
     from ._records import (
@@ -108,6 +109,7 @@ __all__ = [
     "check_state_dict",
     "default_colors",
     "load_state_dict",
+    "pool_items",
 ]
 
 # name -> the module that defines it, imported when the name is first used
@@ -115,6 +117,7 @@ _LAZY = {
     "Project": "_project",
     "STATUSES": "_catalog",
     "ACTIONS": "_history",
+    "pool_items": "_intake",
     "ModelStore": "_models", "check_state_dict": "_models", "load_state_dict": "_models",
     "SCHEMA_V1": "_schema", "SCHEMA_VERSION": "_schema",
     **dict.fromkeys(("ImageRecord", "ModelInfo", "ProjectError", "ProjectInUseError",

@@ -38,10 +38,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._settings import Settings
     from ._store import _Store
 
-__all__ = ["ImageIntake", "check_arrays", "source_entries"]
+__all__ = ["ImageIntake", "check_arrays", "pool_items", "source_entries"]
 
 # settings key of the channel count the project's model takes
 _CHANNELS_SETTING = "channels"
+
+
+def pool_items(name: str, data: npt.ArrayLike, *, rgb: bool = False) -> dict[str, np.ndarray]:
+    """The pool items of one image (a napari image layer): a 2D image (gray, or RGB when `rgb`)
+    is one item; a 2D+t / 2D+z stack is one item per slice, named ``<name>_0000`` etc."""
+    data = np.asarray(data)
+    spatial = data.ndim - (1 if rgb else 0)
+    if spatial == 2:
+        return {name: data}
+    if spatial == 3:
+        return {f"{name}_{i:04d}": data[i] for i in range(data.shape[0])}
+    raise ProjectError(f"{name!r} has shape {data.shape}: only 2D images (gray or RGB) and "
+                       "2D+t / 2D+z stacks can join a project.")
 
 
 def check_arrays(

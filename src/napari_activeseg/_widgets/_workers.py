@@ -1,0 +1,91 @@
+"""The dock's thread workers: every long job of the GUI (training, scoring, opening an image,
+predicting a layer, exporting) runs through :class:`Jobs`.
+
+A job is a generator function from the core: its yields reach ``on_yield`` and its return value
+``on_return``, both on the GUI thread. Callbacks are guarded: once Qt has deleted the dock (the
+viewer was closed under a running worker) they do nothing. A job may hold a named *slot*
+("train", "score"): the dock is busy while a slot is held, and one slot runs one job at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._common import background_priority
+
+__all__ = ["Jobs"]
+
+
+class Jobs:
+    """Start, track and guard the workers of one widget."""
+
+    def __init__(self, owner, *, on_change: Callable[[], None],
+                 on_error: Callable[[str, BaseException], None]) -> None:
+        self._owner = owner
+        self._on_change = on_change
+        self._on_error = on_error
+        self.workers: list = []  #: running workers (stop_session quits them on close)
+        self._slots: dict[str, Any] = {}
+
+    def alive(self) -> bool:
+        """False once Qt has deleted the owner widget."""
+        try:
+            self._owner.objectName()
+        except RuntimeError:
+            return False
+        return True
+
+    def guard(self, fn: Callable) -> Callable:
+        """`fn`, doing nothing once the owner is gone."""
+
+        def call(*args):
+            if self.alive():
+                fn(*args)
+
+        return call
+
+    def holds(self, slot: str) -> bool:
+        return slot in self._slots
+
+    @property
+    def busy(self) -> bool:
+        """Whether a slotted job (training, scoring) is running."""
+        return bool(self._slots)
+
+    def release(self, slot: str) -> None:
+        """Free `slot` before its worker has finished (its result is already handled)."""
+        self._slots.pop(slot, None)
+
+    def start(self, gen_func: Callable, *, on_return: Callable, desc: str,
+              on_yield: Callable | None = None, slot: str | None = None):
+        """Run ``gen_func()`` in a napari thread worker; returns the started worker."""
+        from napari.qt.threading import create_worker
+
+        def run():
+            background_priority()
+            return (yield from gen_func())
+
+        # no napari progress bar: it has no total to show (the terminal printed "Training
+        # U-Net: 0it [01:18, ?it/s]"); the dock's own bar and status line show the progress
+        worker = create_worker(run)
+        if on_yield is not None:
+            worker.yielded.connect(self.guard(on_yield))
+        worker.returned.connect(self.guard(on_return))
+        worker.errored.connect(self.guard(lambda exc: self._on_error(desc, exc)))
+        self.workers.append(worker)
+        if slot is not None:
+            self._slots[slot] = worker
+
+        @self.guard
+        def finished(w=worker):
+            if w in self.workers:
+                self.workers.remove(w)
+            for name in [n for n, held in self._slots.items() if held is w]:
+                del self._slots[name]
+            self._on_change()
+
+        worker.finished.connect(finished)
+        self._on_change()
+        worker.start()
+        return worker

@@ -1,6 +1,6 @@
 """The ``activeseg`` command line.
 
-Subcommands wrap the same core generators the napari widgets use, with a text progress line.
+Subcommands wrap the same core generators the napari widgets use, with tqdm progress bars (on stderr).
 Heavy imports happen inside the subcommands so ``activeseg --help`` is instant.
 """
 

@@ -54,20 +54,20 @@ def _mask(boxes):
 
 def test_boxes_are_shown_and_only_they_are_submitted(widget, qtbot):
     w, v = widget, widget.viewer
-    assert w.regions_check.isChecked()  # boxes are the default unit
+    assert w.review.regions_check.isChecked()  # boxes are the default unit
     image_id = suggest(w, qtbot)
     boxes = w.current_boxes
     assert len(boxes) == 3 and len(v.layers[REGIONS].data) == 3
     inside = _mask(boxes)
     # outside the boxes the annotation is veiled: visibly not ground truth
     assert np.array_equal(v.layers[NOT_REVIEWED].data.astype(bool), ~inside)
-    assert "Review 3 boxes" in w.reason_label.text()
+    assert "Review 3 boxes" in w.review.reason_label.text()
     ann = v.layers[ANNOTATION]
     corrected = np.array(ann.data)
     corrected[inside] = w.truth[image_id][inside]
     ann.data = corrected
     with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
-        w.submit_btn.click()
+        w.review.submit_btn.click()
     project = w.session.project
     assert np.array_equal(project.reviewed_mask(image_id), inside)
     labels, _ = project.load_labels(image_id)
@@ -78,8 +78,8 @@ def test_boxes_are_shown_and_only_they_are_submitted(widget, qtbot):
     later = w.session.suggest(50, regions=True)
     assert image_id in {p.image_id for p in later}
     assert not any(p.box in boxes for p in later if p.image_id == image_id)
-    statuses = {w.table.item(r, 0).text(): w.table.item(r, 1).text()
-                for r in range(w.table.rowCount())}
+    statuses = {w.pool.item(r, 0).text(): w.pool.item(r, 1).text()
+                for r in range(w.pool.rowCount())}
     assert statuses[rec.name] == "partial"
 
 
@@ -91,8 +91,8 @@ def test_reopening_from_the_table_saves_no_unreviewed_pixel(widget, qtbot):
     stale = np.ones(SHAPE, np.uint8)  # e.g. a prediction stored beside the box
     stale[:48, :48] = w.truth[image_id][:48, :48]
     w.session.submit(image_id, stale, _mask([box]))
-    row = next(r for r in range(w.table.rowCount())
-               if w.table.item(r, 0).text() == project.get_image(image_id).name)
+    row = next(r for r in range(w.pool.rowCount())
+               if w.pool.item(r, 0).text() == project.get_image(image_id).name)
     with qtbot.waitSignal(w.image_opened, timeout=30_000):
         w.pool.activate_row(row)
     ann = v.layers[ANNOTATION]
@@ -147,12 +147,12 @@ def test_scribbles_alone_are_the_truth_and_bad_values_are_refused(widget, qtbot)
 
 def test_whole_image_mode_is_one_click_away(widget, qtbot):
     w, v = widget, widget.viewer
-    w.regions_check.setChecked(False)
+    w.review.regions_check.setChecked(False)
     image_id = suggest(w, qtbot)
     assert w.current_boxes == [] and REGIONS not in v.layers and NOT_REVIEWED not in v.layers
     v.layers[ANNOTATION].data = w.truth[image_id].copy()
     with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
-        w.submit_btn.click()
+        w.review.submit_btn.click()
     labels, reviewed = w.session.project.load_labels(image_id)
     assert reviewed is None and np.array_equal(labels, w.truth[image_id])
     assert not w.session.project.get_image(image_id).partial

@@ -50,7 +50,7 @@ def widget(make_napari_viewer, tmp_path, qtbot):
 
 def test_whole_loop(widget, qtbot):
     w, v = widget, widget.viewer
-    w.regions_check.setChecked(False)  # whole-image mode: Submit accepts the whole image
+    w.review.regions_check.setChecked(False)  # whole-image mode: Submit accepts the whole image
     first = suggest(w, qtbot)
     assert {ANNOTATION, "image"} <= {ly.name for ly in v.layers}
     ann = v.layers[ANNOTATION]
@@ -59,7 +59,7 @@ def test_whole_loop(widget, qtbot):
     # the user paints the right answer, then submits with the button
     ann.data = w.truth[first].copy()
     with qtbot.waitSignal(w.scoring_finished, timeout=60_000):
-        w.submit_btn.click()
+        w.review.submit_btn.click()
     assert w.session.project.labelled_ids() == [first]
     second = w.current_id
     assert second is not None and second != first
@@ -75,7 +75,7 @@ def test_whole_loop(widget, qtbot):
     w.training_finished.connect(summaries.append)
     with qtbot.waitSignals([w.training_finished, w.scoring_finished, w.image_opened],
                            timeout=120_000):
-        w.train_btn.click()
+        w.train_panel.train_btn.click()
     summary = summaries[0]
     assert summary.saved and w.session.model_version == summary.model_version
     assert summary.result.steps == TINY_TRAIN.max_steps
@@ -88,11 +88,11 @@ def test_whole_loop(widget, qtbot):
     if not before.any():  # untouched annotation: replaced by the new model's prediction
         assert np.array_equal(v.layers[ANNOTATION].data, fresh.labels)
     def n_scored():
-        return sum(bool(w.table.item(r, 2).text()) for r in range(w.table.rowCount()))
+        return sum(bool(w.pool.item(r, 2).text()) for r in range(w.pool.rowCount()))
 
     # the table follows the session's scores_changed signal (queued to the GUI thread)
     qtbot.waitUntil(lambda: n_scored() == 2, timeout=10_000)  # the two unlabelled images
-    statuses = [w.table.item(r, 1).text() for r in range(w.table.rowCount())]
+    statuses = [w.pool.item(r, 1).text() for r in range(w.pool.rowCount())]
     assert statuses.count("submitted") == 2
 
 
@@ -103,9 +103,9 @@ def test_cancel_training_keeps_last_model(widget, qtbot):
     s.submit(first, w.truth[first])
     s.configure(train_config=TINY_TRAIN.replace(max_steps=100_000))
     with qtbot.waitSignal(w.training_finished, timeout=60_000) as blocker:
-        w.train_btn.click()
+        w.train_panel.train_btn.click()
         qtbot.waitUntil(lambda: len(w.train_panel.history) >= 2, timeout=30_000)
-        w.cancel_btn.click()
+        w.train_panel.cancel_btn.click()
     assert blocker.args[0].saved is False
     assert s.model is None and not s.project.models()
     qtbot.waitUntil(lambda: not w.workers, timeout=10_000)
@@ -169,7 +169,7 @@ def test_project_from_a_stack_layer(make_napari_viewer, tmp_path):
                       for s in range(3)])
     viewer.add_image(stack, name="movie")
     w = ActiveSegWidget(viewer)
-    w.classes_edit.setText("background, cell, debris")
+    w.project_panel.classes_edit.setText("background, cell, debris")
     session = w.create_project(tmp_path / "stack", from_layers=True)
     assert session is not None
     assert [r.name for r in session.project.images()] == ["movie_0000", "movie_0001",
@@ -205,7 +205,7 @@ def test_class_names_and_colours_are_saved(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((16, 16), np.uint8), name="a")
     w = ActiveSegWidget(viewer)
-    w.classes_edit.setText("background, nucleus:#ff0000, membrane")
+    w.project_panel.classes_edit.setText("background, nucleus:#ff0000, membrane")
     session = w.create_project(tmp_path / "c", from_layers=True)
     assert session.project.classes == ["background", "nucleus", "membrane"]
     assert session.project.colors[1] == "#ff0000" and len(session.project.colors) == 3
@@ -218,7 +218,7 @@ def test_export_labels_from_the_dock(widget, qtbot, tmp_path):
     w = widget
     first = suggest(w, qtbot)
     w.session.submit(first, w.truth[first])  # the dock follows the session's signal
-    assert w.export_labels_btn.isEnabled() and not w.export_model_btn.isEnabled()
+    assert w.export_panel.export_labels_btn.isEnabled() and not w.export_panel.export_model_btn.isEnabled()
     with qtbot.waitSignal(w.exported, timeout=30_000):
         w.export(tmp_path / "out", what="labels")
     import tifffile
@@ -270,19 +270,19 @@ def test_training_plot_follows_the_steps(make_napari_viewer):
     from napari_activeseg._widgets._plot import LOSS_COLOR, MAX_POINTS, VAL_COLOR
 
     w = ActiveSegWidget(make_napari_viewer())
-    w.plot.resize(300, 130)
-    empty_loss, empty_val = _colour_pixels(w.plot, LOSS_COLOR), _colour_pixels(w.plot, VAL_COLOR)
+    w.train_panel.plot.resize(300, 130)
+    empty_loss, empty_val = _colour_pixels(w.train_panel.plot, LOSS_COLOR), _colour_pixels(w.train_panel.plot, VAL_COLOR)
     assert empty_loss < 80  # before training: only the legend
-    w.plot.set_history([(1, 1.0, None)])
-    w.plot.set_history([(i, 1.0 / i, 0.5 if i % 10 == 0 else None) for i in range(1, 1001)])
-    assert w.plot.x_range() == (0.0, 1000.0)
-    assert w.plot.val_points() == [(i, 0.5) for i in range(10, 1001, 10)]
-    loss = w.plot.loss_points()  # long rounds are strided, the newest step always drawn
+    w.train_panel.plot.set_history([(1, 1.0, None)])
+    w.train_panel.plot.set_history([(i, 1.0 / i, 0.5 if i % 10 == 0 else None) for i in range(1, 1001)])
+    assert w.train_panel.plot.x_range() == (0.0, 1000.0)
+    assert w.train_panel.plot.val_points() == [(i, 0.5) for i in range(10, 1001, 10)]
+    loss = w.train_panel.plot.loss_points()  # long rounds are strided, the newest step always drawn
     assert len(loss) <= MAX_POINTS + 1 and loss[0] == (1, 1.0) and loss[-1] == (1000, 0.001)
-    assert _colour_pixels(w.plot, LOSS_COLOR) > empty_loss + 100  # the loss curve is painted
-    assert _colour_pixels(w.plot, VAL_COLOR) > empty_val + 100  # and the validation points
-    w.plot.clear()
-    assert w.plot.loss_points() == [] and _colour_pixels(w.plot, LOSS_COLOR) == empty_loss
+    assert _colour_pixels(w.train_panel.plot, LOSS_COLOR) > empty_loss + 100  # the loss curve is painted
+    assert _colour_pixels(w.train_panel.plot, VAL_COLOR) > empty_val + 100  # and the validation points
+    w.train_panel.plot.clear()
+    assert w.train_panel.plot.loss_points() == [] and _colour_pixels(w.train_panel.plot, LOSS_COLOR) == empty_loss
 
 
 def _key(viewer, name: str):

@@ -226,3 +226,18 @@ def test_a_draft_keeps_its_reviewed_pixels_until_submit_or_discard(project):
     project.discard_draft(j)
     assert project.load_draft_reviewed(j) is None
     assert not list((project.folder / "drafts").glob("*.tif"))
+
+
+def test_next_view_scores_picks_and_shows_boxes_until_nothing_is_left(project):
+    s = _session(project)
+    records = []
+    gen = s.next_view(regions=True, region_size=32, boxes_per_image=2)
+    n, view = run_to_end(gen, records.append)
+    assert n == len(project.images()) and records and records[-1].done == records[-1].total
+    assert view is not None and len(view.boxes) == 2
+    assert all(sg.image_id == view.image_id for sg in view.suggestions)
+    assert project.get_image(view.image_id).status == "suggested"
+    # once every image is submitted (whole images), nothing is left to show
+    for r in project.images():
+        s.submit(r.id, project.truth[r.id])
+    assert run_to_end(s.next_view()) == (0, None)

@@ -24,6 +24,16 @@ def test_a_box_outside_the_image_or_empty_is_refused(box):
         box_mask((4, 4), [box])
 
 
+def test_clipped_boxes_keep_only_their_part_inside_the_image():
+    m = box_mask((3, 4), [(-2, 2, 2, 9), (5, 0, 7, 2)], clip=True)  # the second is all outside
+    want = np.array([[0, 0, 1, 1],
+                     [0, 0, 1, 1],
+                     [0, 0, 0, 0]], bool)
+    assert np.array_equal(m, want)
+    with pytest.raises(ValueError, match="A box is"):
+        box_mask((3, 4), [(0, 0, 1)], clip=True)
+
+
 def test_boxes_scribbles_and_edits_are_reviewed_and_nothing_else():
     shown = np.zeros((6, 6), np.uint8)
     labels = shown.copy()

@@ -17,7 +17,8 @@ from imageio import v3 as iio
 from napari_activeseg.cli import main
 from napari_activeseg.core.progress import run_to_end
 from napari_activeseg.core.project import Project
-from napari_activeseg.evaluation.annotator import SimulatedAnnotator, box_mask
+from napari_activeseg.core.review import box_mask
+from napari_activeseg.evaluation.annotator import SimulatedAnnotator
 from napari_activeseg.evaluation.config import BenchmarkConfig, parse_seeds
 from napari_activeseg.evaluation.progress import ROUND_OVERHEAD, BenchmarkBar, BenchmarkProgress
 from napari_activeseg.evaluation.report import CSV_COLUMNS, aulc, format_summary, summarise

@@ -133,15 +133,6 @@ class ActiveSegWidget(QWidget):
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(lambda _e=None: e.refresh_layers(self.viewer))
         e.refresh_layers(self.viewer)
-        # the controls scripts and tests reach most often, by their old names
-        self.classes_edit = p.classes_edit
-        self.table = self.pool
-        self.regions_check, self.reason_label = r.regions_check, r.reason_label
-        self.submit_btn, self.suggest_btn = r.submit_btn, r.suggest_btn
-        self.train_btn, self.cancel_btn = t.train_btn, t.cancel_btn
-        self.progress, self.progress_label, self.plot = t.progress, t.progress_label, t.plot
-        self.export_labels_btn = e.export_labels_btn
-        self.export_model_btn = e.export_model_btn
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(DOCK_WIDTH, super().sizeHint().height())
@@ -185,7 +176,7 @@ class ActiveSegWidget(QWidget):
         from ..core.project import Project
 
         try:
-            classes, colors = parse_class_spec(self.classes_edit.text())
+            classes, colors = parse_class_spec(self.project_panel.classes_edit.text())
             kwargs: dict[str, Any] = {"classes": classes, "colors": colors}
             if from_layers:
                 kwargs["arrays"] = layer_pool_items(self.viewer)
@@ -429,16 +420,11 @@ class ActiveSegWidget(QWidget):
         per_image = self.review.boxes_spin.value()
 
         def job():
-            n = yield from session.score_pool(regions=regions, region_size=size)
-            if not then_suggest:
-                return n, None
-            # picking can be expensive too (set-selection strategies), and so are loading
-            # and predicting the pick: all of it stays off the GUI thread
-            picks = session.suggest(1, regions=regions, region_size=size,
-                                    boxes_per_image=per_image if regions else 1)
-            if not picks:
-                return n, None
-            return n, session.view(picks[0].image_id, picks)
+            # picking, loading and predicting the pick can be slow too: all in the worker
+            if then_suggest:
+                return (yield from session.next_view(regions=regions, region_size=size,
+                                                     boxes_per_image=per_image))
+            return (yield from session.score_pool(regions=regions, region_size=size)), None
 
         def on_return(result):
             n, view = result

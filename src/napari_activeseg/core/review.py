@@ -24,13 +24,18 @@ import numpy as np
 __all__ = ["box_mask", "compose_review"]
 
 
-def box_mask(shape: tuple[int, int], boxes: Sequence[Sequence[int]]) -> np.ndarray:
+def box_mask(shape: tuple[int, int], boxes: Sequence[Sequence[int]], *,
+             clip: bool = False) -> np.ndarray:
     """``(H, W)`` bool mask of the union of ``(y0, x0, y1, x1)`` boxes (half-open).
+
+    With ``clip`` the parts of a box outside the image are dropped (a benchmark's windows at
+    the border); without it such a box is an error.
 
     Raises
     ------
     ValueError
-        For a box that is empty or reaches outside the image, naming it.
+        For a box that is not four numbers, or (without ``clip``) is empty or reaches outside
+        the image, naming it.
     """
     h, w = (int(s) for s in shape)
     mask = np.zeros((h, w), bool)
@@ -38,11 +43,14 @@ def box_mask(shape: tuple[int, int], boxes: Sequence[Sequence[int]]) -> np.ndarr
         if len(box) != 4:
             raise ValueError(f"A box is (y0, x0, y1, x1), got {tuple(box)!r}.")
         y0, x0, y1, x1 = (int(v) for v in box)
-        if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
+        if clip:
+            y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
+        elif not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
             raise ValueError(
                 f"Box {(y0, x0, y1, x1)} is empty or outside the {h} x {w} image; a box is "
                 f"(y0, x0, y1, x1) with 0 <= y0 < y1 <= {h} and 0 <= x0 < x1 <= {w}.")
-        mask[y0:y1, x0:x1] = True
+        if y1 > y0 and x1 > x0:
+            mask[y0:y1, x0:x1] = True
     return mask
 
 

@@ -17,33 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.effort import Effort, correction_effort
+from ..core.review import box_mask
 
-__all__ = ["Annotation", "SimulatedAnnotator", "box_mask"]
+__all__ = ["Annotation", "SimulatedAnnotator"]
 
 Box = tuple[int, int, int, int]
-
-
-def box_mask(shape: tuple[int, int], boxes: Sequence[Box]) -> np.ndarray:
-    """Union of ``(y0, x0, y1, x1)`` boxes as an (H, W) bool mask.
-
-    Parameters
-    ----------
-    shape : (H, W) tuple of int
-    boxes : sequence of (y0, x0, y1, x1)
-        Half-open pixel boxes; parts outside the image are clipped.
-
-    Returns
-    -------
-    mask : (H, W) bool ndarray
-    """
-    h, w = (int(s) for s in shape)
-    mask = np.zeros((h, w), bool)
-    for box in boxes:
-        if len(box) != 4:
-            raise ValueError(f"A box is (y0, x0, y1, x1), got {box!r}.")
-        y0, x0, y1, x1 = (int(v) for v in box)
-        mask[max(0, y0):max(0, min(h, y1)), max(0, x0):max(0, min(w, x1))] = True
-    return mask
 
 
 @dataclass(frozen=True)
@@ -115,7 +93,7 @@ class SimulatedAnnotator:
             labels = truth.copy()
             n_reviewed = int(truth.size)
         else:
-            reviewed = box_mask(truth.shape, boxes)
+            reviewed = box_mask(truth.shape, boxes, clip=True)
             n_reviewed = int(np.count_nonzero(reviewed))
             if n_reviewed == 0:
                 raise ValueError(

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..core.progress import relay
-from .annotator import box_mask
+from ..core.review import box_mask
 from .config import BenchmarkConfig
 from .experiment import Experiment
 from .progress import RF_ROUND, ROUND_OVERHEAD, Tracker, task_work
@@ -98,7 +98,7 @@ def run_rf(exp: Experiment, seed: int, track: Tracker):
         imgs, labs, revs = [], [], []
         for name, boxes in chosen:
             i = exp.index[name]
-            rev = None if not boxes else box_mask(exp.ds.masks[i].shape, boxes)
+            rev = None if not boxes else box_mask(exp.ds.masks[i].shape, boxes, clip=True)
             imgs.append(exp.ds.images[i])
             labs.append(exp.ds.masks[i] if rev is None else
                         np.where(rev, exp.ds.masks[i], 0).astype(exp.ds.masks[i].dtype))
@@ -124,7 +124,7 @@ def run_rf(exp: Experiment, seed: int, track: Tracker):
             px, obj = exp.scratch(name, boxes)
             shape = exp.ds.masks[exp.index[name]].shape
             picks.append({"image": name, "boxes": boxes,
-                          "pixels_reviewed": int(box_mask(shape, boxes).sum()) if boxes
+                          "pixels_reviewed": int(box_mask(shape, boxes, clip=True).sum()) if boxes
                           else int(np.prod(shape)),
                           "pixels_changed": px, "objects_added": obj, "objects_removed": 0,
                           "pixels_from_scratch": px, "objects_from_scratch": obj})

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .annotator import SimulatedAnnotator, box_mask
+from ..core.review import box_mask
+from .annotator import SimulatedAnnotator
 from .config import BenchmarkConfig
 from .dataset import SegDataset, class_dice, load_dataset, mean_dice, read_mask, split_dataset
 from .progress import ROUND_OVERHEAD, Tracker
@@ -174,7 +175,7 @@ class Experiment:
         key = (name, None if boxes is None else tuple(tuple(b) for b in boxes))
         if key not in self._pixels_scratch:
             truth = self.ds.masks[self.index[name]]
-            rev = None if boxes is None else box_mask(truth.shape, boxes)
+            rev = None if boxes is None else box_mask(truth.shape, boxes, clip=True)
             e = correction_effort(None, truth, rev)
             self._pixels_scratch[key] = (e.pixels_from_scratch, e.objects_from_scratch)
         return self._pixels_scratch[key]

@@ -9,6 +9,7 @@ of what has finished. The row-level helpers (AULC, the CSV writer, the plot, the
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,10 @@ def write_outputs(exp: Experiment, *, plot: bool = True
             if st.get("plateau"):
                 plateau[str(seed)] = {"rounds": st["plateau"],
                                       "stop_reason": plateau_stop(st["plateau"], cfg)}
+    if plot and importlib.util.find_spec("matplotlib") is None:
+        plot = False
+        exp.notes.append("No learning_curve.png: matplotlib is not installed "
+                         "(pip install 'napari-activeseg[benchmark]').")
     doc = {
         "napari_activeseg": __version__,
         "created_at": utc_now(),
@@ -104,7 +109,7 @@ def write_outputs(exp: Experiment, *, plot: bool = True
         "notes": list(dict.fromkeys(exp.notes)),
     }
     files = {"json": cfg.out / "results.json", "csv": cfg.out / "results.csv",
-             "png": cfg.out / "learning_curve.png"}
+             **({"png": cfg.out / "learning_curve.png"} if plot else {})}
     order = {n: i for i, n in enumerate([*cfg.strategies, *cfg.baselines])}
     rows.sort(key=lambda r: (order.get(r["strategy"], 99), r["seed"], r["round"]))
     write_json(files["json"], doc)

@@ -332,6 +332,16 @@ class ActiveLearningSession:
             self.status_changed.emit(image_id)
         return out
 
+    def next_view(self, *, regions: bool = False, region_size: int | None = None,
+                  boxes_per_image: int = 1):
+        """What *Suggest next* shows: score what needs it (a generator of
+        :class:`ScoreProgress`), pick the next image (or its boxes) and build its view; returns
+        ``(images scored, ImageView or None when nothing is left)``."""
+        n = yield from self.score_pool(regions=regions, region_size=region_size)
+        picks = self.suggest(1, regions=regions, region_size=region_size,
+                             boxes_per_image=boxes_per_image if regions else 1)
+        return n, (self.view(picks[0].image_id, picks) if picks else None)
+
     def mark_shown(self, image_id: int, pre_annotation: np.ndarray | None = None,
                    suggestion_id: int | None = None) -> None:
         """Remember when an image was shown and with which pre-annotation (effort + time)."""

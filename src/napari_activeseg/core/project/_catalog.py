@@ -20,7 +20,7 @@ import numpy as np
 from .. import _store_files as sf
 from ..imageio import list_images, read_image
 from ..validation import check_choice
-from ._records import ImageRecord, ProjectError, _stat_key, check_int
+from ._records import ImageRecord, ProjectError, check_int, stat_key
 
 if TYPE_CHECKING:  # pragma: no cover
     import sqlite3
@@ -41,10 +41,10 @@ _PARTIAL_SQL = ("COALESCE((SELECT s.reviewed_sha256 IS NOT NULL FROM submissions
 def probe_file(path: Path, channel_axis: int | None) -> tuple:
     """(path, sha256, size, mtime_ns, shape, dtype) of an image file, reading it once."""
     path = path.resolve()
-    before = _stat_key(path)
+    before = stat_key(path)
     sha = sf.sha256_file(path) if before is not None and path.is_file() else None
     image = read_image(path, channel_axis=channel_axis)  # clear ValueError if unreadable
-    after = _stat_key(path)
+    after = stat_key(path)
     if sha is None or before != after:
         raise ValueError(f"{str(path)!r} changed while it was being read; try again.")
     return path, sha, after[0], after[1], list(image.shape), str(image.dtype)
@@ -150,7 +150,7 @@ class ImageCatalog:
                 "(moved, renamed, deleted, or on a drive that is not mounted). Put it back, or "
                 f"point the project at its new location with {fix} (or relink_folder(folder))."
             )
-        stat = _stat_key(path)
+        stat = stat_key(path)
         if moved or stat != (row["size"], row["mtime_ns"]):
             sha = sf.sha256_file(path)
             if sha != row["sha256"]:
@@ -263,7 +263,7 @@ class ImageCatalog:
                         f"labelled at {tuple(old_shape)}; its labels would not fit. Add it as a "
                         "new image instead."
                     )
-            size, mtime = _stat_key(path)  # type: ignore[misc]
+            size, mtime = stat_key(path)  # type: ignore[misc]
             with store.transaction() as conn:
                 conn.execute(
                     "UPDATE images SET path = ?, rel_path = ?, origin = 'external', sha256 = ?, "

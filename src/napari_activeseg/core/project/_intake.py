@@ -27,7 +27,7 @@ from ..imageio import SUPPORTED_SUFFIXES, list_images
 from ..preprocess import channels_convertible, common_channel_count
 from ..validation import check_image
 from ._catalog import probe_file, relpath
-from ._records import ImageRecord, ProjectError, _stat_key, check_text
+from ._records import ImageRecord, ProjectError, check_text, stat_key
 from ._store import BACKUPS_DIR, DRAFTS_DIR, IMAGES_DIR, LABELS_DIR, REVIEWED_DIR, SUBDIRS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -287,7 +287,7 @@ class ImageIntake:
                         )
                     origin, stored = "copied", target.relative_to(folder).as_posix()
                     rel = stored
-                    size, mtime = _stat_key(target)  # type: ignore[misc]
+                    size, mtime = stat_key(target)  # type: ignore[misc]
                 rows.append((key, name, stored, rel, sha, size, mtime, json.dumps(shape), dtype,
                              channel_axis, now, origin))  # fmt: skip
             ids = self._insert_images(rows, revive)
@@ -339,7 +339,7 @@ class ImageIntake:
                     raise ProjectError(f"{str(target)!r} already exists; not overwriting it.")
                 atomic.atomic_write_bytes(target, data)
                 written.append(target)
-                size, mtime = _stat_key(target)  # type: ignore[misc]
+                size, mtime = stat_key(target)  # type: ignore[misc]
                 stored = target.relative_to(folder).as_posix()
                 rows.append((key, name, stored, stored, sha, size, mtime,
                              json.dumps(list(image.shape)), str(image.dtype), stored_axis, now,
@@ -376,7 +376,7 @@ class ImageIntake:
                 ids.append(int(cur.lastrowid))
             for old, path in revive:
                 if old["origin"] == "external":
-                    size, mtime = _stat_key(path)  # type: ignore[misc]
+                    size, mtime = stat_key(path)  # type: ignore[misc]
                     conn.execute(
                         "UPDATE images SET path = ?, rel_path = ?, size = ?, mtime_ns = ? "
                         "WHERE id = ?",

@@ -56,8 +56,8 @@ from ._records import (
     ProjectError,
     SubmissionRecord,
     _optional_count,
-    _stat_key,
     check_text,
+    stat_key,
 )
 from ._store import BACKUPS_DIR, DRAFTS_DIR, LABELS_DIR, REVIEWED_DIR, SUBDIRS
 
@@ -527,7 +527,7 @@ def _reconcile_image(
         )
         conn.execute("UPDATE images SET status = 'submitted' WHERE id = ?", (image["id"],))
     draft = labels.draft_file(key)
-    draft_stat, labels_stat = _stat_key(draft), _stat_key(path)
+    draft_stat, labels_stat = stat_key(draft), stat_key(path)
     if draft_stat and labels_stat and draft_stat[1] <= labels_stat[1]:
         labels.remove_draft(key)  # saved before the labels it led to
     return [], [(

@@ -171,7 +171,7 @@ def _optional_count(value: Any, name: str) -> int | None:
     return int(check_positive(value, name=name, allow_zero=True, integer=True))
 
 
-def _stat_key(path: Path) -> tuple[int, int] | None:
+def stat_key(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
     except OSError:

@@ -191,6 +191,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    """Import masks made elsewhere as submitted labels; 0 when at least one was (would be)."""
+    from .core.project import Project, ProjectInUseError
+
+    try:
+        project = Project.open(args.project, read_only=args.dry_run)
+    except ProjectInUseError as exc:
+        raise ValueError(f"{exc} 'activeseg import' writes to the project: close it in napari "
+                         "(or the other program) first; --dry-run only reads it.") from None
+    with project:
+        report = project.import_masks(args.mask_dir, replace=args.replace, dry_run=args.dry_run)
+    print(report)
+    return 0 if report.imported else 1
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     """Simulated-annotator learning curves; see ``evaluation/runner.py`` for the protocol."""
     from .core.progress import run_to_end
@@ -337,6 +352,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-onnx", action="store_true", help="do not try ONNX")
     export.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     export.set_defaults(func=_cmd_export)
+    imp = sub.add_parser(
+        "import", help="import masks made elsewhere (Fiji, ilastik, Cellpose) as labels",
+        description="Match the mask files of MASK_DIR to the project's images by name (also "
+                    "<name>_mask, _masks, _labels, _label, _seg, _cp_masks), convert 0/255 "
+                    "masks and instance id images as the project's classes require, and submit "
+                    "each as a whole-image label. Prints what was imported, converted and "
+                    "skipped, and why. Exit code 0 when at least one mask was imported.")
+    imp.add_argument("project", metavar="PROJECT", help="project folder")
+    imp.add_argument("mask_dir", metavar="MASK_DIR", help="folder of mask files (TIFF, PNG)")
+    imp.add_argument("--replace", action="store_true",
+                     help="overwrite labels already in the project (default: skip those images)")
+    imp.add_argument("--dry-run", action="store_true",
+                     help="report what would be imported; write nothing (opens read-only)")
+    imp.set_defaults(func=_cmd_import)
     return parser
 
 

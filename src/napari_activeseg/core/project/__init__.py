@@ -34,6 +34,7 @@ Who owns what (one room per module; :class:`Project` is the only door most code 
                    reconciliation, i.e. the whole atomicity protocol (read its docstring
                    before touching a write)
     _drafts.py     DraftStore: autosaved in-progress labels and their reviewed pixels
+    _import.py     MaskImport: masks made elsewhere matched by name, converted, submitted
     _history.py    HistoryStore: scores, suggestions and the user's answers, rounds
     _models.py     ModelStore: model versions (safetensors + JSON), never a pickle
     _records.py    the exceptions and record types the stores hand out, shared value checks
@@ -95,6 +96,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "ImageRecord",
+    "ImportItem",
+    "ImportReport",
     "ModelInfo",
     "ModelStore",
     "Project",
@@ -118,6 +121,7 @@ _LAZY = {
     "STATUSES": "_catalog",
     "ACTIONS": "_history",
     "pool_items": "_intake",
+    "ImportItem": "_import", "ImportReport": "_import",
     "ModelStore": "_models", "check_state_dict": "_models", "load_state_dict": "_models",
     "SCHEMA_V1": "_schema", "SCHEMA_VERSION": "_schema",
     **dict.fromkeys(("ImageRecord", "ModelInfo", "ProjectError", "ProjectInUseError",

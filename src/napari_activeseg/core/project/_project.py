@@ -23,6 +23,7 @@ from ... import __version__
 from ._catalog import ImageCatalog
 from ._drafts import DraftStore
 from ._history import HistoryStore
+from ._import import MaskImport
 from ._intake import ImageIntake, check_arrays, source_entries
 from ._labels import LabelStore, reconcile
 from ._models import ModelStore
@@ -88,6 +89,7 @@ class Project:
         self._drafts = DraftStore(store, self._settings, self._catalog, self._labels)
         self._intake = ImageIntake(store, self._catalog, self._settings, self._labels)
         self._models = ModelStore(store, self._settings)
+        self._import = MaskImport(store, self._settings, self._catalog, self._labels)
 
     # ------------------------------------------------------------------ create / open / close
 
@@ -302,6 +304,7 @@ class Project:
     load_draft_reviewed = _forward("_drafts", DraftStore.load_draft_reviewed)
     discard_draft = _forward("_drafts", DraftStore.discard_draft)
     drafts = _forward("_drafts", DraftStore.drafts)
+    import_masks = _forward("_import", MaskImport.import_masks)
 
     # ------------------------------------------------------------------ history and rounds
 

@@ -112,6 +112,7 @@ class ActiveSegWidget(QWidget):
         p.create_requested.connect(lambda dst, src: self.create_project(
             dst, source_folder=src or None, from_layers=not src))
         p.open_requested.connect(self.open_project)
+        p.import_requested.connect(self.import_masks)
         self.pool.image_activated.connect(self.open_image)
         self.pool.follow(lambda: self.session)
         self.pool.refreshed.connect(self.table_refreshed.emit)
@@ -250,6 +251,12 @@ class ActiveSegWidget(QWidget):
 
     def refresh_table(self) -> None:
         self.pool.refresh(self.session)
+
+    def import_masks(self, folder: str | Path) -> None:
+        """Import a folder of masks as submitted labels, in a worker; the table follows."""
+        if self.session is not None:
+            self.project_panel.import_masks(self.session.project, str(folder), self.jobs,
+                                            lambda _report: self._on_model_or_labels())
 
     def _on_auto_train_changed(self, n: int) -> None:
         if self.session is not None and not self.session.project.read_only:

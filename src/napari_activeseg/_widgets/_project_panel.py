@@ -1,4 +1,5 @@
-"""The Project panel: class names, New from folder / from layers, Open, and what is open."""
+"""The Project panel: class names, New from folder / from layers, Open, Import masks, and what
+is open."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from ._common import notify
+
 
 class ProjectPanel(QGroupBox):
     """Buttons to create or open a project: each asks for its folders, then says what the user
@@ -21,6 +24,8 @@ class ProjectPanel(QGroupBox):
     #: (new project folder, folder of images); the folder of images is "" for "From layers"
     create_requested = Signal(str, str)
     open_requested = Signal(str)
+    #: a folder of masks to import into the open project
+    import_requested = Signal(str)
 
     def __init__(self) -> None:
         super().__init__("Project")
@@ -42,6 +47,15 @@ class ProjectPanel(QGroupBox):
         for b in (self.new_folder_btn, self.new_layers_btn, self.open_btn):
             row.addWidget(b)
         v.addLayout(row)
+        self.import_btn = QPushButton("Import masks…")
+        self.import_btn.setToolTip(
+            "Import masks made elsewhere (Fiji, ilastik, Cellpose) as submitted labels: files "
+            "named after the images (also <name>_mask, _labels, _cp_masks, ...); labels "
+            "already in the project are kept.")
+        self._can_import = False  # a project is open read-write
+        self.import_btn.setEnabled(False)
+        v.addWidget(self.import_btn)
+        self.import_btn.clicked.connect(self._import)
         self.new_folder_btn.clicked.connect(self._new_from_folder)
         self.new_layers_btn.clicked.connect(self._new_from_layers)
         self.open_btn.clicked.connect(self._open)
@@ -68,8 +82,31 @@ class ProjectPanel(QGroupBox):
         if folder:
             self.open_requested.emit(folder)
 
+    def _import(self) -> None:
+        folder = self._ask_dir("Folder of masks to import")
+        if folder:
+            self.import_requested.emit(folder)
+
+    def import_masks(self, project, folder: str, jobs, on_done) -> None:
+        """Import the masks of `folder` into `project` in a job (see
+        :meth:`~napari_activeseg.core.project.Project.import_masks`); the summary is shown as a
+        notification, the whole report as the button's tooltip; ``on_done(report)`` follows."""
+
+        def job():
+            yield None
+            return project.import_masks(folder)
+
+        def done(report) -> None:
+            notify("info" if report.imported else "warning", report.summary())
+            self.import_btn.setToolTip(str(report))
+            on_done(report)
+
+        jobs.start(job, on_return=done, desc="Importing masks", slot="import")
+
     def show_session(self, session) -> None:
         """The open project in one wrapped line, and its classes in the classes field."""
+        self._can_import = session is not None and not session.project.read_only
+        self.import_btn.setEnabled(self._can_import)
         if session is None:
             self.project_label.setText("No project open.")
             return
@@ -86,3 +123,4 @@ class ProjectPanel(QGroupBox):
     def set_busy(self, busy: bool) -> None:
         for w in (self.new_folder_btn, self.new_layers_btn, self.open_btn):
             w.setEnabled(not busy)
+        self.import_btn.setEnabled(self._can_import and not busy)

@@ -151,8 +151,9 @@ def toggle_visible(viewer, name: str) -> None:
         viewer.layers[name].visible = not viewer.layers[name].visible
 
 
-def layer_pool_items(viewer) -> dict[str, np.ndarray]:
-    """The open image layers as pool items of a new project (a 2D+t/z stack: one per slice)."""
+def layer_pool_items(viewer, *, channels: bool = False) -> dict[str, np.ndarray]:
+    """The open image layers as pool items of a new project (a 2D+t/z stack: one per slice,
+    or with `channels` one multichannel item, channels last)."""
     from napari.layers import Image
 
     from ..core.project import pool_items
@@ -160,7 +161,7 @@ def layer_pool_items(viewer) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for layer in viewer.layers:
         if isinstance(layer, Image):
-            arrays.update(pool_items(layer.name, layer.data, rgb=layer.rgb))
+            arrays.update(pool_items(layer.name, layer.data, rgb=layer.rgb, channels=channels))
     if not arrays:
         raise ValueError("No image layer is open: open images first, or create the project "
                          "from a folder.")

@@ -178,9 +178,11 @@ class ActiveSegWidget(QWidget):
 
         try:
             classes, colors = parse_class_spec(self.project_panel.classes_edit.text())
-            kwargs: dict[str, Any] = {"classes": classes, "colors": colors}
+            kwargs: dict[str, Any] = {"classes": classes, "colors": colors,
+                                      **self.project_panel.create_options(from_layers)}
             if from_layers:
-                kwargs["arrays"] = layer_pool_items(self.viewer)
+                kwargs["arrays"] = layer_pool_items(
+                    self.viewer, channels=self.project_panel.stack_is_channels)
             else:
                 kwargs["source_folder"] = source_folder
             project = Project.create(folder, **kwargs)

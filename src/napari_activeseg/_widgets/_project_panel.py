@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
@@ -39,6 +41,7 @@ class ProjectPanel(QGroupBox):
         row.addWidget(QLabel("Classes:"))
         row.addWidget(self.classes_edit, 1)
         v.addLayout(row)
+        self._add_axes_row(v)
         row = QHBoxLayout()
         self.new_folder_btn = QPushButton("New from folder…")
         self.new_layers_btn = QPushButton("From layers")
@@ -62,6 +65,36 @@ class ProjectPanel(QGroupBox):
         self.project_label = QLabel("No project open.")
         self.project_label.setWordWrap(True)
         v.addWidget(self.project_label)
+
+    _AUTO = "auto (from the file)"
+
+    def _add_axes_row(self, v: QVBoxLayout) -> None:
+        self.axes_combo = QComboBox()
+        self.axes_combo.setEditable(True)
+        self.axes_combo.addItems([self._AUTO, "CYX", "YXC", "ZYX", "ZCYX", "TZCYX"])
+        self.axes_combo.setToolTip(
+            "Axes of the images of a new project, one letter per stored axis: C channels, Z "
+            "and T planes (one image each), Y X the plane. 'auto' reads them from the "
+            "ImageJ/OME metadata. Saved in the project.")
+        self.stack_channels_check = QCheckBox("stack is channels")
+        self.stack_channels_check.setToolTip(
+            "From layers: a (C, H, W) layer is one multichannel image, not C slices")
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Axes:"))
+        row.addWidget(self.axes_combo, 1)
+        row.addWidget(self.stack_channels_check)
+        v.addLayout(row)
+
+    def create_options(self, from_layers: bool) -> dict:
+        """Project.create's axes arguments the user chose for a new project."""
+        if from_layers:
+            return {"channel_axis": -1} if self.stack_channels_check.isChecked() else {}
+        text = self.axes_combo.currentText().strip()
+        return {} if text in ("", self._AUTO) else {"axes": text}
+
+    @property
+    def stack_is_channels(self) -> bool:
+        return self.stack_channels_check.isChecked()
 
     def _ask_dir(self, title: str) -> str:
         return QFileDialog.getExistingDirectory(self, title)

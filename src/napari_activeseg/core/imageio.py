@@ -9,7 +9,10 @@ leaves the previous file untouched.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
@@ -17,12 +20,17 @@ import numpy.typing as npt
 import tifffile
 
 from .atomic import atomic_path
+from .axes import AxesLayout, layout_from_axes, metadata_axes
+from .omezarr import ZARR_SUFFIX, is_zarr, open_ome_zarr
 from .validation import check_choice, check_image, check_labels, check_positive
 
 __all__ = [
     "CLIP_RANGE",
+    "FOLDER_SUFFIXES",
     "PERCENTILE_MAX_PIXELS",
     "SUPPORTED_SUFFIXES",
+    "ImageSource",
+    "image_sources",
     "list_images",
     "normalize_image",
     "read_image",
@@ -32,6 +40,8 @@ __all__ = [
 ]
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+#: Images stored as folders (read with the optional ``ome-zarr`` package).
+FOLDER_SUFFIXES: tuple[str, ...] = (ZARR_SUFFIX,)
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _COMPRESSIONS = (None, "zlib")
 
@@ -44,7 +54,7 @@ CLIP_RANGE = (-0.5, 1.5)
 
 
 def _supported() -> str:
-    return ", ".join(SUPPORTED_SUFFIXES)
+    return ", ".join(SUPPORTED_SUFFIXES + FOLDER_SUFFIXES)
 
 
 def _check_readable(path: Path, what: str) -> None:
@@ -74,8 +84,30 @@ def _drop_constant_alpha(array: np.ndarray) -> np.ndarray:
     return colour[..., 0] if colour.shape[-1] == 1 else colour
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, bool]:
-    """Return the pixels, tifffile's samples ('S') axis if any, and whether it ends in alpha."""
+class _PlanesError(ValueError):
+    """A file of several planes read as one image."""
+
+
+def _metadata_channel_axis(path: Path, axes: str, shape: tuple[int, ...]) -> int | None:
+    """The channel axis an ImageJ/OME file declares ('CYX'); a ValueError if its axes hold
+    several planes (Z, T), which only a project splits into images."""
+    known = metadata_axes(axes, shape)
+    if known is None:
+        return None
+    layout = AxesLayout(known, shape)
+    if layout.n_items > 1:
+        raise _PlanesError(
+            f"{str(path)!r} holds {layout.n_items} planes (axes {known!r}, shape {shape}): "
+            "add it to a project, which makes one image of each plane, or pass its channel "
+            "axis (channel_axis=) if the stack is channels."
+        )
+    return layout.channel_axis
+
+
+def _read_tiff(path: Path, metadata: bool) -> tuple[np.ndarray, int | None, bool]:
+    """Return the pixels (the first series, full resolution), the channel axis the file
+    declares (tifffile's samples axis 'S', or with `metadata` an ImageJ/OME 'C') and whether
+    it ends in alpha."""
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         array = series.asarray()
@@ -84,7 +116,36 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, bool]:
     # tifffile names the samples-per-pixel axis 'S': it holds channels by definition.
     sample_axis = axes.index("S") if "S" in axes and len(axes) == array.ndim else None
     has_alpha = has_alpha and sample_axis is not None
+    if metadata and sample_axis is None and len(axes) == array.ndim:
+        return array, _metadata_channel_axis(path, axes, array.shape), False
     return array, sample_axis, has_alpha
+
+
+def _read_zarr(path: Path) -> tuple[np.ndarray, int | None, bool]:
+    data, axes = open_ome_zarr(path)
+    layout = layout_from_axes(axes, data.shape, name=repr(str(path)))
+    if not layout.is_plain:
+        raise _PlanesError(
+            f"{str(path)!r} holds {layout.n_items} planes (axes {axes!r}): add it to a project, "
+            "which makes one image of each plane."
+        )
+    return np.asarray(data), layout.channel_axis, False
+
+
+def _decode_error(path: Path, what: str, err: Exception) -> ValueError:
+    """The ValueError for a file its decoder refused, naming the real cause."""
+    kind = "TIFF" if path.suffix.lower() in _TIFF_SUFFIXES else path.suffix.lstrip(".").upper()
+    if "imagecodecs" in str(err):
+        # a compressed TIFF (LZW, Deflate, JPEG, ...) and no codec: the file is fine
+        return ValueError(
+            f"Cannot decode {what} {str(path)!r}: it is compressed with a codec that needs "
+            f"the 'imagecodecs' package ({err}). Install it (pip install imagecodecs), or "
+            "save the image uncompressed."
+        )
+    return ValueError(
+        f"Cannot read {what} {str(path)!r} as {kind}: {err}. The file may be corrupt or "
+        f"truncated, or not really a {kind}; supported: {_supported()}."
+    )
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
@@ -94,29 +155,23 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
         return file.read(index=0), n_frames
 
 
-def _read_raw(path: str | os.PathLike, what: str) -> tuple[Path, np.ndarray, int | None, bool]:
-    """Decode a file: (path, pixels, channel axis known from the format, alpha channel last)."""
+def _read_raw(
+    path: str | os.PathLike, what: str, metadata: bool = True
+) -> tuple[Path, np.ndarray, int | None, bool]:
+    """Decode a file: (path, pixels, channel axis known from the format (with `metadata`: or
+    from its ImageJ/OME axes), alpha channel last)."""
     path = Path(path)
+    if is_zarr(path):
+        return (path, *_read_zarr(path))
     _check_readable(path, what)
     try:
         if path.suffix.lower() in _TIFF_SUFFIXES:
-            return (path, *_read_tiff(path))
+            return (path, *_read_tiff(path, metadata))
         array, n_frames = _read_pillow(path)
-    except MemoryError:
+    except (MemoryError, _PlanesError):
         raise
     except Exception as err:
-        kind = "TIFF" if path.suffix.lower() in _TIFF_SUFFIXES else path.suffix.lstrip(".").upper()
-        if "imagecodecs" in str(err):
-            # a compressed TIFF (LZW, Deflate, JPEG, ...) and no codec: the file is fine
-            raise ValueError(
-                f"Cannot decode {what} {str(path)!r}: it is compressed with a codec that needs "
-                f"the 'imagecodecs' package ({err}). Install it (pip install imagecodecs), or "
-                "save the image uncompressed."
-            ) from err
-        raise ValueError(
-            f"Cannot read {what} {str(path)!r} as {kind}: {err}. The file may be corrupt or "
-            f"truncated, or not really a {kind}; supported: {_supported()}."
-        ) from err
+        raise _decode_error(path, what, err) from err
     if n_frames > 1:
         raise ValueError(
             f"Cannot read {what} {str(path)!r}: it is an animation of {n_frames} frames; "
@@ -145,8 +200,10 @@ def read_image(path: str | os.PathLike, *, channel_axis: int | None = None) -> n
         or JPEG file.
     channel_axis : int, optional
         For TIFF stacks, the axis of the stored array that holds channels (e.g. 0 for ``(C, H,
-        W)``); moved last. Not needed for RGB(A) TIFFs, whose sample axis tifffile reports, nor
-        for PNG/JPEG, which are channels-last by definition (it is ignored for them).
+        W)``); moved last. Not needed for RGB(A) TIFFs, whose sample axis tifffile reports, for
+        ImageJ/OME-TIFFs, whose axes name it ('CYX'), nor for PNG/JPEG, which are
+        channels-last by definition (it is ignored for them). A folder ``*.zarr`` is read as
+        OME-Zarr (full resolution; needs the optional ``ome-zarr`` package).
 
     Returns
     -------
@@ -161,7 +218,7 @@ def read_image(path: str | os.PathLike, *, channel_axis: int | None = None) -> n
         Naming the file, if it is missing, empty, of an unsupported type, unreadable, or its
         pixels fail :func:`~napari_activeseg.core.validation.check_image`.
     """
-    path, array, format_axis, has_alpha = _read_raw(path, "image")
+    path, array, format_axis, has_alpha = _read_raw(path, "image", channel_axis is None)
     is_tiff = path.suffix.lower() in _TIFF_SUFFIXES
     if not is_tiff or channel_axis is None or _same_axis(channel_axis, format_axis, array.ndim):
         channel_axis = format_axis
@@ -170,6 +227,91 @@ def read_image(path: str | os.PathLike, *, channel_axis: int | None = None) -> n
         array = _drop_constant_alpha(np.moveaxis(array, format_axis, -1))
         channel_axis = -1 if array.ndim == 3 else None
     return check_image(array, name=str(path), channel_axis=channel_axis)
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image of a file: an OME series (`suffix` ``'_s1'``), its full-resolution level,
+    with the axes its metadata or the user give (`layout` None: unknown, read as before)."""
+
+    path: Path
+    series: int
+    suffix: str
+    shape: tuple[int, ...]
+    layout: AxesLayout | None
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether it is one image (no Z/T planes to split)."""
+        return self.layout is None or self.layout.is_plain
+
+    def read(self) -> Any:
+        """The pixels as stored: a numpy array, or lazily (dask) for OME-Zarr."""
+        if is_zarr(self.path):
+            return open_ome_zarr(self.path)[0]
+        try:
+            return tifffile.imread(self.path, series=self.series, level=0)
+        except MemoryError:
+            raise
+        except Exception as err:
+            raise _decode_error(self.path, "image", err) from err
+
+    def items(self, channel_axis: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """``(suffix, image)`` per pool item: ``(H, W)`` or channels-last ``(H, W, C)``,
+        checked; planes are read one at a time."""
+        name = str(self.path)
+        if self.layout is None:
+            yield self.suffix, check_image(self.read(), name=name, channel_axis=channel_axis)
+            return
+        for suffix, plane in self.layout.planes(self.read()):
+            axis = -1 if plane.ndim == 3 else None
+            yield self.suffix + suffix, check_image(plane, name=name + suffix, channel_axis=axis)
+
+
+def image_sources(
+    path: str | os.PathLike, *, axes: str | None = None, channel_axis: int | None = None
+) -> list[ImageSource]:
+    """The images a file holds, from its metadata alone (no pixels are decoded).
+
+    One per series of an OME-TIFF (its sub-resolutions are not images of their own), else
+    one. `axes` (checked with :func:`~napari_activeseg.core.axes.check_axes`) override the
+    file's; `channel_axis` without `axes` means "as :func:`read_image` reads it".
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be read, or `axes` do not fit its shape.
+    """
+    path = Path(path)
+    if is_zarr(path):
+        data, meta = open_ome_zarr(path)
+        shapes = [(tuple(data.shape), meta)]
+    else:
+        _check_readable(path, "image")
+        if path.suffix.lower() not in _TIFF_SUFFIXES:
+            return [ImageSource(path, 0, "", (), None)]
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series if tif.is_ome else tif.series[:1]
+                shapes = [(tuple(s.shape), s.axes) for s in series]
+        except MemoryError:
+            raise
+        except Exception as err:
+            raise _decode_error(path, "image", err) from err
+        if not shapes:
+            raise _decode_error(path, "image", ValueError("no image in it"))
+    out = []
+    for i, (shape, meta) in enumerate(shapes):
+        what = repr(str(path)) + (f" (series {i})" if len(shapes) > 1 else "")
+        if axes is not None:
+            layout = layout_from_axes(axes, shape, name=what)
+        elif channel_axis is not None and not is_zarr(path):
+            layout = None
+        else:
+            known = metadata_axes(meta, shape)
+            layout = None if known is None else AxesLayout(known, shape)
+        out.append(ImageSource(path, i, f"_s{i}" if len(shapes) > 1 else "", shape, layout))
+    return out
 
 
 def read_labels(path: str | os.PathLike, *, n_classes: int | None = None) -> np.ndarray:
@@ -366,8 +508,9 @@ def list_images(
     Returns
     -------
     paths : list of Path
-        Files whose suffix (case-insensitive) is in ``SUPPORTED_SUFFIXES``; hidden files and
-        files in hidden folders (names starting with ".") are skipped.
+        Files whose suffix (case-insensitive) is in ``SUPPORTED_SUFFIXES``, and OME-Zarr
+        folders (``FOLDER_SUFFIXES``, not searched inside); hidden files and files in hidden
+        folders (names starting with ".") are skipped.
 
     Raises
     ------
@@ -384,9 +527,12 @@ def list_images(
     paths = sorted(
         p
         for p in matches
-        if p.suffix.lower() in SUPPORTED_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.is_file()
+        if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and not any(is_zarr(Path(part)) for part in p.relative_to(folder).parts[:-1])
+        and (
+            (p.suffix.lower() in SUPPORTED_SUFFIXES and p.is_file())
+            or (p.suffix.lower() in FOLDER_SUFFIXES and p.is_dir())
+        )
     )
     if not paths:
         where = " (searched recursively)" if recursive else ""

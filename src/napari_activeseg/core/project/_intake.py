@@ -23,7 +23,8 @@ import numpy.typing as npt
 
 from .. import _store_files as sf
 from .. import atomic
-from ..imageio import SUPPORTED_SUFFIXES, list_images
+from ..axes import check_axes
+from ..imageio import FOLDER_SUFFIXES, SUPPORTED_SUFFIXES, image_sources, list_images
 from ..preprocess import channels_convertible, common_channel_count
 from ..validation import check_image
 from ._catalog import probe_file, relpath
@@ -38,19 +39,26 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._settings import Settings
     from ._store import _Store
 
-__all__ = ["ImageIntake", "check_arrays", "pool_items", "source_entries"]
+__all__ = ["AXES_SETTING", "ImageIntake", "check_arrays", "pool_items", "source_entries"]
 
 # settings key of the channel count the project's model takes
 _CHANNELS_SETTING = "channels"
+#: settings key of the axes rule of the project's files (None: from each file's metadata)
+AXES_SETTING = "axes"
 
 
-def pool_items(name: str, data: npt.ArrayLike, *, rgb: bool = False) -> dict[str, np.ndarray]:
+def pool_items(
+    name: str, data: npt.ArrayLike, *, rgb: bool = False, channels: bool = False
+) -> dict[str, np.ndarray]:
     """The pool items of one image (a napari image layer): a 2D image (gray, or RGB when `rgb`)
-    is one item; a 2D+t / 2D+z stack is one item per slice, named ``<name>_0000`` etc."""
+    is one item; a 2D+t / 2D+z stack is one item per slice, named ``<name>_0000`` etc., or,
+    with `channels`, a ``(C, H, W)`` stack is one multichannel item (channels last)."""
     data = np.asarray(data)
     spatial = data.ndim - (1 if rgb else 0)
     if spatial == 2:
         return {name: data}
+    if channels and spatial == 3 and not rgb:
+        return {name: np.moveaxis(data, 0, -1)}
     if spatial == 3:
         return {f"{name}_{i:04d}": data[i] for i in range(data.shape[0])}
     raise ProjectError(f"{name!r} has shape {data.shape}: only 2D images (gray or RGB) and "
@@ -60,7 +68,8 @@ def pool_items(name: str, data: npt.ArrayLike, *, rgb: bool = False) -> dict[str
 def check_arrays(
     arrays: Mapping[str, npt.ArrayLike], *, channel_axis: int | None
 ) -> dict[str, np.ndarray]:
-    """Checked in-memory images ``{name: (H, W) or (H, W, C) array}`` (before anything runs)."""
+    """Checked in-memory images ``{name: (H, W) or (H, W, C) array}`` (before anything runs);
+    `channel_axis` is that of the 3D arrays (a 2D one is gray)."""
     if not isinstance(arrays, Mapping):
         raise ProjectError(
             "arrays must be a mapping of name -> image array (e.g. {layer.name: layer.data})."
@@ -68,7 +77,8 @@ def check_arrays(
     out = {}
     for name, array in arrays.items():
         check_text(name, "array name", optional=False)
-        out[name] = check_image(array, name=name, channel_axis=channel_axis)
+        axis = channel_axis if np.ndim(array) == 3 else None
+        out[name] = check_image(array, name=name, channel_axis=axis)
     return out
 
 
@@ -107,6 +117,7 @@ class ImageIntake:
         *,
         copy: bool | None = None,
         channel_axis: int | None = None,
+        axes: str | None = None,
         skip_unreadable: bool = True,
     ) -> list[ImageRecord]:
         """Add image files to the pool.
@@ -122,6 +133,11 @@ class ImageIntake:
             Copy into ``images/``; defaults to the project's ``copy_images`` setting.
         channel_axis : int, optional
             See :func:`~napari_activeseg.core.imageio.read_image`.
+        axes : str, optional
+            The files' axes (``'CYX'``, ``'ZYX'``, ...; see :mod:`~napari_activeseg.core.axes`);
+            defaults to the project's (the ``axes`` setting, else each file's metadata). Z and
+            T planes and the series of an OME-TIFF become images of their own, saved as TIFFs
+            under ``images/``.
         skip_unreadable : bool, optional
             Skip unreadable files with a warning in :attr:`warnings` (default) or raise.
 
@@ -134,10 +150,10 @@ class ImageIntake:
         entries = [(Path(p).expanduser(), Path(p).name) for p in paths]
         if copy is None:
             copy = bool(self._settings.get_setting("copy_images", False))
+        axes = self._axes(axes, channel_axis)
         with self._store.lock:
-            return self.add_files(
-                entries, copy=copy, channel_axis=channel_axis, skip_unreadable=skip_unreadable
-            )
+            return self.add_files(entries, copy=copy, channel_axis=channel_axis, axes=axes,
+                                  skip_unreadable=skip_unreadable)  # fmt: skip
 
     def add_folder(
         self,
@@ -147,9 +163,11 @@ class ImageIntake:
         recursive: bool = False,
         copy: bool | None = None,
         channel_axis: int | None = None,
+        axes: str | None = None,
     ) -> list[ImageRecord]:
         """Add the images of a folder that are not in the project yet (a re-scan)."""
         self._store.check_writable()
+        axes = self._axes(axes, channel_axis)
         src = Path(source_folder).expanduser().resolve()
         with self._store.lock:
             known = {r.path for r in self._catalog.images(include_removed=False)}
@@ -160,8 +178,15 @@ class ImageIntake:
             ]
             if copy is None:
                 copy = bool(self._settings.get_setting("copy_images", False))
-            return self.add_files(entries, copy=copy, channel_axis=channel_axis,
+            return self.add_files(entries, copy=copy, channel_axis=channel_axis, axes=axes,
                                   skip_unreadable=True, quiet_duplicates=True)  # fmt: skip
+
+    def _axes(self, axes: str | None, channel_axis: int | None) -> str | None:
+        """The axes rule of a batch: the given one, else the project's (not with a
+        channel_axis, which says how to read the files instead)."""
+        if axes is not None or channel_axis is not None:
+            return check_axes(axes)
+        return check_axes(self._settings.get_setting(AXES_SETTING))
 
     def add_arrays(
         self, arrays: Mapping[str, npt.ArrayLike], *, channel_axis: int | None = None
@@ -216,25 +241,38 @@ class ImageIntake:
         copy: bool,
         channel_axis: int | None,
         skip_unreadable: bool,
+        axes: str | None = None,
         created: list[Path] | None = None,
         quiet_duplicates: bool = False,
     ) -> list[ImageRecord]:
         """Probe, (copy), and insert image files in one transaction; `created` collects the
-        copies made (for a project being created, which removes them if it fails)."""
+        copies made (for a project being created, which removes them if it fails). A file of
+        several images (Z/T planes, OME series, OME-Zarr) is split into arrays saved under
+        ``images/`` (see :meth:`add_checked_arrays`)."""
         folder = self._store.folder
         problems: list[str] = []
-        probed = []
+        probed, split = [], {}
         seen: set[str] = set()
         for path, name in entries:
             try:
-                probed.append((name, *probe_file(path, channel_axis)))
+                sources = image_sources(path, axes=axes, channel_axis=channel_axis)
+                if len(sources) == 1 and sources[0].is_plain and path.is_file():
+                    layout = sources[0].layout
+                    axis = layout.channel_axis if axes is not None and layout else channel_axis
+                    probed.append((name, *probe_file(path, axis), axis))
+                    continue
+                stem = _strip_suffix(name)
+                for source in sources:
+                    split.update((f"{stem}{suffix}", image) for suffix, image
+                                 in source.items(channel_axis))  # fmt: skip
             except (ValueError, OSError) as err:
                 if not skip_unreadable:
                     raise
                 problems.append(f"Skipped {str(path)!r}: {err}")
         expected = self.channels
         if expected is None:
-            expected = common_channel_count([_n_channels(item[5]) for item in probed])
+            expected = common_channel_count([_n_channels(item[5]) for item in probed]
+                                            + [_n_channels(a.shape) for a in split.values()])
         kept = []
         for item in probed:
             n = _n_channels(item[5])
@@ -248,6 +286,18 @@ class ImageIntake:
                 problems.append(_conversion_note(repr(str(item[1])), n, expected))
             kept.append(item)
         probed = kept
+        for key, image in list(split.items()):
+            n = _n_channels(image.shape)
+            if not channels_convertible(n, expected):
+                err = _channel_message(repr(key), n, expected)
+                if not skip_unreadable:
+                    raise ValueError(err)
+                problems.append(f"Skipped {err}")
+                del split[key]
+        if split and not probed:
+            self._store.note(problems, stacklevel=5)
+            return self.add_checked_arrays(split, created, quiet=quiet_duplicates,
+                                           expected=expected)  # fmt: skip
         if entries and not probed:
             raise ValueError(
                 "None of the given files could be added as an image:\n  "
@@ -259,7 +309,7 @@ class ImageIntake:
         now = sf.utc_now()
         rows, revive, copies = [], [], []
         try:
-            for name, path, sha, size, mtime, shape, dtype in probed:
+            for name, path, sha, size, mtime, shape, dtype, axis in probed:
                 old = by_sha.get(sha)
                 if sha in seen or (old is not None and old["removed_at"] is None):
                     if not quiet_duplicates:
@@ -289,20 +339,26 @@ class ImageIntake:
                     rel = stored
                     size, mtime = stat_key(target)  # type: ignore[misc]
                 rows.append((key, name, stored, rel, sha, size, mtime, json.dumps(shape), dtype,
-                             channel_axis, now, origin))  # fmt: skip
+                             axis, now, origin))  # fmt: skip
             ids = self._insert_images(rows, revive)
         except BaseException:
             for target in copies:
                 target.unlink(missing_ok=True)
             raise
-        return self._added(ids, copies, created, expected, problems)
+        records = self._added(ids, copies, created, expected, problems)
+        if split:
+            records += self.add_checked_arrays(split, created, quiet=quiet_duplicates)
+        return records
 
     def add_checked_arrays(
-        self, arrays: Mapping[str, np.ndarray], created: list[Path] | None = None
+        self, arrays: Mapping[str, np.ndarray], created: list[Path] | None = None, *,
+        quiet: bool = False, expected: int | None = None,
     ) -> list[ImageRecord]:
-        """Save and insert arrays checked by :func:`check_arrays` (see :meth:`add_files`)."""
+        """Save and insert arrays checked by :func:`check_arrays` (see :meth:`add_files`);
+        `quiet` says nothing of duplicates (a re-scan), `expected` is the batch's channel
+        count when the project has none yet."""
         folder = self._store.folder
-        expected = self.channels
+        expected = self.channels or expected
         if expected is None:
             expected = common_channel_count([_n_channels(a.shape) for a in arrays.values()])
         notes = []
@@ -326,8 +382,9 @@ class ImageIntake:
                 sha = sf.sha256_bytes(data)
                 old = by_sha.get(sha)
                 if sha in seen or (old is not None and old["removed_at"] is None):
-                    problems.append(f"Skipped array {name!r}: same content as an image already "
-                                    "in the project.")  # fmt: skip
+                    if not quiet:
+                        problems.append(f"Skipped array {name!r}: same content as an image "
+                                        "already in the project.")  # fmt: skip
                     continue
                 seen.add(sha)
                 if old is not None:
@@ -414,13 +471,17 @@ def _conversion_note(what: str, n: int, expected: int) -> str:
     return f"{what} has {n} channel(s), the project's images {expected}: {how}."
 
 
+def _strip_suffix(name: str) -> str:
+    """An image name without its file type (``a/b.ome.tif`` -> ``a/b``)."""
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *SUPPORTED_SUFFIXES, *FOLDER_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _make_key(name: str, taken: set[str]) -> str:
     """A file-name-safe key from an image name, unique among `taken` (case-insensitively)."""
-    stem = Path(name).name
-    for suffix in SUPPORTED_SUFFIXES:
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
+    stem = _strip_suffix(Path(name).name)
     # no dots: a key is the part of a file name before its first dot
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-")[:80] or "image"
     key, n = stem, 1

@@ -20,11 +20,12 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import numpy.typing as npt
 
 from ... import __version__
+from ..axes import check_axes
 from ._catalog import ImageCatalog
 from ._drafts import DraftStore
 from ._history import HistoryStore
 from ._import import MaskImport
-from ._intake import ImageIntake, check_arrays, source_entries
+from ._intake import AXES_SETTING, ImageIntake, check_arrays, source_entries
 from ._labels import LabelStore, reconcile
 from ._models import ModelStore
 from ._records import ProjectWarning
@@ -108,6 +109,7 @@ class Project:
         colors: Sequence[str] | None = None,
         settings: Mapping[str, Any] | None = None,
         channel_axis: int | None = None,
+        axes: str | None = None,
         skip_unreadable: bool = True,
     ) -> Project:
         """Create a project folder and open it read-write.
@@ -136,7 +138,13 @@ class Project:
             Initial settings (JSON values), see :meth:`set_setting`.
         channel_axis : int, optional
             Channel axis of multichannel TIFF stacks, see
-            :func:`~napari_activeseg.core.imageio.read_image`.
+            :func:`~napari_activeseg.core.imageio.read_image`, and of the 3D `arrays`.
+        axes : str, optional
+            The axes of the image files, one letter per stored axis (``'CYX'``, ``'ZYX'``,
+            ``'YXC'``, ``'TZCYX'``; see :mod:`~napari_activeseg.core.axes`), overriding their
+            ImageJ/OME metadata; None or ``'auto'`` reads them from each file. Z/T planes
+            and OME series become images of their own. Saved in the project (the ``axes``
+            setting): :meth:`add_images` and :meth:`add_folder` follow the same rule.
         skip_unreadable : bool, optional
             Skip files that cannot be read as images, recording why in :attr:`warnings`
             (default), or raise. Either way, if files were given and none is readable, a
@@ -157,14 +165,16 @@ class Project:
         """
         folder = Path(folder).expanduser().resolve()
         _Store.check_new(folder)
-        rows = initial_settings(classes, colors, copy_images, settings)
+        axes = check_axes(axes)
+        rows = initial_settings(classes, colors, copy_images,
+                                {**(settings or {}), AXES_SETTING: axes})  # fmt: skip
         entries = source_entries(folder, source_folder, pattern, recursive, images)
-        checked = check_arrays(arrays or {}, channel_axis=None)
+        checked = check_arrays(arrays or {}, channel_axis=channel_axis)
         with _Store.creating(folder, rows, version=__version__) as (store, made):
             project = cls(store, _key=_PRIVATE)
             if entries:
                 project._intake.add_files(
-                    entries, copy=bool(copy_images), channel_axis=channel_axis,
+                    entries, copy=bool(copy_images), channel_axis=channel_axis, axes=axes,
                     skip_unreadable=skip_unreadable, created=made,
                 )  # fmt: skip
             if checked:

@@ -96,19 +96,38 @@ def test_whole_loop(widget, qtbot):
     assert statuses.count("submitted") == 2
 
 
+def _long_round(w, qtbot) -> int:
+    """Submit a suggestion, start a round of 100,000 steps; the submitted image's id."""
+    first = suggest(w, qtbot)
+    w.session.submit(first, w.truth[first])
+    w.session.configure(train_config=TINY_TRAIN.replace(max_steps=100_000))
+    w.train_panel.train_btn.click()
+    qtbot.waitUntil(lambda: len(w.train_panel.history) >= 2, timeout=30_000)
+    return first
+
+
 def test_cancel_training_keeps_last_model(widget, qtbot):
     w = widget
     s = w.session
-    first = suggest(w, qtbot)
-    s.submit(first, w.truth[first])
-    s.configure(train_config=TINY_TRAIN.replace(max_steps=100_000))
     with qtbot.waitSignal(w.training_finished, timeout=60_000) as blocker:
-        w.train_panel.train_btn.click()
-        qtbot.waitUntil(lambda: len(w.train_panel.history) >= 2, timeout=30_000)
+        _long_round(w, qtbot)
         w.train_panel.cancel_btn.click()
     assert blocker.args[0].saved is False
     assert s.model is None and not s.project.models()
     qtbot.waitUntil(lambda: not w.workers, timeout=10_000)
+
+
+def test_suggest_works_while_training(widget, qtbot):
+    w = widget
+    first = _long_round(w, qtbot)
+    assert w.busy and w.review.suggest_btn.isEnabled()
+    with qtbot.waitSignal(w.image_opened, timeout=30_000) as opened:
+        w.review.suggest_btn.click()
+    # a suggestion opened from the queue while the round is still running
+    assert w.jobs.holds("train") and opened.args[0] not in (None, first)
+    assert w.current_view.suggestion is not None
+    with qtbot.waitSignal(w.training_finished, timeout=60_000):
+        w.train_panel.cancel_btn.click()
 
 
 @pytest.mark.parametrize("job", ["training", "scoring"])

@@ -52,6 +52,7 @@ from ._review_panel import ReviewPanel
 from ._settings_panel import settings_panel
 from ._train_panel import TrainPanel
 from ._workers import Jobs
+from ._workers import suggest_next as start_suggestion
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -288,15 +289,20 @@ class ActiveSegWidget(QWidget):
             _notify("error", str(exc))
 
     def suggest_next(self) -> None:
-        """Score what needs scoring, pick, load and predict the pick -- all in a worker --
-        then show it."""
-        if self.session is None:
-            return
-        self._start_scoring(then_suggest=True)
+        """Open the next suggestion from the session's queue (in a worker), also while a
+        training round or a re-score runs; the one after it is predicted ahead."""
+        if self.session is not None:
+            r = self.review
+            start_suggestion(self.jobs, self.session, regions=r.boxes_mode,
+                             region_size=r.box_size, boxes_per_image=r.boxes_spin.value(),
+                             show=self._show_suggestion, on_progress=self.train_panel.show_scoring,
+                             refresh=self.score_pool)
 
-    def score_pool(self) -> None:
-        """Re-score the pool in a worker (the table follows); nothing is opened."""
-        self._start_scoring(then_suggest=False)
+    def _show_suggestion(self, view) -> None:
+        if view is None:
+            _notify("info", "Nothing left to suggest: every image is submitted or skipped.")
+        self._display(view)
+        self.scoring_finished.emit(0)
 
     def open_image(self, image_id: int, *, suggestions=()) -> None:
         """Show an image with the prediction as an editable annotation, and its uncertainty.
@@ -353,8 +359,7 @@ class ActiveSegWidget(QWidget):
         self._update_enabled()
         if self.session.training_due:
             self.train()
-        else:
-            self.suggest_next()
+        self.suggest_next()  # from the queue: training does not hold it up
 
     def skip(self) -> None:
         if self.session is None or self.current_id is None:
@@ -408,7 +413,7 @@ class ActiveSegWidget(QWidget):
         if summary is not None and summary.saved:
             self.jobs.release("train")
             self._refresh_open_prediction()
-            self._start_scoring(then_suggest=False)
+            self.score_pool()
 
     def _refresh_open_prediction(self) -> None:
         """After training: a fresh prediction and uncertainty for the open image, if the user
@@ -417,37 +422,20 @@ class ActiveSegWidget(QWidget):
         if self.session is not None and view is not None and not is_edited(self.viewer, view):
             self.open_image(view.image_id, suggestions=view.suggestions)
 
-    def _start_scoring(self, *, then_suggest: bool) -> None:
-        if self.session is None:
+    def score_pool(self) -> None:
+        """Re-score the pool in a worker (the table and the queue follow); nothing is opened.
+        Not while training: the round's end starts it."""
+        if self.session is None or self.busy:
             return
-        if self.busy:
-            if then_suggest:
-                _notify("info", "Busy: wait for the running job, or cancel it.")
-            return
-        session = self.session
-        regions, size = self.review.boxes_mode, self.review.box_size
-        per_image = self.review.boxes_spin.value()
+        session, regions, size = self.session, self.review.boxes_mode, self.review.box_size
 
-        def job():
-            # picking, loading and predicting the pick can be slow too: all in the worker
-            if then_suggest:
-                return (yield from session.next_view(regions=regions, region_size=size,
-                                                     boxes_per_image=per_image))
-            return (yield from session.score_pool(regions=regions, region_size=size)), None
-
-        def on_return(result):
-            n, view = result
+        def on_return(n):
             self.jobs.release("score")
             self._update_enabled()
-            if then_suggest:
-                if view is None:
-                    _notify("info", "Nothing left to suggest: every image is submitted or "
-                                    "skipped.")
-                else:
-                    self._display(view)
             self.scoring_finished.emit(n)
 
-        self.jobs.start(job, on_yield=self.train_panel.show_scoring, on_return=on_return,
+        self.jobs.start(lambda: session.score_pool(regions=regions, region_size=size),
+                        on_yield=self.train_panel.show_scoring, on_return=on_return,
                         desc="Scoring the pool", slot="score")
 
     def cancel(self) -> None:

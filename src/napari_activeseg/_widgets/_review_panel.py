@@ -117,7 +117,10 @@ class ReviewPanel(QGroupBox):
         self.reason_label.setToolTip(text)
 
     def set_state(self, *, has_session: bool, busy: bool, image_open: bool) -> None:
-        for w in (self.suggest_btn, self.strategy_combo, self.region_size, self.boxes_spin):
+        """Suggest next works during training and scoring (the session serves from its
+        queue); the strategy and the box settings wait for them."""
+        self.suggest_btn.setEnabled(has_session)
+        for w in (self.strategy_combo, self.region_size, self.boxes_spin):
             w.setEnabled(has_session and not busy)
         self.regions_check.setEnabled(has_session)
         for w in (self.submit_btn, self.skip_btn, self.reset_btn, self.scribble_btn,

@@ -4,7 +4,8 @@ predicting a layer, exporting) runs through :class:`Jobs`.
 A job is a generator function from the core: its yields reach ``on_yield`` and its return value
 ``on_return``, both on the GUI thread. Callbacks are guarded: once Qt has deleted the dock (the
 viewer was closed under a running worker) they do nothing. A job may hold a named *slot*
-("train", "score"): the dock is busy while a slot is held, and one slot runs one job at a time.
+("train", "score", "suggest"): one slot runs one job at a time, and the dock is busy while a
+training or scoring job holds one -- suggesting never waits for them (:func:`suggest_next`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from ._common import background_priority
 
-__all__ = ["Jobs"]
+__all__ = ["Jobs", "suggest_next"]
 
 
 class Jobs:
@@ -50,8 +51,8 @@ class Jobs:
 
     @property
     def busy(self) -> bool:
-        """Whether a slotted job (training, scoring) is running."""
-        return bool(self._slots)
+        """Whether a training or scoring job is running (a suggestion does not count)."""
+        return bool(set(self._slots) - {"suggest"})
 
     def release(self, slot: str) -> None:
         """Free `slot` before its worker has finished (its result is already handled)."""
@@ -89,3 +90,38 @@ class Jobs:
         self._on_change()
         worker.start()
         return worker
+
+
+def suggest_next(jobs: Jobs, session, *, regions: bool, region_size: int | None,
+                 boxes_per_image: int, show: Callable, on_progress: Callable,
+                 refresh: Callable[[], None]):
+    """Open the next suggestion in the "suggest" slot, without waiting for training or
+    scoring: the session serves it from its queue (:meth:`~napari_activeseg.core.session.
+    ActiveLearningSession.next_view`). Then predict the one after it ahead of time, and ask
+    for a background re-score (``refresh``) when the queue is stale. None when a suggestion
+    is already on its way."""
+    if jobs.holds("suggest"):
+        return None
+
+    def job():
+        return (yield from session.next_view(regions=regions, region_size=region_size,
+                                             boxes_per_image=boxes_per_image))
+
+    def done(result):
+        jobs.release("suggest")
+        view = result[1]
+        show(view)
+        if view is not None:
+            def ahead():
+                yield None
+                try:
+                    return session.prefetch_next(exclude=view.image_id)
+                except Exception:  # noqa: BLE001 - a warm-up only (the project may be closing)
+                    return None
+
+            jobs.start(ahead, on_return=lambda _id: None, desc="Predicting the next suggestion")
+        if session.queue_state(regions=regions, region_size=region_size) != "fresh":
+            refresh()
+
+    return jobs.start(job, on_yield=on_progress, on_return=done, desc="Suggesting",
+                      slot="suggest")

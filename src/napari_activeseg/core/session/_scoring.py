@@ -1,13 +1,14 @@
 """Scoring the pool and picking suggestions: candidates per image (or per window) kept until
-the model or the strategy changes, the best score of each image saved to the project, and the
-picks recorded in the query history."""
+the model or the strategy changes, ranked once into the queue of next suggestions
+(:mod:`._queue`), the best score of each image saved to the project, and the picks recorded in
+the query history."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,9 +27,11 @@ from ..strategies import (
 )
 from ..strategies.regions import region_boxes, region_key, reviewed_fraction
 from ._pool import labelled_examples, pool_ids
+from ._queue import MAX_REVIEWED, RankedQueue, rank_pool
 from ._records import ScoreProgress, Suggestion
 
-MAX_REVIEWED = 0.5  # a window with this fraction of its pixels reviewed is not suggested
+STRATEGY_BUDGET_S = 30.0  # a strategy's own scoring of the pool, beyond its predictions
+PREDICT_S_PER_PIXEL = 3e-7  # before the first measurement: ~20 ms for 256x256 on 2 cores
 
 
 @dataclass(frozen=True)
@@ -54,95 +57,188 @@ class ScoringInputs:
 
 
 class PoolScorer:
-    """The pool's candidates and the suggestions picked from them.
+    """The pool's candidates, the queue ranked from them, and the suggestions picked from it.
 
     ``stop`` is the session's stop flag (a scoring pass ends within one image);
-    ``on_saved`` is called after the pool's scores were saved to the project.
+    ``on_saved`` is called after the pool's scores were saved to the project. ``budget_s``
+    bounds a strategy's own scoring (:func:`._queue.rank_pool`). The queue is swapped in
+    under a small lock of its own, so suggesting never waits for a scoring pass.
     """
 
     def __init__(self, project: Project, *, stop: threading.Event,
-                 on_saved: Callable[[], None]) -> None:
+                 on_saved: Callable[[], None], budget_s: float = STRATEGY_BUDGET_S) -> None:
         self.project = project
         self._stop = stop
         self._on_saved = on_saved
+        self.budget_s = float(budget_s)
         self._candidates: dict[int, list[Candidate]] = {}
         self._key: tuple | None = None
+        self._queue: RankedQueue | None = None
+        self._lock = threading.Lock()
+        self._s_per_px = PREDICT_S_PER_PIXEL  # measured on every image scored
 
     def forget(self, image_id: int | None = None) -> None:
-        """Drop an image's candidates (it changed), or all of them (None)."""
+        """Drop an image's candidates (it changed), or all of them (None: the predictions
+        changed, so the queue still serves but is stale)."""
         if image_id is None:
             self._candidates.clear()
+            with self._lock:
+                if self._queue is not None:
+                    self._queue.stale = True
         else:
             self._candidates.pop(image_id, None)
 
+    def drop_queue(self) -> None:
+        """Forget the queue too (the strategy changed, the model was reset)."""
+        self.forget()
+        with self._lock:
+            self._queue = None
+
+    def queue_state(self, inputs: ScoringInputs, regions: bool, region_size: int) -> str:
+        """``"fresh"`` (ranked with these inputs and covering the pool), ``"stale"`` (from an
+        older model, or missing new images: it serves while a re-score runs) or ``"none"``
+        (no queue for this box mode and size)."""
+        q = self._queue
+        if q is None or (q.regions, q.region_size) != (regions, region_size):
+            return "none"
+        fresh = not q.stale and q.key == inputs.key(regions, region_size) and \
+            set(pool_ids(self.project)) <= q.images
+        return "fresh" if fresh else "stale"
+
     def up_to_date(self, inputs: ScoringInputs, regions: bool, region_size: int) -> bool:
-        """Whether every pool image has candidates built with these inputs."""
-        return inputs.key(regions, region_size) == self._key and \
-            all(i in self._candidates for i in pool_ids(self.project))
+        """Whether the queue is fresh (see :meth:`queue_state`)."""
+        return self.queue_state(inputs, regions, region_size) == "fresh"
+
+    def estimate(self, inputs: ScoringInputs, n_images: int, regions: bool,
+                 region_size: int) -> tuple[float, str]:
+        """Seconds a pass predicting ``n_images`` and ranking the pool takes, and the sentence
+        that says so before it runs."""
+        pool = pool_ids(self.project)
+        if not pool:
+            return 0.0, ""
+        h, w = self.project.get_image(pool[0]).shape[:2]
+        windows = len(region_boxes((h, w), size=region_size)) if regions else 1
+        predict_s = 0.0 if inputs.model is None or not inputs.strategy.requirements["probs"] \
+            else n_images * h * w * self._s_per_px
+        n, px = len(pool) * windows, (h * w) // windows
+        strategy_s = min(inputs.strategy.estimate_cost(n, pixels_per_image=px), self.budget_s)
+        total = predict_s + strategy_s
+        return total, (f"Scoring {n_images} image(s) with {inputs.strategy_name}: about "
+                       f"{total:.0f} s (predicting {predict_s:.0f} s, ranking {n} "
+                       f"candidate(s) {strategy_s:.0f} s)")
 
     def score(self, inputs: ScoringInputs, regions: bool, region_size: int
               ) -> Generator[ScoreProgress, None, int]:
-        """Build the missing candidates (see :meth:`ActiveLearningSession.score_pool`)."""
+        """Build the missing candidates and rank the pool into a new queue (see
+        :meth:`ActiveLearningSession.score_pool`); returns how many images were scored."""
         key = inputs.key(regions, region_size)
         if key != self._key:
             self._candidates.clear()
             self._key = key
         todo = [i for i in pool_ids(self.project) if i not in self._candidates]
+        if not todo and self.up_to_date(inputs, regions, region_size):
+            return 0
         t0 = time.perf_counter()
-        blind = not inputs.strategy.requirements["probs"]
-        if inputs.model is None or blind:
-            # before the first model there is nothing to be unsure about: random order; a
-            # strategy that ignores the prediction (random) does not need the pool predicted
-            for i in todo:
-                self._candidates[i] = self._blind_candidates(i, regions, region_size)
+        blind = inputs.model is None or not inputs.strategy.requirements["probs"]
+        _, plan = self.estimate(inputs, len(todo), regions, region_size)
+        yield ScoreProgress(0, len(todo), None, 0.0, plan)
+        for n, image_id in enumerate(todo, 1):
+            if self._stop.is_set():
+                yield ScoreProgress(n - 1, len(todo), None, time.perf_counter() - t0,
+                                    "Cancelled.")
+                return n - 1
+            t1 = time.perf_counter()
+            self._candidates[image_id] = (
+                self._blind_candidates(image_id, regions, region_size) if blind else
+                self._build_candidates(inputs, image_id, regions, region_size))
+            if not blind:
+                h, w = self.project.get_image(image_id).shape[:2]
+                self._s_per_px = 0.5 * self._s_per_px + 0.5 * (time.perf_counter() - t1) / (h * w)
+            if not blind or n == len(todo):
+                yield ScoreProgress(n, len(todo), image_id, time.perf_counter() - t0)
+        self._rank(inputs, regions, region_size)
+        if blind:
             note = ("No model yet: suggestions are random until the first training."
                     if inputs.model is None else
                     f"{inputs.strategy_name!r} does not look at predictions: the pool "
                     "was not predicted.")
             yield ScoreProgress(len(todo), len(todo), None, time.perf_counter() - t0, note)
-            return len(todo)
-        total = len(todo)
-        for n, image_id in enumerate(todo, 1):
-            if self._stop.is_set():
-                yield ScoreProgress(n - 1, total, None, time.perf_counter() - t0, "Cancelled.")
-                return n - 1
-            self._candidates[image_id] = self._build_candidates(inputs, image_id, regions,
-                                                                region_size)
-            yield ScoreProgress(n, total, image_id, time.perf_counter() - t0)
-        self._save_scores(inputs)
-        return total
+        return len(todo)
 
-    def suggest(self, inputs: ScoringInputs, k: int, *, regions: bool,
-                boxes_per_image: int) -> list[Suggestion]:
-        """Pick from the pool's candidates and record the picks (see
-        :meth:`ActiveLearningSession.suggest`; the pool is scored already)."""
+    def stopgap_queue(self, inputs: ScoringInputs, regions: bool, region_size: int) -> None:
+        """A random-order queue of the pool, marked stale, for a first suggestion while
+        training holds the session (no prediction needed; the next pass replaces it)."""
+        cands = {i: self._blind_candidates(i, regions, region_size)
+                 for i in pool_ids(self.project)}
+        strategy = get_strategy("random", seed=inputs.seed)
+        picks = strategy.rank([c for cs in cands.values() for c in cs],
+                              StrategyContext(round=len(self.project.rounds())))
+        with self._lock:
+            self._queue = RankedQueue(
+                inputs.key(regions, region_size), picks, "random (no scores yet)",
+                inputs.model_version, frozenset(cands), regions, region_size, stale=True,
+                note="picked at random: the pool has no scores yet and training is running")
+
+    def _rank(self, inputs: ScoringInputs, regions: bool, region_size: int) -> None:
+        """Rank every pool candidate once (pre-filtered to the budget) into the queue; save
+        the best score of each image the strategy scored."""
         pool = set(pool_ids(self.project))
         cands = [c for i, cs in self._candidates.items() if i in pool for c in cs]
-        if not cands:
-            return []
         if inputs.model is None:
             strategy = get_strategy("random", seed=inputs.seed)
             ctx = StrategyContext(round=len(self.project.rounds()))
             name = "random (no model yet)"
         else:
             strategy, ctx, name = inputs.strategy, self._context(inputs), inputs.strategy_name
-        picks: list[Pick] = strategy.select(cands, 1 if boxes_per_image > 1 else k, ctx)
-        if regions and boxes_per_image > 1 and picks:
-            same = [c for c in cands if c.image_id == picks[0].image_id]
-            more = strategy.select(same, min(boxes_per_image, len(same)), ctx)
-            # the overall best window first, then the image's others in the strategy's order
-            picks = [picks[0]] + [p for p in more if p.key != picks[0].key]
-            picks = picks[:boxes_per_image]
+        picks, scored, note = rank_pool(strategy, cands, ctx, self.budget_s)
+        with self._lock:
+            self._queue = RankedQueue(inputs.key(regions, region_size), picks, name,
+                                      inputs.model_version,
+                                      frozenset(i for i in self._candidates if i in pool),
+                                      regions, region_size, note=note, scored=scored)
+        self._save_scores(inputs, scored)
+
+    def suggest(self, inputs: ScoringInputs, k: int, *, regions: bool,
+                boxes_per_image: int) -> list[Suggestion]:
+        """Pick from the queue (one image, or its boxes) and record the picks (see
+        :meth:`ActiveLearningSession.suggest`); ``k > 1`` whole images are a batch the
+        strategy selects from the candidates."""
+        with self._lock:
+            q = self._queue
+        if q is None:
+            return []
+        pool = set(pool_ids(self.project))
+        stale = q.stale or q.key != inputs.key(regions, q.region_size)
+        if k > 1 and boxes_per_image == 1 and inputs.model is not None and not stale:
+            # a batch: the strategy's own batch selection (diversity), as scripts expect
+            cands = [c for i, cs in self._candidates.items() if i in pool for c in cs]
+            picks = inputs.strategy.select(cands, k, self._context(inputs)) if cands else []
+        elif regions and boxes_per_image > 1:
+            picks = q.next_picks(pool, boxes_per_image, self.project.reviewed_mask)
+        else:
+            picks = q.open_picks(pool, self.project.reviewed_mask, k)
         out = []
         for p in picks:
             image_id = int(p.image_id)
+            reason = p.reason + (f" (from {q.model_version or 'no model'}'s ranking; the "
+                                 "pool is being re-scored)" if stale else "")
             sid = None
             if not self.project.read_only:
-                sid = self.project.record_suggestion(image_id, name, inputs.model_version,
-                                                     float(p.score), p.reason, box=p.box)
-            out.append(Suggestion(image_id, p.box, float(p.score), p.reason, name, p.rank, sid,
-                                  inputs.model_version))
+                sid = self.project.record_suggestion(image_id, q.strategy_name, q.model_version,
+                                                     float(p.score), reason, box=p.box)
+            out.append(Suggestion(image_id, p.box, float(p.score), reason, q.strategy_name,
+                                  p.rank, sid, q.model_version))
         return out
+
+    def upcoming(self, exclude: int | None) -> int | None:
+        """The image the queue would suggest after ``exclude`` (to predict it ahead)."""
+        with self._lock:
+            q = self._queue
+        if q is None:
+            return None
+        pool = set(pool_ids(self.project)) - {exclude}
+        picks = q.open_picks(pool, self.project.reviewed_mask, 1)
+        return int(picks[0].image_id) if picks else None
 
     def _blind_candidates(self, image_id: int, regions: bool, region_size: int
                           ) -> list[Candidate]:
@@ -187,19 +283,13 @@ class PoolScorer:
                                labelled=self._labelled_candidates(inputs),
                                stop=self._stop.is_set)
 
-    def _save_scores(self, inputs: ScoringInputs) -> None:
-        cands = [c for cs in self._candidates.values() for c in cs]
-        if not cands or self.project.read_only or inputs.model is None:
+    def _save_scores(self, inputs: ScoringInputs, scored: Sequence[Pick]) -> None:
+        if not scored or self.project.read_only or inputs.model is None:
             return
-        ctx = self._context(inputs)
-        if ctx.rng is None:  # score() outside select() still needs the rng select() would set
-            ctx = replace(ctx, rng=np.random.default_rng([inputs.strategy.seed,
-                                                          max(ctx.round, 0)]))
-        scores = inputs.strategy.score(cands, ctx)
         best: dict[int, float] = {}
-        for c, s in zip(cands, scores, strict=True):
-            i = int(c.image_id)
-            best[i] = max(best.get(i, -np.inf), float(s))
+        for p in scored:
+            i = int(p.image_id)
+            best[i] = max(best.get(i, -np.inf), float(p.score))
         self.project.save_scores([(i, inputs.strategy_name, inputs.model_version, s, None)
                                   for i, s in best.items()])
         self._on_saved()

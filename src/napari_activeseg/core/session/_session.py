@@ -155,7 +155,7 @@ class ActiveLearningSession:
             if arch_changed:
                 self._rounds.reset()
                 self._cache.clear()
-                self._scoring.forget()
+                self._scoring.drop_queue()
                 self.model_changed.emit(None)
         if train_config is not None:
             self.train_config = train_config
@@ -168,7 +168,7 @@ class ActiveLearningSession:
         """Choose the query strategy by registry name (unknown names raise a ValueError)."""
         self.strategy = get_strategy(name, **options)
         self._strategy_spec = {"name": name, "options": dict(options)}
-        self._scoring.forget()
+        self._scoring.drop_queue()
         if not self.project.read_only:
             self.project.set_setting("strategy", self._strategy_spec)
         self.scores_changed.emit()
@@ -179,6 +179,17 @@ class ActiveLearningSession:
         once from the pool's image shapes (:func:`~.strategies.regions.auto_region_size`)
         and saved in the project, so every later suggestion uses the same boxes."""
         return settings.region_size(self.project)
+
+    @property
+    def scoring_budget_s(self) -> float:
+        """Seconds a strategy's own ranking of the pool may take (beyond predicting it); a
+        costlier one ranks only the most uncertain candidates (see :meth:`score_pool`)."""
+        return self._scoring.budget_s
+
+    @scoring_budget_s.setter
+    def scoring_budget_s(self, seconds: float) -> None:
+        self._scoring.budget_s = float(seconds)
+        self._scoring.forget()
 
     # ------------------------------------------------------------------ data and prediction
     def prepared(self, image_id: int) -> np.ndarray:
@@ -292,12 +303,18 @@ class ActiveLearningSession:
 
     def score_pool(self, *, regions: bool = False, region_size: int | None = None
                    ) -> Generator[ScoreProgress, None, int]:
-        """Predict and score every image not yet submitted whole; returns how many were scored.
+        """Predict and score every image not yet submitted whole, and rank the pool into the
+        queue of next suggestions; returns how many images were scored.
 
-        Only images without up-to-date candidates are recomputed (a new model or strategy
-        invalidates them; a submission re-scores its image). ``regions``: one candidate per
-        window of ``region_size`` (default :attr:`region_size`), windows mostly reviewed
-        already left out. Scores go to the project.
+        Incremental: only images without candidates for the current model and strategy are
+        predicted (a new model, strategy or inference setting invalidates them; a submission
+        does not: its image's other windows keep their scores, and the queue passes over
+        what was reviewed), and nothing at all when the queue is fresh. Bounded: the first
+        record states the cost ("about N s"), and a strategy whose own cost exceeds
+        ``scoring_budget_s`` ranks only the most uncertain candidates (:mod:`._queue`).
+        ``regions``: one candidate per window of ``region_size`` (default
+        :attr:`region_size`), windows mostly reviewed already left out. Scores go to the
+        project.
         """
         region_size = self.region_size if region_size is None else int(region_size)
         self._begin_job("scoring")
@@ -326,21 +343,50 @@ class ActiveLearningSession:
         region_size = self.region_size if region_size is None else int(region_size)
         if not self._scoring.up_to_date(self._scoring_inputs(), regions, region_size):
             run_to_end(self.score_pool(regions=regions, region_size=region_size))
+        return self._pick(k, regions, boxes_per_image)
+
+    def _pick(self, k: int, regions: bool, boxes_per_image: int) -> list[Suggestion]:
         out = self._scoring.suggest(self._scoring_inputs(), k, regions=regions,
                                     boxes_per_image=boxes_per_image)
         for image_id in dict.fromkeys(s.image_id for s in out):
             self.status_changed.emit(image_id)
         return out
 
+    def queue_state(self, *, regions: bool = False, region_size: int | None = None) -> str:
+        """The queue of next suggestions: ``"fresh"`` (ranked by the current model and
+        strategy over the whole pool), ``"stale"`` (it serves, but a :meth:`score_pool` is
+        due: a new model, or new images) or ``"none"``."""
+        region_size = self.region_size if region_size is None else int(region_size)
+        return self._scoring.queue_state(self._scoring_inputs(), regions, region_size)
+
     def next_view(self, *, regions: bool = False, region_size: int | None = None,
                   boxes_per_image: int = 1):
-        """What *Suggest next* shows: score what needs it (a generator of
-        :class:`ScoreProgress`), pick the next image (or its boxes) and build its view; returns
-        ``(images scored, ImageView or None when nothing is left)``."""
-        n = yield from self.score_pool(regions=regions, region_size=region_size)
-        picks = self.suggest(1, regions=regions, region_size=region_size,
-                             boxes_per_image=boxes_per_image if regions else 1)
+        """What *Suggest next* shows: the next pick of the queue (or its boxes) and its view;
+        returns ``(images scored, ImageView or None when nothing is left)``.
+
+        A generator of :class:`ScoreProgress`. It scores only when there is no queue for this
+        box mode yet; a stale queue (a new model since) serves at once, the suggestion saying
+        so -- call :meth:`score_pool` to refresh it. It never waits for a training round:
+        with no queue while one runs, the pool is served in random order until it is scored.
+        """
+        region_size = self.region_size if region_size is None else int(region_size)
+        n = 0
+        if self.queue_state(regions=regions, region_size=region_size) == "none":
+            if self._job_lock.locked():
+                self._scoring.stopgap_queue(self._scoring_inputs(), regions, region_size)
+            else:
+                n = yield from self.score_pool(regions=regions, region_size=region_size)
+        picks = self._pick(1, regions, boxes_per_image if regions else 1)
         return n, (self.view(picks[0].image_id, picks) if picks else None)
+
+    def prefetch_next(self, exclude: int | None = None) -> int | None:
+        """Predict the image the queue suggests after ``exclude`` (the one shown now) ahead
+        of time, so that the next Submit only puts layers on screen; returns its id."""
+        image_id = self._scoring.upcoming(exclude)
+        if image_id is not None:
+            self.project.load_image(image_id)  # the OS keeps the file warm
+            self.predict(image_id)
+        return image_id
 
     def mark_shown(self, image_id: int, pre_annotation: np.ndarray | None = None,
                    suggestion_id: int | None = None) -> None:
@@ -361,7 +407,7 @@ class ActiveLearningSession:
             model_version=self.model_version, strategy=self._strategy_spec["name"],
             focus_p=self.train_config.focus_p,
             cached=lambda: self._cache.latest(image_id, self.model_version))
-        self._scoring.forget(image_id)
+        # its candidates stay: same model, same scores; the queue passes over what is reviewed
         self.project.discard_draft(image_id)
         self._auto.count_submission()
         self.image_submitted.emit(image_id)

@@ -132,16 +132,19 @@ def _map_list(text: str | None) -> tuple[str, ...]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    """Apply a project's model to a folder of new images."""
+    """Apply a project's model, or a bioimage.io package, to a folder of new images."""
     from .core.export import predict_folder
 
-    result = predict_folder(
-        args.project, args.input_dir, args.out_dir, version=args.version, pattern=args.pattern,
-        recursive=args.recursive, device=args.device,
-        uncertainty=_map_list(args.maps) if args.uncertainty else None,
-        probabilities=args.probabilities, channel_axis=args.channel_axis,
-        progress=_progress_printer(),
-    )
+    try:
+        result = predict_folder(
+            args.project, args.input_dir, args.out_dir, version=args.version,
+            pattern=args.pattern, recursive=args.recursive, device=args.device,
+            uncertainty=_map_list(args.maps) if args.uncertainty else None,
+            probabilities=args.probabilities, channel_axis=args.channel_axis,
+            progress=_progress_printer(),
+        )
+    except ImportError as err:  # a package without the [bioimageio] extra: say what to install
+        raise ValueError(str(err)) from err
     n_ok, n_bad = len(result.written), len(result.failed)
     if not n_ok:
         reasons = "; ".join(f"{name}: {why}" for name, why in result.failed[:3])
@@ -157,7 +160,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .core import export as ex
     from .core.project import Project
 
-    chosen = {k for k in ("labels", "predictions", "model", "provenance") if getattr(args, k)}
+    chosen = {k for k in ("labels", "predictions", "model", "provenance", "bioimageio")
+              if getattr(args, k)}
     everything = not chosen
     chosen = chosen or {"labels", "predictions", "model", "provenance"}
     out = Path(args.out_dir).expanduser()
@@ -181,6 +185,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print(f"model {info['version']}: TorchScript, safetensors, preprocessing.json -> "
                   f"{out / 'model'}; ONNX {onnx['status']}"
                   + (f" ({onnx['note']})" if onnx.get("note") else ""))
+        if "bioimageio" in chosen:
+            try:
+                package = ex.export_bioimageio(project, out, version=args.version)
+            except ImportError as err:  # the optional extra: a message, not a traceback
+                raise ValueError(str(err)) from err
+            print(f"bioimage.io model package (validated) -> {package}")
         if "predictions" in chosen:
             result = ex.export_predictions(
                 project, out / "predictions", model_version=args.version,
@@ -313,11 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=_cmd_benchmark)
     predict = sub.add_parser(
-        "predict", help="apply a project's model to a folder of new images",
+        "predict", help="apply a project's model (or a bioimage.io package) to a folder",
         description="Segment every image of INPUT_DIR with the project's model and write "
                     "<name>_labels.tif (and optional maps) to OUT_DIR. The project is opened "
                     "read-only, so napari may have it open meanwhile.")
-    predict.add_argument("project", metavar="PROJECT", help="project folder")
+    predict.add_argument("project", metavar="PROJECT",
+                         help="project folder, or a bioimage.io model package (.zip, rdf.yaml)")
     predict.add_argument("input_dir", metavar="INPUT_DIR", help="folder of images to segment")
     predict.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
     predict.add_argument("--version", default=None, help="model version (default: latest)")
@@ -344,7 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     for what, text in (("labels", "submitted labels as TIFF"),
                        ("predictions", "the model's labels and uncertainty for every image"),
                        ("model", "the model: TorchScript, ONNX, weights, preprocessing.json"),
-                       ("provenance", "query history, rounds and submissions")):
+                       ("provenance", "query history, rounds and submissions"),
+                       ("bioimageio", ("the model as a bioimage.io package (OUT_DIR/"
+                                       "<project>_<version>.bioimageio.zip; [bioimageio] "
+                                       "extra)"))):
         export.add_argument(f"--{what}", action="store_true", help=text)
     export.add_argument("--version", default=None, help="model version (default: latest)")
     export.add_argument("--maps", default="entropy",

@@ -11,8 +11,11 @@ take an open :class:`~.project.Project` or a project folder (opened read-only an
 - :func:`export_model` (:mod:`.model`) -- TorchScript (+ ONNX when the ``onnx`` package is
   installed), the safetensors weights and a ``preprocessing.json`` that says how to feed the
   model (:func:`preprocessing_spec`);
+- :func:`export_bioimageio` (:mod:`.bioimageio`) -- the model as a bioimage.io model package
+  (rdf.yaml, weights, test tensors, cover, README; the ``[bioimageio]`` extra), which
+  :func:`open_package` (:mod:`.bioimageio_run`) reads back;
 - :func:`predict_folder_iter` / :func:`predict_folder` (:mod:`.folder`) -- apply a project's
-  model to a new folder of images;
+  model, or a bioimage.io package, to a new folder of images;
 - :func:`export_provenance` (:mod:`.provenance`) -- query history, rounds and submissions as
   CSV/JSON.
 
@@ -28,6 +31,8 @@ The TIFFs are what Fiji and napari open as they are (see :mod:`.predicting` for 
 
 from __future__ import annotations
 
+from .bioimageio import export_bioimageio
+from .bioimageio_run import open_package
 from .folder import predict_folder, predict_folder_iter
 from .labels import export_labels
 from .model import CONFIG_NAME as CONFIG_NAME
@@ -45,11 +50,13 @@ from .records import ExportProgress, ExportResult
 __all__ = [
     "ExportProgress",
     "ExportResult",
+    "export_bioimageio",
     "export_labels",
     "export_model",
     "export_predictions",
     "export_predictions_iter",
     "export_provenance",
+    "open_package",
     "predict_folder",
     "predict_folder_iter",
     "preprocessing_spec",

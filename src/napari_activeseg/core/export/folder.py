@@ -21,8 +21,15 @@ from ..device import choose_device
 from ..imageio import list_images, read_image
 from ..progress import run_to_end
 from ..project import Project
+from .bioimageio_run import is_bioimageio_source
 from .common import decided_config, opened, output_folder
-from .predicting import check_maps, inference_config, predict_image, write_prediction
+from .predicting import (
+    check_maps,
+    inference_config,
+    predict_image,
+    predict_prepared,
+    write_prediction,
+)
 from .records import ExportProgress, ExportResult
 
 __all__ = ["predict_folder", "predict_folder_iter"]
@@ -106,30 +113,72 @@ def predict_folder_iter(
     if not paths:
         raise ValueError(f"No images to predict in {str(folder)!r} (only the output folder "
                          "matched).")
+    settings = {"input_dir": str(folder), "pattern": pattern, "recursive": recursive,
+                "device": str(choose_device(device)), "uncertainty": list(maps),
+                "probabilities": probabilities}
+    run = _Run(paths, folder, out_path, maps, probabilities, channel_axis, settings)
+    if is_bioimageio_source(project_or_path):
+        if version is not None:
+            raise ValueError("A bioimage.io package holds one model: leave out the version.")
+        from .bioimageio_run import open_package
+
+        package = open_package(project_or_path, device=device)
+
+        def predict_package(raw, **progress):
+            return predict_prepared(package.model, package.prepare(raw), mode="single",
+                                    maps=maps, config=package.inference, **progress)
+
+        return (yield from run.go(
+            package.version, predict_package,
+            {"package": str(package.source), "package_name": package.name,
+             "preprocessing": [{"id": i, "kwargs": k} for i, k in package.preprocessing],
+             "classes": package.classes}))
     with opened(project_or_path) as proj:
         config = inference_config(proj, device)
         model, meta = proj.load_unet(version)
-        version = meta["version"]
         cfg: ModelConfig = decided_config(model.config, proj)
-        out = output_folder(out_path)
+
+        def predict_one(raw, **progress):
+            return predict_image(model, raw, cfg, mode="single", maps=maps, config=config,
+                                 **progress)
+
+        return (yield from run.go(meta["version"], predict_one, {
+            "project": str(proj.folder), "polarity": cfg.polarity,
+            "polarity_margin": cfg.polarity_margin,
+            "classes": meta.get("classes") or proj.classes}))
+
+
+class _Run:
+    """One folder predicted: each file read, predicted by a callable, written; the manifest."""
+
+    def __init__(self, paths: list[Path], folder: Path, out_path: Path, maps: tuple[str, ...],
+                 probabilities: bool, channel_axis: int | None, settings: dict[str, Any]):
+        self.paths, self.folder, self.out_path = paths, folder, out_path
+        self.maps, self.probabilities, self.channel_axis = maps, probabilities, channel_axis
+        self.settings = settings
+
+    def go(self, version: str | None, predict_one: Callable[..., Any],
+           about: dict[str, Any]) -> Generator[ExportProgress, None, ExportResult]:
+        """`predict_one(raw, name=, done=, total=, t0=)`: a generator of ExportProgress records
+        that returns the Prediction."""
+        out = output_folder(self.out_path)
         result = ExportResult(out, version)
-        stems = _output_stems(paths, folder)
+        stems = _output_stems(self.paths, self.folder)
         t0 = time.perf_counter()
-        total = len(paths)
+        total = len(self.paths)
         rows: list[dict[str, Any]] = []
         try:
-            for n, (path, stem) in enumerate(zip(paths, stems, strict=True), 1):
-                name = path.relative_to(folder).as_posix()
+            for n, (path, stem) in enumerate(zip(self.paths, stems, strict=True), 1):
+                name = path.relative_to(self.folder).as_posix()
                 t_image = time.perf_counter()
                 try:
-                    raw = read_image(path, channel_axis=channel_axis)  # channels last
-                    pred = yield from predict_image(
-                        model, raw, cfg, mode="single", maps=maps, config=config, name=name,
-                        done=n - 1, total=total, t0=t0)
+                    raw = read_image(path, channel_axis=self.channel_axis)  # channels last
+                    pred = yield from predict_one(raw, name=name, done=n - 1, total=total,
+                                                  t0=t0)
                     target = out / stem
                     target.parent.mkdir(parents=True, exist_ok=True)
                     files = write_prediction(pred, target.parent, target.name,
-                                              probabilities=probabilities, maps=maps)
+                                             probabilities=self.probabilities, maps=self.maps)
                 except (ValueError, OSError) as err:
                     reason = str(err)
                     result.failed.append((name, reason))
@@ -148,13 +197,8 @@ def predict_folder_iter(
         finally:
             result.manifest = out / "predict.json"
             serialize.write_json(result.manifest, {
-                "napari_activeseg": __version__, "created_at": sf.utc_now(),
-                "project": str(proj.folder), "model_version": version,
-                "input_dir": str(folder), "pattern": pattern, "recursive": recursive,
-                "device": str(choose_device(device)), "uncertainty": list(maps),
-                "probabilities": probabilities, "polarity": cfg.polarity,
-                "polarity_margin": cfg.polarity_margin,
-                "classes": meta.get("classes") or proj.classes, "completed": result.completed,
+                "napari_activeseg": __version__, "created_at": sf.utc_now(), **about,
+                "model_version": version, **self.settings, "completed": result.completed,
                 "n_written": len(result.written), "n_failed": len(result.failed),
                 "files": rows,
             })  # fmt: skip

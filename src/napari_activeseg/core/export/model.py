@@ -50,6 +50,7 @@ __all__ = [
     "PaddedSoftmax",
     "export_model",
     "preprocessing_spec",
+    "write_torchscript",
 ]
 
 PREPROCESSING_FORMAT = "napari-activeseg-preprocessing"
@@ -66,12 +67,15 @@ class PaddedSoftmax(nn.Module):
     Padding is the U-Net's own rule (reflect at the bottom/right, replicate when the image is
     too small to reflect), written so that :func:`torch.jit.script` keeps it dynamic.
     ``core`` is the U-Net traced on a size multiple (size-generic for such inputs).
+    ``probabilities=False`` returns the logits instead (the bioimage.io package applies the
+    softmax as its postprocessing).
     """
 
-    def __init__(self, core: nn.Module, multiple: int) -> None:
+    def __init__(self, core: nn.Module, multiple: int, probabilities: bool = True) -> None:
         super().__init__()
         self.core = core
         self.multiple = multiple
+        self.probabilities = probabilities
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.shape[2]
@@ -84,8 +88,10 @@ class PaddedSoftmax(nn.Module):
                 x = F.pad(x, [0, pw, 0, ph], mode="reflect")
             else:
                 x = F.pad(x, [0, pw, 0, ph], mode="replicate")
-        logits = self.core(x)
-        return torch.softmax(logits[:, :, :h, :w], dim=1)
+        logits = self.core(x)[:, :, :h, :w]
+        if self.probabilities:
+            return torch.softmax(logits, dim=1)
+        return logits
 
 
 class _EagerPaddedSoftmax(nn.Module):
@@ -346,37 +352,8 @@ def export_model(
             channel_names=_channel_names(proj, cfg.in_channels),
             inference=InferenceConfig.from_dict(saved_inf) if saved_inf else None)
 
-        # TorchScript: the U-Net traced on a size multiple, inside a scripted padding wrapper
-        m = cfg.multiple
-        trace_size = max(2 * m, 32)
-        example = torch.randn(1, cfg.in_channels, trace_size, trace_size,
-                              generator=torch.Generator().manual_seed(0))
-        ts_path = out / TORCHSCRIPT_NAME
-        with _quiet_tracing(), torch.no_grad():
-            core = torch.jit.trace(net, example)
-            scripted = torch.jit.script(PaddedSoftmax(core, m))
-            buffer = io.BytesIO()
-            torch.jit.save(scripted, buffer)
-            atomic_write_bytes(ts_path, buffer.getvalue())
-            loaded = torch.jit.load(str(ts_path), map_location="cpu")
-        checks = []
-        gen = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for h, w in _verify_sizes(m, trace_size):
-                x = torch.rand(1, cfg.in_channels, h, w, generator=gen)
-                ref = torch.softmax(net(x), dim=1)
-                got = loaded(x)
-                diff = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
-                checks.append({"size": [h, w], "max_abs_diff": diff})
-        worst = max(c["max_abs_diff"] for c in checks)
-        if not worst <= 1e-4:
-            ts_path.unlink(missing_ok=True)
-            raise RuntimeError(
-                f"The exported TorchScript model differs from the project model by {worst:.3g} "
-                f"on sizes {[c['size'] for c in checks]}; it was not kept. Please report this."
-            )
-        files["torchscript"] = ts_path
-        ts_info = {"path": ts_path, "trace_size": [trace_size, trace_size], "checks": checks}
+        ts_info = write_torchscript(net, cfg, out / TORCHSCRIPT_NAME)
+        files["torchscript"] = ts_info["path"]
 
         onnx_info = _export_onnx(net, cfg, out / ONNX_NAME) if onnx else {
             "path": None, "status": "skipped", "note": "not requested"}
@@ -394,6 +371,55 @@ def export_model(
             "preprocessing": files["preprocessing"], "weights": files["weights"],
             "config": files["config"],
         }  # fmt: skip
+
+
+def write_torchscript(net: nn.Module, cfg: ModelConfig, path: Path, *,
+                      probabilities: bool = True) -> dict[str, Any]:
+    """Save `net` as TorchScript (:class:`PaddedSoftmax`: any H, W) and check the saved file.
+
+    The U-Net is traced on a size multiple inside the scripted padding wrapper; the file is
+    loaded back and must agree with `net` (softmax of it if `probabilities`, else its logits)
+    on sizes unlike the trace example.
+
+    Returns
+    -------
+    info : dict
+        ``path``, ``trace_size``, ``checks`` (size and max difference per check).
+
+    Raises
+    ------
+    RuntimeError
+        If the saved model does not reproduce `net` (the file is removed).
+    """
+    m = cfg.multiple
+    trace_size = max(2 * m, 32)
+    example = torch.randn(1, cfg.in_channels, trace_size, trace_size,
+                          generator=torch.Generator().manual_seed(0))
+    with _quiet_tracing(), torch.no_grad():
+        core = torch.jit.trace(net, example)
+        scripted = torch.jit.script(PaddedSoftmax(core, m, probabilities))
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    checks = []
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for h, w in _verify_sizes(m, trace_size):
+            x = torch.rand(1, cfg.in_channels, h, w, generator=gen)
+            ref = torch.softmax(net(x), dim=1) if probabilities else net(x)
+            got = loaded(x)
+            diff = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
+            checks.append({"size": [h, w], "max_abs_diff": diff})
+    worst = max(c["max_abs_diff"] for c in checks)
+    tolerance = 1e-4 if probabilities else 1e-3
+    if not worst <= tolerance:
+        path.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"The exported TorchScript model differs from the project model by {worst:.3g} "
+            f"on sizes {[c['size'] for c in checks]}; it was not kept. Please report this."
+        )
+    return {"path": path, "trace_size": [trace_size, trace_size], "checks": checks}
 
 
 def _export_onnx(net: nn.Module, cfg: ModelConfig, path: Path) -> dict[str, Any]:

@@ -31,7 +31,8 @@ from ..progress import relay
 from ..project import Project
 from .records import ExportProgress
 
-__all__ = ["check_maps", "inference_config", "predict_image", "write_prediction", "write_stack"]
+__all__ = ["check_maps", "inference_config", "predict_image", "predict_prepared",
+           "write_prediction", "write_stack"]
 
 _ONE_PASS_MAPS = ("entropy", "margin", "least_confidence", "raw_margin")
 
@@ -66,6 +67,13 @@ def predict_image(model, raw: np.ndarray, cfg: ModelConfig, *, mode, maps, confi
     Prediction."""
     image = prepare_image(raw, polarity=cfg.polarity, polarity_margin=cfg.polarity_margin,
                           channel_axis=-1 if raw.ndim == 3 else None, channels=cfg.in_channels)
+    return (yield from predict_prepared(model, image, mode=mode, maps=maps, config=config,
+                                        name=name, done=done, total=total, t0=t0))
+
+
+def predict_prepared(model, image: np.ndarray, *, mode, maps, config, name, done, total,
+                     t0) -> Generator[ExportProgress, None, Prediction]:
+    """Predict a prepared (C, H, W) image tile by tile, the tile progress as ExportProgress."""
 
     def tiles_record(tiles) -> ExportProgress:
         return ExportProgress(done, total, name, "tiles", seconds=time.perf_counter() - t0,

@@ -34,11 +34,10 @@ def main(argv=None) -> int:
                    help="sample the GUI thread's stack during gaps over 60 ms (diagnosis)")
     args = p.parse_args(argv)
 
-    import napari
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
+    from submit_next import open_dock
 
-    from napari_activeseg._widgets import ActiveSegWidget
     from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
     from napari_activeseg.core.project import Project
 
@@ -61,10 +60,7 @@ def main(argv=None) -> int:
         project.submit(i, (rng.random((size, size)) > 0.7).astype(np.uint8))
     project.close()
 
-    viewer = napari.Viewer()
-    widget = ActiveSegWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.open_project(tmp / "p")
+    viewer, widget = open_dock(tmp / "p")
     app = QApplication.instance()
 
     ticks: list[float] = []

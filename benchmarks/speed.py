@@ -24,7 +24,13 @@ Medians of repeated runs (the machines are shared and noisy). Writes a JSON with
   and ``..._t32`` the same with T = 32;
 - ``gui_max_stall_ms``: the longest gap of a 10 ms QTimer in a real napari viewer while a
   training round and pool scoring run in the widget's workers (``benchmarks/gui_stall.py`` in a
-  subprocess; under ``xvfb-run`` when there is no display). Skipped with ``--no-gui``.
+  subprocess; under ``xvfb-run`` when there is no display). Skipped with ``--no-gui``;
+- ``submit_to_next_ms``: Submit pressed -> the next suggestion's layers on screen in a real
+  viewer, on pools of 40 and 500 images of 256x256 (median and max over 5 submissions each;
+  ``benchmarks/submit_next.py`` in a subprocess, the default strategy in box mode; one small
+  pool with ``--tiny``). Skipped with ``--no-gui``;
+- ``rescore_500_s``: re-scoring 500 images of 256x256 with the default strategy after a new
+  model, on the CPU (not with ``--tiny``), with the cost it stated before it ran.
 
 Usage::
 
@@ -113,6 +119,9 @@ def train_throughput(mcfg: ModelConfig, tcfg: TrainConfig, images, labels, steps
 
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from submit_next import blobs  # the synthetic images the GUI probe uses too
+
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dsb2018_nuclei"
 
 
@@ -161,19 +170,8 @@ def _round_project(data: Path | None, tiny: bool, folder: Path):
         by_name = dict(zip(ds.names, ds.masks, strict=True))
         truth = {r.id: by_name[r.name] for r in project.images()}
         return project, truth, f"{len(ds)} images of {ds.root.name}"
-    from skimage.draw import disk
-
-    rng = np.random.default_rng(0)
-    size, arrays, masks = (64 if tiny else 384), {}, {}
-    for k in range(12 if tiny else 40):
-        lab = np.zeros((size, size), np.uint8)
-        for _ in range(6 if tiny else 30):
-            rr, cc = disk(tuple(rng.integers(8, size - 8, 2)), int(rng.integers(4, 12)),
-                          shape=lab.shape)
-            lab[rr, cc] = 1
-        arrays[f"blob{k:02d}"] = np.clip(lab * 150 + rng.normal(40, 20, lab.shape), 0, 255
-                                         ).astype(np.uint8)
-        masks[f"blob{k:02d}"] = lab
+    size = 64 if tiny else 384
+    arrays, masks = blobs(12 if tiny else 40, size, disks=6 if tiny else 30)
     project = Project.create(folder, arrays=arrays)
     return project, {r.id: masks[r.name] for r in project.images()}, \
         f"{len(arrays)} synthetic {size}x{size} blob images"
@@ -248,6 +246,21 @@ def round_and_ranking(data: Path | None, tiny: bool) -> dict:
     return out
 
 
+def _gui_script(name: str, args: list[str]) -> tuple[dict | None, str]:
+    """Run a GUI probe of benchmarks/ in a subprocess (under xvfb-run when there is no
+    display); its last JSON line, or None and why not."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / name), *args]
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        if shutil.which("xvfb-run") is None:
+            return None, "no display and no xvfb-run"
+        cmd = ["xvfb-run", "-a", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return None, f"{name} failed ({proc.returncode}): {proc.stderr[-500:]}"
+    return json.loads(lines[-1]), ""
+
+
 def gui_stall(tiny: bool, repeats: int = 3) -> dict:
     """Run benchmarks/gui_stall.py in subprocesses (xvfb-run when there is no display).
 
@@ -255,23 +268,57 @@ def gui_stall(tiny: bool, repeats: int = 3) -> dict:
     longest stall while the workers run; ``gui_detail`` keeps every run's figures, including
     ``gui_idle_max_stall_ms`` (the viewer with no worker, after the widget opened).
     """
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "gui_stall.py")] + (["--tiny"] if tiny
-                                                                         else [])
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        if shutil.which("xvfb-run") is None:
-            return {"gui_max_stall_ms": None, "gui_note": "no display and no xvfb-run"}
-        cmd = ["xvfb-run", "-a", *cmd]
     runs = []
     for _ in range(1 if tiny else repeats):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            return {"gui_max_stall_ms": None,
-                    "gui_note": f"gui_stall.py failed ({proc.returncode}): {proc.stderr[-500:]}"}
-        runs.append(json.loads(lines[-1]))
+        run, note = _gui_script("gui_stall.py", ["--tiny"] if tiny else [])
+        if run is None:
+            return {"gui_max_stall_ms": None, "gui_note": note}
+        runs.append(run)
     stalls = [r["gui_max_stall_ms"] for r in runs]
     return {"gui_max_stall_ms": statistics.median(stalls), "gui_max_stall_runs_ms": stalls,
             "gui_detail": runs}
+
+
+def submit_to_next(tiny: bool, pools=(40, 500), submissions: int = 5) -> dict:
+    """``submit_to_next_ms``: Submit pressed -> the next suggestion's layers on screen, in a
+    real viewer (benchmarks/submit_next.py), median and max over ``submissions`` per pool
+    size (one small pool when tiny); ``submit_to_next_detail`` keeps each run."""
+    out, detail = {}, {}
+    for n in (["tiny"] if tiny else pools):
+        args = ["--tiny"] if tiny else ["--images", str(n), "--submissions", str(submissions)]
+        run, note = _gui_script("submit_next.py", args)
+        if run is None:
+            return {"submit_to_next_ms": None, "submit_to_next_note": note}
+        out[str(n)] = {"median": run["median_ms"], "max": run["max_ms"]}
+        detail[str(n)] = run
+    return {"submit_to_next_ms": out, "submit_to_next_detail": detail}
+
+
+def rescore_500(n: int = 500) -> dict:
+    """``rescore_500_s``: a CPU re-score of ``n`` 256x256 images with the default strategy
+    after a new model (the default model trained one short round), with the cost the
+    scoring stated before it ran."""
+    from napari_activeseg.core.progress import run_to_end
+    from napari_activeseg.core.project import Project
+    from napari_activeseg.core.session import ActiveLearningSession
+
+    arrays, masks = blobs(n, 256)
+    with tempfile.TemporaryDirectory(prefix="activeseg-rescore-") as tmp, \
+            Project.create(Path(tmp) / "p", arrays=arrays) as project:
+        session = ActiveLearningSession(project, train_config=TrainConfig(
+            max_steps=30, time_budget_s=None))
+        ids = [r.id for r in project.images()]
+        for i in ids[:3]:
+            session.submit(i, masks[project.get_image(i).name])
+        run_to_end(session.train())
+        records: list = []
+        t0 = time.perf_counter()
+        scored = run_to_end(session.score_pool(), records.append)
+        seconds = time.perf_counter() - t0
+    return {"rescore_500_s": round(seconds, 1),
+            "rescore_detail": {"images": scored, "strategy": session.strategy.name,
+                               "stated": records[0].message if records else "",
+                               "budget_s": session.scoring_budget_s}}
 
 
 def main(argv=None) -> int:
@@ -353,8 +400,11 @@ def main(argv=None) -> int:
     out["cpu_efficiency"] = round(achieved / peak, 3)
 
     out.update(round_and_ranking(args.data, tiny))
+    if not tiny:
+        out.update(rescore_500())
     if not args.no_gui:
         out.update(gui_stall(tiny))
+        out.update(submit_to_next(tiny))
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))

@@ -14,6 +14,7 @@ SPEED_KEYS = {
     "predict_512_ms", "mc8_cost_ratio", "mc8_naive_ratio", "score_pool_images_per_s",
     "train_patches_per_s", "predict_4096_peak_mb", "cpu_efficiency", "round_s",
     "round_rescore_s", "mc_rank_spearman", "mc_rank_spearman_mask_sets", "gui_max_stall_ms",
+    "submit_to_next_ms",
 }
 
 
@@ -42,3 +43,8 @@ def test_speed_script_writes_its_keys(tmp_path, monkeypatch):
     assert [r["finished"] for r in data["gui_detail"]] == [True]  # --tiny: one run
     assert data["gui_max_stall_runs_ms"] == [data["gui_max_stall_ms"]]
     assert "gui_idle_max_stall_ms" in data["gui_detail"][0]
+    # Submit -> next suggestion was measured in a real viewer, on the one tiny pool
+    assert data["submit_to_next_ms"] is not None, data.get("submit_to_next_note")
+    assert set(data["submit_to_next_ms"]) == {"tiny"}
+    tiny_run = data["submit_to_next_detail"]["tiny"]
+    assert tiny_run["finished"] and len(tiny_run["submit_to_next_ms"]) == 2

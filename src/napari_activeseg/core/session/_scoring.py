@@ -114,7 +114,7 @@ class PoolScorer:
         """Seconds a pass predicting ``n_images`` and ranking the pool takes, and the sentence
         that says so before it runs."""
         pool = pool_ids(self.project)
-        if not pool:
+        if not pool or inputs.model is None:  # random order before the first model: instant
             return 0.0, ""
         h, w = self.project.get_image(pool[0]).shape[:2]
         windows = len(region_boxes((h, w), size=region_size)) if regions else 1
@@ -141,7 +141,8 @@ class PoolScorer:
         t0 = time.perf_counter()
         blind = inputs.model is None or not inputs.strategy.requirements["probs"]
         _, plan = self.estimate(inputs, len(todo), regions, region_size)
-        yield ScoreProgress(0, len(todo), None, 0.0, plan)
+        if plan:
+            yield ScoreProgress(0, len(todo), None, 0.0, plan)
         for n, image_id in enumerate(todo, 1):
             if self._stop.is_set():
                 yield ScoreProgress(n - 1, len(todo), None, time.perf_counter() - t0,

@@ -30,7 +30,8 @@ Medians of repeated runs (the machines are shared and noisy). Writes a JSON with
   ``benchmarks/submit_next.py`` in a subprocess, the default strategy in box mode; one small
   pool with ``--tiny``). Skipped with ``--no-gui``;
 - ``rescore_500_s``: re-scoring 500 images of 256x256 with the default strategy after a new
-  model, on the CPU (not with ``--tiny``), with the cost it stated before it ran.
+  model, on the CPU, in box mode (whole images in ``rescore_detail``), with the cost it
+  stated before it ran (not with ``--tiny``).
 
 Usage::
 
@@ -296,13 +297,15 @@ def submit_to_next(tiny: bool, pools=(40, 500), submissions: int = 5) -> dict:
 
 def rescore_500(n: int = 500) -> dict:
     """``rescore_500_s``: a CPU re-score of ``n`` 256x256 images with the default strategy
-    after a new model (the default model trained one short round), with the cost the
-    scoring stated before it ran."""
+    after a new model (the default model trained one short round), in the dock's default box
+    mode; ``rescore_detail`` has the cost the scoring stated before it ran and the same for
+    whole images (``whole_s``; predictions dropped in between, so both predict the pool)."""
     from napari_activeseg.core.progress import run_to_end
     from napari_activeseg.core.project import Project
     from napari_activeseg.core.session import ActiveLearningSession
 
     arrays, masks = blobs(n, 256)
+    out: dict = {}
     with tempfile.TemporaryDirectory(prefix="activeseg-rescore-") as tmp, \
             Project.create(Path(tmp) / "p", arrays=arrays) as project:
         session = ActiveLearningSession(project, train_config=TrainConfig(
@@ -311,13 +314,17 @@ def rescore_500(n: int = 500) -> dict:
         for i in ids[:3]:
             session.submit(i, masks[project.get_image(i).name])
         run_to_end(session.train())
-        records: list = []
-        t0 = time.perf_counter()
-        scored = run_to_end(session.score_pool(), records.append)
-        seconds = time.perf_counter() - t0
-    return {"rescore_500_s": round(seconds, 1),
-            "rescore_detail": {"images": scored, "strategy": session.strategy.name,
-                               "stated": records[0].message if records else "",
+        for what, regions in (("boxes", True), ("whole", False)):
+            session.configure(inference_config=session.inference_config)  # drop predictions
+            records: list = []
+            t0 = time.perf_counter()
+            scored = run_to_end(session.score_pool(regions=regions), records.append)
+            out[what] = {"seconds": round(time.perf_counter() - t0, 1), "images": scored,
+                         "stated": records[0].message if records else ""}
+        size = session.region_size
+    return {"rescore_500_s": out["boxes"]["seconds"],
+            "rescore_detail": {**out, "strategy": session.strategy.name,
+                               "region_size": size,
                                "budget_s": session.scoring_budget_s}}
 
 

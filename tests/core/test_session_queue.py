@@ -94,3 +94,17 @@ def test_every_strategy_states_its_cost(name):
     assert math.isfinite(cost) and cost >= 0
     if name == "task_similarity":  # the expensive one: over the default budget on 500 images
         assert cost > 30
+
+
+def test_with_no_queue_while_training_the_pool_is_served_at_random(project):  # noqa: F811
+    s, _ = _trained(project)
+    round_ = s.train()
+    next(round_)  # the round holds the session's job now
+    try:
+        n, view = run_to_end(s.next_view())
+        assert n == 0 and view is not None and view.suggestion.strategy.startswith("random")
+        assert s.queue_state() == "stale"  # the next scoring pass replaces it
+    finally:
+        s.request_stop()
+        run_to_end(round_)
+    assert run_to_end(s.score_pool()) == 4 and s.queue_state() == "fresh"

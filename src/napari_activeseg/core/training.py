@@ -464,7 +464,8 @@ class Trainer:
         scaler.update()
         return float(loss.detach())
 
-    def _validate(self, model, crops, device) -> float:
+    @staticmethod
+    def _validate(model, crops, device) -> float:
         model.eval()
         scores = []
         with torch.inference_mode():
@@ -474,6 +475,20 @@ class Trainer:
                 pred = logits.argmax(1)[0].cpu().numpy()
                 scores.append(dice_score(pred, lab))
         return float(np.mean(scores)) if scores else 0.0
+
+
+def held_back_dice(model: UNet, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
+                   patch_size: int, seed: int = 0) -> float:
+    """Mean foreground Dice of ``model`` on held-back images, measured as :meth:`Trainer.fit`
+    validates (fixed crops of twice the patch size, at least 128), on the crops drawn for
+    ``seed``: two models scored with the same arguments are compared on the same pixels. The
+    model is left in eval mode, on its device."""
+    if not len(images):
+        raise ValueError("No held-back image to score the model on.")
+    crops = _val_crops([np.asarray(i, np.float32) for i in images],
+                       [np.asarray(lab, np.int64) for lab in labels],
+                       max(patch_size * 2, 128), np.random.default_rng(seed))
+    return Trainer._validate(model, crops, next(model.parameters()).device)
 
 
 def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -17,6 +17,9 @@ Threading: one long job (training or scoring) at a time, in any thread; quick ca
 concurrently from the GUI thread. The model is swapped in one assignment at the end of a
 round, so a prediction never sees half-updated weights.
 
+:class:`ContinuousTrainer` (``_continuous``, above the facade) trains in rounds by itself and
+publishes a round's model only when it is at least as good on the held-back images.
+
 The package: ``_session`` (the facade) delegates to ``_training`` (rounds and the current
 model), ``_scoring`` (pool scores, candidates, suggestions), ``_annotations`` (views,
 reviews, drafts, submissions), ``_settings`` (what is saved in the project),
@@ -25,7 +28,9 @@ predictions); ``_pool`` says which images are in the pool and labelled, ``_recor
 the dataclasses handed out.
 """
 
+from ._continuous import ContinuousStatus, ContinuousTrainer, RoundRecord
 from ._records import ImageView, RoundSummary, ScoreProgress, Suggestion
 from ._session import ActiveLearningSession
 
-__all__ = ["ActiveLearningSession", "ImageView", "RoundSummary", "ScoreProgress", "Suggestion"]
+__all__ = ["ActiveLearningSession", "ContinuousStatus", "ContinuousTrainer", "ImageView",
+           "RoundRecord", "RoundSummary", "ScoreProgress", "Suggestion"]

@@ -27,6 +27,17 @@ class AutoTrainCounter:
             raise ValueError(f"auto_train_every must be an integer >= 0, got {n!r}.")
         self.project.set_setting("auto_train_every", int(n))
 
+    @property
+    def continuous(self) -> bool:
+        value = self.project.get_setting("continuous_training")
+        return True if value is None else bool(value)
+
+    @continuous.setter
+    def continuous(self, on: bool) -> None:
+        if not isinstance(on, bool):
+            raise TypeError(f"continuous_training must be True or False, got {on!r}.")
+        self.project.set_setting("continuous_training", on)
+
     def count_submission(self) -> None:
         if not self.project.read_only:
             self.project.set_setting("submissions_since_train", self.since_train + 1)

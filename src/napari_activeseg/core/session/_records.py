@@ -83,7 +83,15 @@ class ImageView:
 
 @dataclass
 class RoundSummary:
-    """What :meth:`ActiveLearningSession.train` returns."""
+    """What :meth:`ActiveLearningSession.train` returns.
+
+    ``saved``: the round's model became a new version (``model_version``); a cancelled round,
+    or one that lost to the current model on the held-back images (``kept_previous``: the
+    current ``model_version`` stays), saves nothing. ``labelled_ids``: the images the round
+    learnt from (its snapshot of the labelled set). ``held_back_dice`` / ``previous_dice``:
+    the round's model and the model it would replace on the same held-back images, when the
+    round was asked to judge (``publish_if_better``) and there were enough to hold back.
+    """
 
     model_version: str | None
     result: TrainResult
@@ -92,3 +100,7 @@ class RoundSummary:
     committee: int = 0
     saved: bool = True
     notes: list[str] = field(default_factory=list)
+    labelled_ids: list[int] = field(default_factory=list)
+    held_back_dice: float | None = None
+    previous_dice: float | None = None
+    kept_previous: bool = False

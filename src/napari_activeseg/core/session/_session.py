@@ -252,19 +252,27 @@ class ActiveLearningSession:
         self._stop.set()
         self._rounds.request_stop()
 
+    @property
+    def job_running(self) -> bool:
+        """Whether a training or scoring job holds the session now."""
+        return self._job_lock.locked()
+
     def _begin_job(self, what: str) -> None:
         if not self._job_lock.acquire(blocking=False):
             raise RuntimeError(f"Cannot start {what}: another training or scoring job is "
                                "running; wait for it or cancel it.")
         self._stop.clear()
 
-    def train(self, *, train_config: TrainConfig | None = None
+    def train(self, *, train_config: TrainConfig | None = None, publish_if_better: bool = False
               ) -> Generator[TrainProgress, None, RoundSummary | None]:
         """Fine-tune on everything submitted so far (warm start from the current model).
 
         Yields :class:`~.training.TrainProgress`; returns a :class:`RoundSummary` (None when
         cancelled before any step). The new model is saved in the project as a new version and
         becomes current; a cancelled round keeps the last good model and saves nothing.
+        ``publish_if_better``: the same images are held back every round, and the new model is
+        saved only when its Dice on them is at least the current model's (else the summary
+        has ``kept_previous`` and a note; too few to hold back: saved, a note says so).
         """
         self._begin_job("training")
         try:
@@ -272,7 +280,8 @@ class ActiveLearningSession:
                 train_config or self.train_config, strategy=self.strategy,
                 strategy_name=self._strategy_spec["name"], committee_size=self.committee_size,
                 seed=self.seed, pseudo_config=self.pseudo_config, prepared=self.prepared,
-                predict=self.predict, focus=self._desk.focus, on_start=self._auto.restart))
+                predict=self.predict, focus=self._desk.focus, on_start=self._auto.restart,
+                publish_if_better=publish_if_better))
         finally:
             self._job_lock.release()
 
@@ -465,6 +474,17 @@ class ActiveLearningSession:
     def training_due(self) -> bool:
         """Whether enough was submitted since the last round for an automatic one."""
         return self._auto.due(self.n_labelled)
+
+    @property
+    def continuous_training(self) -> bool:
+        """Whether the dock trains continuously (:class:`~._continuous.ContinuousTrainer`);
+        saved in the project, on unless turned off. A script trains continuously only when
+        it runs a ContinuousTrainer."""
+        return self._auto.continuous
+
+    @continuous_training.setter
+    def continuous_training(self, on: bool) -> None:
+        self._auto.continuous = on
 
     @property
     def n_labelled(self) -> int:

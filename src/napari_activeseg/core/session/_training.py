@@ -24,9 +24,23 @@ from ..strategies import (
     make_pseudo_labels,
     pseudo_training_set,
 )
-from ..training import Trainer, TrainProgress, TrainResult
+from ..training import Trainer, TrainProgress, TrainResult, held_back_dice
 from ._pool import labelled_examples, pool_ids
 from ._records import RoundSummary
+
+
+def held_back_ids(labelled: Sequence[tuple[int, np.ndarray, np.ndarray | None]],
+                  cfg: TrainConfig) -> list[int]:
+    """The images a judged round holds back: as many as :meth:`~.training.Trainer.fit` would
+    (``val_fraction`` of the labelled set, once there are ``min_val_images``, from the fully
+    reviewed images with at least one to spare), but chosen by a fixed hash of their ids, so
+    the same images stay held back round after round and two models are compared on images
+    neither learnt from. Empty when there are too few."""
+    full = [i for i, _, rev in labelled if rev is None or rev.all()]
+    n_val = round(len(labelled) * cfg.val_fraction)
+    if len(labelled) < cfg.min_val_images or n_val < 1 or len(full) <= n_val:
+        return []
+    return sorted(sorted(full, key=lambda i: (i * 2654435761) % 2**32)[:n_val])
 
 
 def build_model(config: ModelConfig, state: Mapping[str, Any]) -> UNet:
@@ -102,22 +116,32 @@ class RoundRunner:
             committee_size: int, seed: int, pseudo_config: PseudoLabelConfig | None,
             prepared: Callable[[int], np.ndarray], predict: Callable[..., Prediction | None],
             focus: Callable[[int], np.ndarray | None], on_start: Callable[[], None],
+            publish_if_better: bool = False,
             ) -> Generator[TrainProgress, None, RoundSummary | None]:
         """One round (see :meth:`ActiveLearningSession.train`). ``focus``: an image's hard
-        pixels; ``on_start``: called once there is something to train on."""
+        pixels; ``on_start``: called once there is something to train on.
+        ``publish_if_better``: hold back the same images every round (:func:`held_back_ids`)
+        and save the round's model only when its Dice on them is at least the current
+        model's (else keep the current one and say so)."""
         try:
             return (yield from self._run(cfg, strategy, strategy_name, committee_size, seed,
-                                         pseudo_config, prepared, predict, focus, on_start))
+                                         pseudo_config, prepared, predict, focus, on_start,
+                                         publish_if_better))
         finally:
             self._trainer = None
 
     def _run(self, cfg, strategy, strategy_name, committee_size, seed, pseudo_config,
-             prepared, predict, focus, on_start):
+             prepared, predict, focus, on_start, publish_if_better):
         t0 = time.perf_counter()
         labelled = labelled_examples(self.project)
         if not labelled:
             raise ValueError("Nothing to train on yet: submit labels for at least one image.")
         on_start()
+        ids = [i for i, _, _ in labelled]
+        held = held_back_ids(labelled, cfg) if publish_if_better else []
+        val = ([prepared(i) for i in held],
+               [lab for i, lab, _ in labelled if i in held]) if held else (None, None)
+        labelled = [ex for ex in labelled if ex[0] not in held]
         images = [prepared(i) for i, _, _ in labelled]
         labels = [lab for _, lab, _ in labelled]
         reviewed = [rev for _, _, rev in labelled]
@@ -135,11 +159,20 @@ class RoundRunner:
         hard = [focus(i) for i, _, _ in labelled] + \
             [None] * (len(images) - len(labelled))  # pseudo-labelled images have none
         result: TrainResult = yield from self._trainer.fit(
-            images, labels, reviewed, init_state=init, focus=hard)
+            images, labels, reviewed, init_state=init, focus=hard, val_images=val[0],
+            val_labels=val[1])
         if result.stop_reason == "stop_requested":
             notes.append("Training cancelled: the last good model is kept.")
-            return RoundSummary(self.model_version, result, len(labelled), n_pseudo,
-                                saved=False, notes=notes)
+            return RoundSummary(self.model_version, result, len(ids), n_pseudo,
+                                saved=False, notes=notes, labelled_ids=ids)
+        dice = (None, None)
+        if publish_if_better:
+            dice, kept = self._judge(result, val, cfg, len(ids), notes)
+            if kept:
+                return RoundSummary(self.model_version, result, len(ids), n_pseudo,
+                                    saved=False, notes=notes, labelled_ids=ids,
+                                    held_back_dice=dice[0], previous_dice=dice[1],
+                                    kept_previous=True)
 
         committee: list[UNet] = []
         if strategy.needs_ensemble or strategy.requirements["mode"] == "ensemble":
@@ -148,7 +181,6 @@ class RoundRunner:
                 committee_size, seed + round_no)
             notes.append(f"Committee of {len(committee)} trained for the ensemble strategy.")
 
-        ids = [i for i, _, _ in labelled]
         meta = {
             "round": round_no,
             "labelled_ids": ids,
@@ -158,6 +190,8 @@ class RoundRunner:
             "seconds": round(result.seconds, 2),
             "stop_reason": result.stop_reason,
             "best_val_dice": result.best_val_dice,
+            "held_back_ids": held,
+            "held_back_dice": dice[0],
             "history": result.history[-200:],
         }
         version = self._install(
@@ -167,8 +201,30 @@ class RoundRunner:
             {"train_s": round(result.seconds, 2), "round_s": round(time.perf_counter() - t0, 2)},
             strategy_name=strategy_name, model=result.build_model())
         self.committee = committee
-        return RoundSummary(version, result, len(labelled), n_pseudo, len(committee),
-                            notes=notes)
+        return RoundSummary(version, result, len(ids), n_pseudo, len(committee),
+                            notes=notes, labelled_ids=ids, held_back_dice=dice[0],
+                            previous_dice=dice[1])
+
+    def _judge(self, result: TrainResult, val, cfg: TrainConfig, n_labelled: int,
+               notes: list[str]) -> tuple[tuple[float | None, float | None], bool]:
+        """``((new Dice, current Dice), keep the current model?)`` on the held-back images;
+        a note says what was decided."""
+        if not val[0]:
+            notes.append(f"Held-back set too small to judge ({n_labelled} labelled image(s); "
+                         f"{cfg.min_val_images} with fully reviewed ones to spare are needed): "
+                         "published without a comparison.")
+            return (None, None), False
+        new = held_back_dice(result.build_model(), *val, patch_size=cfg.patch_size)
+        if self.model is None:
+            return (new, None), False
+        old = held_back_dice(self.model, *val, patch_size=cfg.patch_size)
+        if new < old:
+            notes.append(f"kept {self.model_version}: held-back Dice {new:.3f} < {old:.3f} "
+                         f"on {len(val[0])} image(s)")
+            return (new, old), True
+        notes.append(f"held-back Dice {new:.3f} >= {old:.3f} ({self.model_version}) on "
+                     f"{len(val[0])} image(s)")
+        return (new, old), False
 
     def _add_pseudo_labels(self, labelled, images, labels, reviewed, round_no, pseudo_config,
                            prepared, predict, notes: list[str]) -> int:

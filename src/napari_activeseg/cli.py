@@ -141,9 +141,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             pattern=args.pattern, recursive=args.recursive, device=args.device,
             uncertainty=_map_list(args.maps) if args.uncertainty else None,
             probabilities=args.probabilities, channel_axis=args.channel_axis,
-            progress=_progress_printer(),
+            scheduler=args.scheduler, progress=_progress_printer(),
         )
-    except ImportError as err:  # a package without the [bioimageio] extra: say what to install
+    except ImportError as err:  # without the [bioimageio] or [cluster] extra: what to install
         raise ValueError(str(err)) from err
     n_ok, n_bad = len(result.written), len(result.failed)
     if not n_ok:
@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write the class probabilities (K, H, W) float32")
     predict.add_argument("--channel-axis", type=int, default=None,
                          help="channel axis of multichannel TIFF stacks")
+    predict.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="predict on a Dask cluster: its scheduler, e.g. tcp://host:8786 "
+                              "(needs the [cluster] extra)")
     predict.set_defaults(func=_cmd_predict)
     export = sub.add_parser(
         "export", help="export labels, predictions, the model and provenance",

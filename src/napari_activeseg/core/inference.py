@@ -131,9 +131,20 @@ def _mc(model: nn.Module, samples: int, seed: int | None = 0) -> Sampler:
         raise ValueError("MC-dropout sampling needs a model with mc_forward (core.model.UNet).")
     # one set of masks for every tile (and, with a seed, every image): see UNet.head_masks
     masks = model.head_masks(samples, seed) if hasattr(model, "head_masks") else None
-    if masks is None:
+    if masks is not None:
+        return lambda x: torch.softmax(model.mc_forward(x, samples, masks=masks).float(), dim=2)
+    if seed is None:
         return lambda x: torch.softmax(model.mc_forward(x, samples).float(), dim=2)
-    return lambda x: torch.softmax(model.mc_forward(x, samples, masks=masks).float(), dim=2)
+
+    def seeded(x: torch.Tensor) -> torch.Tensor:
+        # dropout elsewhere draws from torch's global generator: seed it for each batch of
+        # tiles (and put it back), so an image's samples do not depend on what ran before it
+        # -- the same here and on a cluster's worker
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(int(seed))
+            return torch.softmax(model.mc_forward(x, samples).float(), dim=2)
+
+    return seeded
 
 
 def _tta(model: nn.Module) -> Sampler:

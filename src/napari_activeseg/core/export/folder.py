@@ -10,13 +10,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ... import __version__
 from .. import _store_files as sf
 from .. import serialize
-from ..config import ModelConfig
+from ..cluster import PortableModel, check_scheduler, map_images
+from ..config import InferenceConfig, ModelConfig
 from ..device import choose_device
 from ..imageio import list_images, read_image
 from ..progress import run_to_end
@@ -59,6 +64,7 @@ def predict_folder_iter(
     uncertainty: Sequence[str] | str | None = None,
     probabilities: bool = False,
     channel_axis: int | None = None,
+    scheduler: Any = None,
 ) -> Generator[ExportProgress, None, ExportResult]:
     """Apply a project's model to a folder of new images.
 
@@ -84,6 +90,10 @@ def predict_folder_iter(
     probabilities : bool
     channel_axis : int, optional
         Channel axis of multichannel TIFF stacks.
+    scheduler : str or distributed.Client, optional
+        A Dask scheduler (``tcp://host:8786``): each image is predicted by one task on its
+        workers (the same labels as here), read and written here, as the results arrive;
+        no tile progress. A project's model only.
 
     Yields
     ------
@@ -102,6 +112,7 @@ def predict_folder_iter(
         device or a map name is unknown, or the project has no model.
     """
     maps = check_maps(uncertainty, "single")
+    scheduler = check_scheduler(scheduler)
     folder = Path(input_dir).expanduser().resolve()
     paths = list_images(folder, pattern=pattern, recursive=recursive)
     out_path = Path(out_dir).expanduser().resolve()
@@ -120,6 +131,9 @@ def predict_folder_iter(
     if is_bioimageio_source(project_or_path):
         if version is not None:
             raise ValueError("A bioimage.io package holds one model: leave out the version.")
+        if scheduler is not None:
+            raise ValueError("--scheduler predicts with a project's model; run a bioimage.io "
+                             "package here (leave out the scheduler).")
         from .bioimageio_run import open_package
 
         package = open_package(project_or_path, device=device)
@@ -142,10 +156,36 @@ def predict_folder_iter(
             return predict_image(model, raw, cfg, mode="single", maps=maps, config=config,
                                  **progress)
 
-        return (yield from run.go(meta["version"], predict_one, {
-            "project": str(proj.folder), "polarity": cfg.polarity,
-            "polarity_margin": cfg.polarity_margin,
-            "classes": meta.get("classes") or proj.classes}))
+        about = {"project": str(proj.folder), "polarity": cfg.polarity,
+                 "polarity_margin": cfg.polarity_margin,
+                 "classes": meta.get("classes") or proj.classes}
+        if scheduler is not None:
+            run.remote = (scheduler, FolderTask(PortableModel(model), cfg, maps, config))
+        return (yield from run.go(meta["version"], predict_one, about))
+
+
+@dataclass(frozen=True)
+class FolderTask:
+    """What every image's task on a cluster shares (scattered once)."""
+
+    model: PortableModel
+    config: ModelConfig
+    maps: tuple[str, ...]
+    inference: InferenceConfig
+
+
+def predict_raw(item: tuple[int, np.ndarray | str], *, task: FolderTask) -> Any:
+    """One image's Prediction on a worker (``item``: its index and raw pixels, or the reason
+    it could not be read); the reason (a string) when it cannot be predicted."""
+    _, raw = item
+    if isinstance(raw, str):
+        return raw
+    try:
+        return run_to_end(predict_image(task.model.get(), raw, task.config, mode="single",
+                                        maps=task.maps, config=task.inference, name="",
+                                        done=0, total=0, t0=0.0))
+    except ValueError as err:
+        return str(err)
 
 
 class _Run:
@@ -156,6 +196,37 @@ class _Run:
         self.paths, self.folder, self.out_path = paths, folder, out_path
         self.maps, self.probabilities, self.channel_axis = maps, probabilities, channel_axis
         self.settings = settings
+        self.remote: tuple[Any, FolderTask] | None = None  # (scheduler, task) or here
+
+    def _read(self, n: int) -> np.ndarray | str:
+        """File ``n``'s pixels (channels last), or why it cannot be read."""
+        try:
+            return read_image(self.paths[n], channel_axis=self.channel_axis)
+        except (ValueError, OSError) as err:
+            return str(err)
+
+    def _here(self, predict_one: Callable[..., Any], t0: float) -> Generator[Any, None, None]:
+        """Tile progress records, and ``(index, Prediction or reason)`` per file, in order."""
+        for n, path in enumerate(self.paths):
+            pred = self._read(n)
+            if not isinstance(pred, str):
+                name = path.relative_to(self.folder).as_posix()
+                try:
+                    pred = yield from predict_one(pred, name=name, done=n,
+                                                  total=len(self.paths), t0=t0)
+                except (ValueError, OSError) as err:
+                    pred = str(err)
+            yield n, pred
+
+    def _on_cluster(self) -> Generator[Any, None, None]:
+        """``(index, Prediction or reason)`` per file as the cluster's tasks finish."""
+        assert self.remote is not None
+        scheduler, task = self.remote
+        items = ((n, self._read(n)) for n in range(len(self.paths)))
+        with closing(map_images(predict_raw, items, scheduler=scheduler,
+                                key=lambda item: item[0], shared={"task": task})) as runs:
+            for (n, _), pred in runs:
+                yield n, pred
 
     def go(self, version: str | None, predict_one: Callable[..., Any],
            about: dict[str, Any]) -> Generator[ExportProgress, None, ExportResult]:
@@ -166,41 +237,51 @@ class _Run:
         stems = _output_stems(self.paths, self.folder)
         t0 = time.perf_counter()
         total = len(self.paths)
-        rows: list[dict[str, Any]] = []
+        rows: dict[int, dict[str, Any]] = {}
+        t_image = t0
+        source = self._on_cluster() if self.remote else self._here(predict_one, t0)
         try:
-            for n, (path, stem) in enumerate(zip(self.paths, stems, strict=True), 1):
-                name = path.relative_to(self.folder).as_posix()
-                t_image = time.perf_counter()
-                try:
-                    raw = read_image(path, channel_axis=self.channel_axis)  # channels last
-                    pred = yield from predict_one(raw, name=name, done=n - 1, total=total,
-                                                  t0=t0)
-                    target = out / stem
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    files = write_prediction(pred, target.parent, target.name,
-                                             probabilities=self.probabilities, maps=self.maps)
-                except (ValueError, OSError) as err:
-                    reason = str(err)
+            for record in source:
+                if isinstance(record, ExportProgress):  # tile progress
+                    yield record
+                    continue
+                i, pred = record
+                n = len(rows) + 1
+                name = self.paths[i].relative_to(self.folder).as_posix()
+                reason = pred if isinstance(pred, str) else None
+                if reason is None:
+                    try:
+                        target = out / stems[i]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        files = write_prediction(pred, target.parent, target.name,
+                                                 probabilities=self.probabilities,
+                                                 maps=self.maps)
+                    except (ValueError, OSError) as err:
+                        reason = str(err)
+                if reason is not None:
                     result.failed.append((name, reason))
-                    rows.append({"input": name, "status": "failed", "reason": reason})
+                    rows[i] = {"input": name, "status": "failed", "reason": reason}
+                    t_image = time.perf_counter()
                     yield ExportProgress(n, total, name, error=reason,
                                          seconds=time.perf_counter() - t0)
                     continue
                 result.written[name] = files
-                rows.append({"input": name, "status": "written",
-                             "outputs": [p.relative_to(out).as_posix() for p in files],
-                             "shape": list(pred.labels.shape),
-                             "seconds": round(time.perf_counter() - t_image, 3)})
+                rows[i] = {"input": name, "status": "written",
+                           "outputs": [p.relative_to(out).as_posix() for p in files],
+                           "shape": list(pred.labels.shape),
+                           "seconds": round(time.perf_counter() - t_image, 3)}
+                t_image = time.perf_counter()
                 yield ExportProgress(n, total, name, outputs=tuple(files),
                                      seconds=time.perf_counter() - t0)
             result.completed = True
         finally:
+            source.close()  # on a cluster: cancels the tasks still pending
             result.manifest = out / "predict.json"
             serialize.write_json(result.manifest, {
                 "napari_activeseg": __version__, "created_at": sf.utc_now(), **about,
                 "model_version": version, **self.settings, "completed": result.completed,
                 "n_written": len(result.written), "n_failed": len(result.failed),
-                "files": rows,
+                "files": [rows[i] for i in sorted(rows)],
             })  # fmt: skip
         return result
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cluster import PortableModel, check_scheduler, map_images
 from ..config import InferenceConfig
 from ..inference import Prediction
 from ..model import UNet
@@ -63,6 +64,9 @@ class PoolScorer:
     ``on_saved`` is called after the pool's scores were saved to the project. ``budget_s``
     bounds a strategy's own scoring (:func:`._queue.rank_pool`). The queue is swapped in
     under a small lock of its own, so suggesting never waits for a scoring pass.
+    :attr:`scheduler` (the project's ``scheduler`` setting to begin with): a Dask scheduler
+    address or client that predicts the images and builds their candidates, one task per
+    image (:func:`~..cluster.map_images`); the ranking stays here.
     """
 
     def __init__(self, project: Project, *, stop: threading.Event,
@@ -76,6 +80,7 @@ class PoolScorer:
         self._queue: RankedQueue | None = None
         self._lock = threading.Lock()
         self._s_per_px = PREDICT_S_PER_PIXEL  # measured on every image scored
+        self.scheduler: Any = check_scheduler(project.get_setting("scheduler"))
 
     def forget(self, image_id: int | None = None) -> None:
         """Drop an image's candidates (it changed), or all of them (None: the predictions
@@ -143,7 +148,13 @@ class PoolScorer:
         _, plan = self.estimate(inputs, len(todo), regions, region_size)
         if plan:
             yield ScoreProgress(0, len(todo), None, 0.0, plan)
-        for n, image_id in enumerate(todo, 1):
+        here = todo
+        if not blind and self.scheduler is not None:
+            n = yield from self._score_on_cluster(inputs, todo, regions, region_size, t0)
+            if n < len(todo):
+                return n
+            here = []
+        for n, image_id in enumerate(here, 1):
             if self._stop.is_set():
                 yield ScoreProgress(n - 1, len(todo), None, time.perf_counter() - t0,
                                     "Cancelled.")
@@ -165,6 +176,33 @@ class PoolScorer:
                     "was not predicted.")
             yield ScoreProgress(len(todo), len(todo), None, time.perf_counter() - t0, note)
         return len(todo)
+
+    def _score_on_cluster(self, inputs: ScoringInputs, todo: list[int], regions: bool,
+                          region_size: int, t0: float) -> Generator[ScoreProgress, None, int]:
+        """The candidates of ``todo``, one task per image on :attr:`scheduler`; they join
+        the pool's in ``todo``'s order (so ties rank as they do here); returns how many."""
+        task = CandidateTask(inputs.strategy_name, dict(inputs.strategy_options),
+                             PortableModel(inputs.model),
+                             tuple(PortableModel(m) for m in inputs.committee),
+                             inputs.inference_config, region_size if regions else None)
+        runs = map_images(image_candidates, ((i, inputs.prepared(i)) for i in todo),
+                          scheduler=self.scheduler, key=lambda item: item[0],
+                          shared={"task": task})
+        arrived: dict[int, list[Candidate]] = {}
+        try:
+            for (image_id, _), cands in runs:
+                arrived[image_id] = self._unreviewed(image_id, cands) if regions else cands
+                yield ScoreProgress(len(arrived), len(todo), image_id, time.perf_counter() - t0)
+                if self._stop.is_set() and len(arrived) < len(todo):
+                    yield ScoreProgress(len(arrived), len(todo), None,
+                                        time.perf_counter() - t0, "Cancelled.")
+                    break
+        finally:
+            runs.close()  # cancels what is still pending
+            for i in todo:
+                if i in arrived:
+                    self._candidates[i] = arrived[i]
+        return len(arrived)
 
     def stopgap_queue(self, inputs: ScoringInputs, regions: bool, region_size: int) -> None:
         """A random-order queue of the pool, marked stale, for a first suggestion while
@@ -264,11 +302,12 @@ class PoolScorer:
             committee=inputs.committee or None, prediction=pred,
             inference_config=inputs.inference_config,
             region_size=region_size if regions else None, labelled=labelled, labels=labels)
-        if regions and not labelled:
-            reviewed = self.project.reviewed_mask(image_id)
-            # a window mostly reviewed already would teach little: only the others compete
-            cands = [c for c in cands if reviewed_fraction(reviewed, c.box) < MAX_REVIEWED]
-        return cands
+        return self._unreviewed(image_id, cands) if regions and not labelled else cands
+
+    def _unreviewed(self, image_id: int, cands: list[Candidate]) -> list[Candidate]:
+        """The windows not mostly reviewed already (those would teach little)."""
+        reviewed = self.project.reviewed_mask(image_id)
+        return [c for c in cands if reviewed_fraction(reviewed, c.box) < MAX_REVIEWED]
 
     def _labelled_candidates(self, inputs: ScoringInputs) -> list[Candidate]:
         req = inputs.strategy.requirements
@@ -294,3 +333,27 @@ class PoolScorer:
         self.project.save_scores([(i, inputs.strategy_name, inputs.model_version, s, None)
                                   for i, s in best.items()])
         self._on_saved()
+
+
+@dataclass(frozen=True)
+class CandidateTask:
+    """What every image's task on a cluster shares (scattered once): the strategy by name,
+    the model and committee as weights, the inference settings and the window size."""
+
+    strategy_name: str
+    strategy_options: dict[str, Any]
+    model: PortableModel
+    committee: tuple[PortableModel, ...]
+    inference_config: InferenceConfig
+    region_size: int | None
+
+
+def image_candidates(item: tuple[int, np.ndarray], *, task: CandidateTask) -> list[Candidate]:
+    """One pool image's candidates, on a worker: ``item`` is ``(image id, prepared image)``.
+    The same prediction (mode, maps, seeds) and candidates as :meth:`PoolScorer.score` here."""
+    image_id, image = item
+    strategy = get_strategy(task.strategy_name, **task.strategy_options)
+    return build_candidates(
+        strategy, str(image_id), image, task.model.get(),
+        committee=[m.get() for m in task.committee] or None,
+        inference_config=task.inference_config, region_size=task.region_size)

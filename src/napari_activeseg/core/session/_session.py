@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
+from ..cluster import check_scheduler
 from ..config import InferenceConfig, ModelConfig, TrainConfig
 from ..inference import Prediction, predict
 from ..model import UNet
@@ -190,6 +191,19 @@ class ActiveLearningSession:
     def scoring_budget_s(self, seconds: float) -> None:
         self._scoring.budget_s = float(seconds)
         self._scoring.forget()
+
+    @property
+    def scheduler(self) -> Any:
+        """Where pool scoring predicts the images: None (here), or a Dask scheduler address
+        (``tcp://host:8786``, saved in the project) or ``distributed.Client``; one task per
+        image, the same scores as here, the ranking always here."""
+        return self._scoring.scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler: Any) -> None:
+        self._scoring.scheduler = check_scheduler(scheduler)
+        if not self.project.read_only and (scheduler is None or isinstance(scheduler, str)):
+            self.project.set_setting("scheduler", self._scoring.scheduler)
 
     # ------------------------------------------------------------------ data and prediction
     def prepared(self, image_id: int) -> np.ndarray:

@@ -23,7 +23,7 @@ TINY_MODEL = ModelConfig(in_channels=1, n_classes=2, depth=2, width=4)
 TINY_TRAIN = TrainConfig(patch_size=32, batch_size=4, max_steps=15, time_budget_s=None, lr=1e-2)
 
 
-def _make_project(folder, n=4):
+def _make_project(folder, n=4, *, continuous=False):
     pairs = [make_blobs(shape=(48, 48), seed=s, n=4) for s in range(n)]
     arrays = {f"img{s}": (p[0] * 200).astype(np.uint8) for s, p in enumerate(pairs)}
     project = Project.create(folder, arrays=arrays, classes=("background", "blob"))
@@ -31,6 +31,8 @@ def _make_project(folder, n=4):
     project.set_setting("train_config", TINY_TRAIN.to_dict())
     project.set_setting("inference_config",
                         InferenceConfig(tile_size=64, overlap=8, mc_samples=2).to_dict())
+    # these tests drive rounds by hand (tests/_widgets/test_continuous_dock.py: by themselves)
+    project.set_setting("continuous_training", continuous)
     truth = {r.id: pairs[int(r.name[3:])][1] for r in project.images()}
     project.close()
     return truth

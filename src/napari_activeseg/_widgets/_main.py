@@ -36,6 +36,7 @@ from ._common import (
     warm_up_torch,
 )
 from ._common import notify as _notify
+from ._continuous import ContinuousDriver
 from ._export_panel import ExportPanel
 from ._layers import (
     is_edited,
@@ -84,6 +85,7 @@ class ActiveSegWidget(QWidget):
         self.current_view: ImageView | None = None
         self.jobs = Jobs(self, on_change=self._update_enabled, on_error=self._on_worker_error)
         self._build_ui()
+        self.continuous = ContinuousDriver(self)
         self._update_enabled()
         warm_up_torch()
         self._draft_timer = QTimer(self)
@@ -224,6 +226,7 @@ class ActiveSegWidget(QWidget):
         self.settings.load(self.session)
         self.train_panel.show_session(self.session)
         self._listen(self.session)
+        self.continuous.attach(self.session)
         self.project_panel.show_session(self.session)
         drafts = project.drafts()
         if drafts:
@@ -251,6 +254,7 @@ class ActiveSegWidget(QWidget):
         self.project_panel.show_session(self.session)
         self._update_enabled()
         self.pool.schedule_refresh()
+        self.continuous.kick()
 
     def refresh_table(self) -> None:
         self.pool.refresh(self.session)
@@ -269,12 +273,14 @@ class ActiveSegWidget(QWidget):
         """Stop running work and close the open project (nothing unsaved is lost: drafts)."""
         if self.session is not None:
             self.cancel()
+            self.continuous.stop()
             self.session.project.close()
             self.session = None
             self.current_view = None
             self.project_panel.show_session(None)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self.continuous.stop()
         stop_session(weakref.ref(self.session) if self.session else (lambda: None),
                      self.jobs.workers)
         super().closeEvent(event)
@@ -412,10 +418,10 @@ class ActiveSegWidget(QWidget):
         self.training_finished.emit(summary)
         if summary is not None and summary.saved:
             self.jobs.release("train")
-            self._refresh_open_prediction()
+            self.refresh_open_prediction()
             self.score_pool()
 
-    def _refresh_open_prediction(self) -> None:
+    def refresh_open_prediction(self) -> None:
         """After training: a fresh prediction and uncertainty for the open image, if the user
         has not edited it yet (their edits are never overwritten)."""
         view = self.current_view
@@ -433,6 +439,7 @@ class ActiveSegWidget(QWidget):
             self.jobs.release("score")
             self._update_enabled()
             self.scoring_finished.emit(n)
+            self.continuous.kick()
 
         self.jobs.start(lambda: session.score_pool(regions=regions, region_size=size),
                         on_yield=self.train_panel.show_scoring, on_return=on_return,
@@ -445,6 +452,7 @@ class ActiveSegWidget(QWidget):
         learns what was kept); quitting the worker would drop that return value.
         """
         if self.session is not None:
+            self.continuous.pause()
             self.session.request_stop()
 
     # ------------------------------------------------------------------ settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -38,6 +39,14 @@ class TrainPanel(QGroupBox):
         row.addWidget(self.cancel_btn)
         row.addWidget(self.auto_train, 1)
         v.addLayout(row)
+        self.continuous_check = QCheckBox("Train continuously")
+        self.continuous_check.setChecked(True)
+        self.continuous_check.setToolTip(
+            "Train in rounds by itself whenever there are new labels; a round's model is kept "
+            "only when it is at least as good on the held-back images.")
+        self.continuous_status = QLabel("")  # what the model is doing, in one line
+        v.addWidget(self.continuous_check)
+        v.addWidget(self.continuous_status)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
@@ -82,6 +91,9 @@ class TrainPanel(QGroupBox):
     def show_summary(self, summary) -> None:
         """The end of a round: kept, cancelled, or cancelled before it started."""
         self.plot.set_history(self.history)
+        if summary is not None and summary.kept_previous:
+            self.progress_label.setText(summary.notes[-1])
+            return
         if summary is not None and not summary.saved:
             notify("info", "Training cancelled: the last good model is kept.")
         for note in summary.notes if summary is not None and summary.saved else ():

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,28 @@ def test_predict_with_scheduler_writes_the_same_labels(cluster, tmp_path):
     assert [f["input"] for f in manifest["files"]] == \
         ["broken.tif", "new0.tif", "new1.tif", "new2.tif", "new3.tif"]
     assert manifest["n_written"] == 4 and manifest["n_failed"] == 1 and manifest["completed"]
+
+
+def _slow_square(item, *, pause, folder):
+    Path(folder, f"{item}.started").touch()
+    time.sleep(pause)
+    return item * item
+
+
+def test_closing_the_run_cancels_what_is_pending(cluster, tmp_path):
+    _, client = cluster
+    runs = map_images(_slow_square, range(20), scheduler=client,
+                      shared={"pause": 0.3, "folder": str(tmp_path)}, window=20)
+    item, result = next(runs)
+    assert result == item * item
+    runs.close()
+
+    def n_tasks(dask_scheduler):
+        return len(dask_scheduler.tasks)
+
+    deadline = time.monotonic() + 30
+    while client.run_on_scheduler(n_tasks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.run_on_scheduler(n_tasks) == 0  # nothing left running or held
+    started = len(list(tmp_path.glob("*.started")))
+    assert 1 <= started < 20  # the pending tasks never ran

@@ -1,7 +1,8 @@
 """The facade of the active-learning loop: :class:`ActiveLearningSession`.
 
-It owns the project, the configurations, the query strategy, the stop flag and the signals,
-and hands each job to a collaborator: training rounds and the current model
+:class:`SessionBase` owns the project, the configurations, the query strategy, the stop flag,
+the signals and the saved settings; :class:`ActiveLearningSession` adds the loop's calls. Both
+hand each job to a collaborator: training rounds and the current model
 (:mod:`._training`), scoring the pool and suggesting (:mod:`._scoring`), the user's side of
 an image (:mod:`._annotations`), the caches (:mod:`._cache`), the saved settings
 (:mod:`._settings`) and the automatic-training counter (:mod:`._autotrain`).
@@ -34,33 +35,11 @@ from ._scoring import PoolScorer, ScoringInputs
 from ._training import RoundRunner
 
 
-class ActiveLearningSession:
-    """The loop over one project.
-
-    It announces what changes (psygnal signals, emitted in the thread that made the change;
-    a GUI connects with ``thread="main"``): :attr:`image_submitted` (image id),
-    :attr:`status_changed` (image id: suggested, skipped, submitted, draft),
-    :attr:`model_changed` (the new version, or None when the model was reset),
-    :attr:`scores_changed` (the pool's scores, or the strategy they belong to).
-
-    Parameters
-    ----------
-    project : Project
-        An open project (read-write for training and submitting).
-    model_config, train_config, inference_config : optional
-        Default: the ones saved in the project, else defaults sized for a CPU, with
-        ``in_channels`` from the project's channel count (``Project.channels``) and
-        ``n_classes`` from the project's classes.
-        Given ones are saved to the project.
-    strategy : str
-        Registry name (:func:`~.strategies.available_strategies`); options via
-        ``strategy_options``.
-    pseudo_labels : PseudoLabelConfig or None
-        CEAL pseudo-labels of confident unlabelled pixels in training (None = off).
-    committee_size : int
-        Members trained on bootstrap resamples for the ``ensemble`` strategy.
-    seed : int
-    """
+class SessionBase:
+    """What a session is made of and how it is set up: the project, the configurations, the
+    query strategy, the signals, the collaborators that do the work, the current model, the
+    job lock, and every setting the session saves in the project. The loop itself (predict,
+    train, score, suggest, submit) is :class:`ActiveLearningSession`."""
 
     image_submitted = Signal(int)
     status_changed = Signal(int)
@@ -205,6 +184,90 @@ class ActiveLearningSession:
         if not self.project.read_only and (scheduler is None or isinstance(scheduler, str)):
             self.project.set_setting("scheduler", self._scoring.scheduler)
 
+    def _invalidate_predictions(self) -> None:
+        self._cache.clear_predictions()
+        self._scoring.forget()
+
+    def request_stop(self) -> None:
+        """Stop the running training or scoring within one step (thread-safe)."""
+        self._stop.set()
+        self._rounds.request_stop()
+
+    @property
+    def job_running(self) -> bool:
+        """Whether a training or scoring job holds the session now."""
+        return self._job_lock.locked()
+
+    def _begin_job(self, what: str) -> None:
+        if not self._job_lock.acquire(blocking=False):
+            raise RuntimeError(f"Cannot start {what}: another training or scoring job is "
+                               "running; wait for it or cancel it.")
+        self._stop.clear()
+
+    # ------------------------------------------------------------------ automatic training
+    @property
+    def submissions_since_train(self) -> int:
+        """Submissions since the last training round started (kept in the project)."""
+        return self._auto.since_train
+
+    @property
+    def auto_train_every(self) -> int:
+        """Train by itself after this many submissions (0 = only when asked); saved."""
+        return self._auto.every
+
+    @auto_train_every.setter
+    def auto_train_every(self, n: int) -> None:
+        self._auto.every = n
+
+    @property
+    def training_due(self) -> bool:
+        """Whether enough was submitted since the last round for an automatic one."""
+        return self._auto.due(self.n_labelled)
+
+    @property
+    def continuous_training(self) -> bool:
+        """Whether the dock trains continuously (:class:`~._continuous.ContinuousTrainer`);
+        saved in the project, on unless turned off. A script trains continuously only when
+        it runs a ContinuousTrainer."""
+        return self._auto.continuous
+
+    @continuous_training.setter
+    def continuous_training(self, on: bool) -> None:
+        self._auto.continuous = on
+
+    @property
+    def n_labelled(self) -> int:
+        return len(self.project.labelled_ids())
+
+
+class ActiveLearningSession(SessionBase):
+    """The loop over one project.
+
+    It announces what changes (psygnal signals, emitted in the thread that made the change;
+    a GUI connects with ``thread="main"``): :attr:`image_submitted` (image id),
+    :attr:`status_changed` (image id: suggested, skipped, submitted, draft),
+    :attr:`model_changed` (the new version, or None when the model was reset),
+    :attr:`scores_changed` (the pool's scores, or the strategy they belong to).
+
+    Parameters
+    ----------
+    project : Project
+        An open project (read-write for training and submitting).
+    model_config, train_config, inference_config : optional
+        Default: the ones saved in the project, else defaults sized for a CPU, with
+        ``in_channels`` from the project's channel count (``Project.channels``) and
+        ``n_classes`` from the project's classes.
+        Given ones are saved to the project.
+    strategy : str
+        Registry name (:func:`~.strategies.available_strategies`); options via
+        ``strategy_options``.
+    pseudo_labels : PseudoLabelConfig or None
+        CEAL pseudo-labels of confident unlabelled pixels in training (None = off).
+    committee_size : int
+        Members trained on bootstrap resamples for the ``ensemble`` strategy.
+    seed : int
+    """
+
     # ------------------------------------------------------------------ data and prediction
     def prepared(self, image_id: int) -> np.ndarray:
         """The network input of an image: (C, H, W) float32, cached."""
@@ -227,10 +290,6 @@ class ActiveLearningSession:
             The pixels already reviewed (all False for a new image); None = the whole image.
         """
         return self._desk.annotation(image_id, self.predict)
-
-    def _invalidate_predictions(self) -> None:
-        self._cache.clear_predictions()
-        self._scoring.forget()
 
     def predict(self, image_id: int, *, maps: Sequence[str] | None = None) -> Prediction | None:
         """The current model's prediction of a project image (cached), or None before the
@@ -261,22 +320,6 @@ class ActiveLearningSession:
         return predict(self.model, img, mode=mode, maps=maps, config=self.inference_config)
 
     # ------------------------------------------------------------------ long jobs
-    def request_stop(self) -> None:
-        """Stop the running training or scoring within one step (thread-safe)."""
-        self._stop.set()
-        self._rounds.request_stop()
-
-    @property
-    def job_running(self) -> bool:
-        """Whether a training or scoring job holds the session now."""
-        return self._job_lock.locked()
-
-    def _begin_job(self, what: str) -> None:
-        if not self._job_lock.acquire(blocking=False):
-            raise RuntimeError(f"Cannot start {what}: another training or scoring job is "
-                               "running; wait for it or cancel it.")
-        self._stop.clear()
-
     def train(self, *, train_config: TrainConfig | None = None, publish_if_better: bool = False
               ) -> Generator[TrainProgress, None, RoundSummary | None]:
         """Fine-tune on everything submitted so far (warm start from the current model).
@@ -468,38 +511,3 @@ class ActiveLearningSession:
         self._desk.skip(image_id, suggestion_id=suggestion_id)
         self._scoring.forget(image_id)
         self.status_changed.emit(image_id)
-
-    # ------------------------------------------------------------------ automatic training
-    @property
-    def submissions_since_train(self) -> int:
-        """Submissions since the last training round started (kept in the project)."""
-        return self._auto.since_train
-
-    @property
-    def auto_train_every(self) -> int:
-        """Train by itself after this many submissions (0 = only when asked); saved."""
-        return self._auto.every
-
-    @auto_train_every.setter
-    def auto_train_every(self, n: int) -> None:
-        self._auto.every = n
-
-    @property
-    def training_due(self) -> bool:
-        """Whether enough was submitted since the last round for an automatic one."""
-        return self._auto.due(self.n_labelled)
-
-    @property
-    def continuous_training(self) -> bool:
-        """Whether the dock trains continuously (:class:`~._continuous.ContinuousTrainer`);
-        saved in the project, on unless turned off. A script trains continuously only when
-        it runs a ContinuousTrainer."""
-        return self._auto.continuous
-
-    @continuous_training.setter
-    def continuous_training(self, on: bool) -> None:
-        self._auto.continuous = on
-
-    @property
-    def n_labelled(self) -> int:
-        return len(self.project.labelled_ids())

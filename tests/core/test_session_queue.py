@@ -108,3 +108,26 @@ def test_with_no_queue_while_training_the_pool_is_served_at_random(project):  # 
         s.request_stop()
         run_to_end(round_)
     assert run_to_end(s.score_pool()) == 4 and s.queue_state() == "fresh"
+
+
+def test_a_stop_during_a_strategys_own_work_ends_the_pass_cleanly(project, monkeypatch):  # noqa: F811
+    s, _ = _trained(project)
+    run_to_end(s.score_pool())
+    old = s.model_version
+    run_to_end(s.train())  # a new model: the next pass re-ranks
+
+    def stopped(candidates, context):  # what task_similarity does when request_stop arrives
+        s.request_stop()
+        raise InterruptedError("stopped before all probes were trained.")
+
+    monkeypatch.setattr(s.strategy, "rank", stopped)
+    records = []
+    run_to_end(s.score_pool(), records.append)  # no exception: a cancelled pass
+    assert "Cancelled while ranking" in records[-1].message
+    n, view = run_to_end(s.next_view())
+    assert view.suggestion.model_version == old  # the previous ranking still serves
+    # the same error without a stop request is a real failure and is not hidden
+    monkeypatch.setattr(s.strategy, "rank", lambda c, x: (_ for _ in ()).throw(
+        InterruptedError("unexpected")))
+    with pytest.raises(InterruptedError, match="unexpected"):
+        run_to_end(s.score_pool())

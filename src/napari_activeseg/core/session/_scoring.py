@@ -168,7 +168,14 @@ class PoolScorer:
                 self._s_per_px = 0.5 * self._s_per_px + 0.5 * (time.perf_counter() - t1) / (h * w)
             if not blind or n == len(todo):
                 yield ScoreProgress(n, len(todo), image_id, time.perf_counter() - t0)
-        self._rank(inputs, regions, region_size)
+        try:
+            self._rank(inputs, regions, region_size)
+        except InterruptedError:  # a strategy's own work (task_similarity's probes) was
+            if not self._stop.is_set():  # stopped by request_stop: the queue stays as it was
+                raise
+            yield ScoreProgress(len(todo), len(todo), None, time.perf_counter() - t0,
+                                "Cancelled while ranking: the previous ranking still serves.")
+            return len(todo)
         if blind:
             note = ("No model yet: suggestions are random until the first training."
                     if inputs.model is None else

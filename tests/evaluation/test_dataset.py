@@ -244,3 +244,34 @@ def test_load_five_real_nuclei_images(tmp_path):
         assert mask.shape == image.shape[1:] and mask.dtype == np.uint8
         assert set(np.unique(mask)) <= {0, 1} and mask.any()
         assert np.isfinite(image).all()
+
+
+def test_instances_are_loaded_by_stem(gray_folder):
+    assert load_dataset(gray_folder).instances is None
+    labels = np.zeros((32, 40), np.uint16)
+    labels[5:15, 5:10], labels[5:15, 10:20] = 1, 300
+    _write(gray_folder / "instances" / "a.png", labels)
+    _write(gray_folder / "instances" / "b.png", np.zeros((32, 40), np.uint8))
+    ds = load_dataset(gray_folder)
+    assert [i.dtype for i in ds.instances] == [np.uint16, np.uint16]
+    assert np.array_equal(ds.instances[0], labels)
+    assert ds.subset([1]).instances[0].max() == 0
+
+
+def test_instances_missing_for_an_image_is_refused(gray_folder):
+    _write(gray_folder / "instances" / "a.png", np.zeros((32, 40), np.uint16))
+    with pytest.raises(ValueError, match="b.*no label image|no label image.*b"):
+        load_dataset(gray_folder)
+
+
+def test_instances_of_the_wrong_shape_are_refused(gray_folder):
+    _write(gray_folder / "instances" / "a.png", np.zeros((32, 41), np.uint16))
+    _write(gray_folder / "instances" / "b.png", np.zeros((32, 40), np.uint16))
+    with pytest.raises(ValueError, match="mask's shape"):
+        load_dataset(gray_folder)
+
+
+def test_nuclei_instances_agree_with_the_masks():
+    ds = load_dataset(NUCLEI, max_images=2)
+    for inst, mask in zip(ds.instances, ds.masks):
+        assert np.array_equal(inst > 0, mask > 0)

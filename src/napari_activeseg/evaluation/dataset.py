@@ -5,6 +5,8 @@ The layout is the one of the benchmark contract (see ``DESIGN.md``)::
     root/
       images/   a.png  b.tif  ...   gray, RGB or multichannel, any size, 8/16-bit or float
       masks/    a.png  b.tif  ...   class maps of the same height and width: 0 = background
+      instances/ a.png b.png ...    optional: label images, 0 = background, one id per object;
+                                    matched to the images by file stem (a.tif <-> a.png)
 
 Binary masks saved as 0/255 (what most tools export) are mapped to 0/1; any other mask is
 taken as a class map as it is, and the number of classes is the largest value plus one.
@@ -45,6 +47,9 @@ class SegDataset:
         Number of classes including background (at least 2).
     in_channels : int
         Channel count C, the same for every image.
+    instances : list of (H, W) uint16 ndarray or None
+        One instance label image per image (0 = background, one id per object) when the
+        folder has ``instances/``; None otherwise.
     """
 
     root: Path
@@ -53,6 +58,7 @@ class SegDataset:
     masks: list[np.ndarray] = field(repr=False)
     n_classes: int
     in_channels: int
+    instances: list[np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -84,6 +90,7 @@ class SegDataset:
             masks=[self.masks[i] for i in idx],
             n_classes=self.n_classes,
             in_channels=self.in_channels,
+            instances=None if self.instances is None else [self.instances[i] for i in idx],
         )
 
 
@@ -256,7 +263,48 @@ def load_dataset(root: str | Path, *, max_images: int | None = None) -> SegDatas
         masks=masks,
         n_classes=n_classes,
         in_channels=in_channels,
+        instances=_read_instances(root / "instances", names, masks),
     )
+
+
+def _read_instances(
+    folder: Path, names: Sequence[str], masks: Sequence[np.ndarray]
+) -> list[np.ndarray] | None:
+    """The ``instances/`` label images of ``names`` (matched by stem), or None without it."""
+    from ..core.imageio import read_image
+
+    if not folder.is_dir():
+        return None
+    by_stem: dict[str, list[Path]] = {}
+    for path in _list_images(folder).values():
+        by_stem.setdefault(path.stem, []).append(path)
+    stems = [Path(n).stem for n in names]
+    missing = [s for s in stems if s not in by_stem]
+    twice = [s for s in stems if len(by_stem.get(s, ())) > 1]
+    if missing or twice:
+        what = (f"{len(missing)} image(s) have no label image: {_listing(missing)}" if missing
+                else f"several files share the stem of {_listing(twice)}")
+        raise ValueError(
+            f"{str(folder)!r}: {what}. instances/ must hold exactly one label image per image, "
+            "of the same file stem (a.tif <-> a.png), or be removed."
+        )
+    out = []
+    for name, stem, mask in zip(names, stems, masks, strict=True):
+        path = by_stem[stem][0]
+        labels = np.asarray(read_image(path))
+        if labels.shape != mask.shape or labels.dtype.kind not in "ub":
+            raise ValueError(
+                f"Instance labels {path.name!r} have shape {labels.shape} and dtype "
+                f"{labels.dtype}; expected an unsigned integer (H, W) label image of its "
+                f"mask's shape {mask.shape} (image {name!r})."
+            )
+        if labels.size and int(labels.max()) > np.iinfo(np.uint16).max:
+            raise ValueError(
+                f"Instance labels {path.name!r} hold id {int(labels.max())}; at most 65535 "
+                "objects per image are supported (relabel them 1..N)."
+            )
+        out.append(labels.astype(np.uint16))
+    return out
 
 
 def split_dataset(

@@ -160,10 +160,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .core import export as ex
     from .core.project import Project
 
-    chosen = {k for k in ("labels", "predictions", "model", "provenance", "bioimageio")
-              if getattr(args, k)}
+    chosen = {k for k in ("labels", "predictions", "model", "provenance", "bioimageio",
+                          "measurements") if getattr(args, k)}
     everything = not chosen
-    chosen = chosen or {"labels", "predictions", "model", "provenance"}
+    chosen = chosen or {"labels", "predictions", "model", "provenance", "measurements"}
     out = Path(args.out_dir).expanduser()
     with Project.open(args.project, read_only=True) as project:
         has_model = bool(project.models())
@@ -175,6 +175,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if "provenance" in chosen:
             ex.export_provenance(project, out / "provenance")
             print(f"provenance: history, rounds, submissions -> {out / 'provenance'}")
+        if "measurements" in chosen:
+            if project.labelled_ids():
+                m = ex.measure_project(project, out / "measurements", source="labels")
+                print(f"measurements: {len(m.objects)} object(s) of {len(m.images)} labelled "
+                      f"image(s) -> {out / 'measurements'}")
+            else:
+                print("measurements: no submitted labels yet")
         if everything and not has_model and args.version is None:
             print("model, predictions: skipped, the project has no trained model yet")
             return 0
@@ -198,6 +205,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print(f"predictions: {len(result.written)} image(s) with model "
                   f"{result.model_version} -> {result.out_dir}"
                   + (f"; {len(result.failed)} skipped" if result.failed else ""))
+    return 0
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    """One CSV row per object (and per image) of the labels and/or predictions (read-only)."""
+    from .core.export import measure_project
+
+    result = measure_project(args.project, args.out_dir, source=args.source,
+                             pixel_size=args.pixel_size, model_version=args.version,
+                             device=args.device, progress=_progress_printer())
+    print(f"{len(result.objects)} object(s) in {len(result.images)} image(s) "
+          f"({args.source}) -> {result.out_dir / 'objects.csv'}, images.csv"
+          + (f"; {len(result.failed)} image(s) skipped" if result.failed else ""))
     return 0
 
 
@@ -359,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("predictions", "the model's labels and uncertainty for every image"),
                        ("model", "the model: TorchScript, ONNX, weights, preprocessing.json"),
                        ("provenance", "query history, rounds and submissions"),
+                       ("measurements", ("one CSV row per object of the submitted labels "
+                                         "(see 'activeseg measure' for the predictions)")),
                        ("bioimageio", ("the model as a bioimage.io package (OUT_DIR/"
                                        "<project>_<version>.bioimageio.zip; [bioimageio] "
                                        "extra)"))):
@@ -369,6 +391,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-onnx", action="store_true", help="do not try ONNX")
     export.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     export.set_defaults(func=_cmd_export)
+    measure = sub.add_parser(
+        "measure", help="one CSV row per object: area, intensities, shape (and per image)",
+        description="Measure every object (a connected component of a class) of the "
+                    "submitted labels and/or the model's predictions of the pool: OUT_DIR/"
+                    "objects.csv (area, centroid, bounding box, intensity per channel, "
+                    "eccentricity, solidity, ...) and OUT_DIR/images.csv (counts per class, "
+                    "mean and median area). Read-only.")
+    measure.add_argument("project", metavar="PROJECT", help="project folder")
+    measure.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
+    measure.add_argument("--source", default="labels", choices=("labels", "predictions", "both"),
+                         help="what to measure (default: labels)")
+    measure.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                         help="micrometres per pixel (default: the project's pixel_size_um "
+                              "setting, else sizes in pixels)")
+    measure.add_argument("--version", default=None, help="model version (default: latest)")
+    measure.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    measure.set_defaults(func=_cmd_measure)
     imp = sub.add_parser(
         "import", help="import masks made elsewhere (Fiji, ilastik, Cellpose) as labels",
         description="Match the mask files of MASK_DIR to the project's images by name (also "

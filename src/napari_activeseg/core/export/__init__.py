@@ -18,6 +18,8 @@ take an open :class:`~.project.Project` or a project folder (opened read-only an
   model, or a bioimage.io package, to a new folder of images;
 - :func:`export_provenance` (:mod:`.provenance`) -- query history, rounds and submissions as
   CSV/JSON.
+- :func:`measure_project_iter` / :func:`measure_project` (:mod:`.measurements`) -- one row per
+  object of the labels and/or the predictions (``objects.csv``) and per image (``images.csv``).
 
 What they share sits in :mod:`.common` (the project opened, the output folder, the model's
 polarity decided) and, for the two prediction exports, :mod:`.records` (:class:`ExportProgress`,
@@ -35,6 +37,7 @@ from .bioimageio import export_bioimageio
 from .bioimageio_run import open_package
 from .folder import predict_folder, predict_folder_iter
 from .labels import export_labels
+from .measurements import MeasureResult, measure_project, measure_project_iter
 from .model import CONFIG_NAME as CONFIG_NAME
 from .model import ONNX_NAME as ONNX_NAME
 from .model import PREPROCESSING_FORMAT as PREPROCESSING_FORMAT
@@ -50,12 +53,15 @@ from .records import ExportProgress, ExportResult
 __all__ = [
     "ExportProgress",
     "ExportResult",
+    "MeasureResult",
     "export_bioimageio",
     "export_labels",
     "export_model",
     "export_predictions",
     "export_predictions_iter",
     "export_provenance",
+    "measure_project",
+    "measure_project_iter",
     "open_package",
     "predict_folder",
     "predict_folder_iter",

@@ -13,6 +13,11 @@ without:
     round 2   1 % boxes (no new labels)       sup | semi     <- compared at 1 %
     round 3   2 % boxes                       sup | semi     <- compared at 2 %
 
+``--arms sup consist`` runs the consistency arm instead (or beside): the same rounds with
+``TrainConfig.consistency_weight = --consistency-weight`` (FixMatch-style consistency between
+weak and strong views of crops of the unreviewed pixels and of unlabelled pool images,
+``core.consistency``), every other setting the same.
+
 Everything goes through the product (Project + ActiveLearningSession, default model and
 preprocessing), with a fixed number of steps per round (``--steps``) so the result does not
 depend on the machine's load. Test Dice: mean per-image foreground Dice
@@ -69,8 +74,8 @@ def _submit(session, ds, by_name, chosen):
 
 
 def _dice(session, ds, test):
-    from napari_activeseg.evaluation.dataset import mean_dice
     from napari_activeseg.core.imageio import read_image
+    from napari_activeseg.evaluation.dataset import mean_dice
 
     preds = []
     for i in test:
@@ -80,14 +85,15 @@ def _dice(session, ds, test):
     return float(mean_dice(preds, [ds.masks[i] for i in test], ds.n_classes))
 
 
-def run_one(data: Path, seed: int, out: Path, steps: int, rows: list[dict], save) -> None:
-    from napari_activeseg.evaluation.dataset import load_dataset, split_dataset
+def run_one(data: Path, seed: int, out: Path, steps: int, rows: list[dict], save,
+            arms=("sup", "semi"), consistency_weight: float = 1.0) -> None:
     from napari_activeseg.core.config import TrainConfig
     from napari_activeseg.core.progress import run_to_end
     from napari_activeseg.core.project import Project
     from napari_activeseg.core.session import ActiveLearningSession
     from napari_activeseg.core.strategies import PseudoLabelConfig
     from napari_activeseg.core.strategies.regions import auto_region_size
+    from napari_activeseg.evaluation.dataset import load_dataset, split_dataset
 
     name = data.name
     if any(r["dataset"] == name and r["seed"] == seed for r in rows):
@@ -113,7 +119,7 @@ def run_one(data: Path, seed: int, out: Path, steps: int, rows: list[dict], save
         run_to_end(session.train())
         shared_dice = _dice(session, ds, test)
     found = []
-    for arm in ("sup", "semi"):
+    for arm in arms:
         folder = base / arm
         shutil.copytree(base / "shared", folder)
         with Project.open(folder) as project:
@@ -121,8 +127,10 @@ def run_one(data: Path, seed: int, out: Path, steps: int, rows: list[dict], save
             # weak first model's guesses on a 200-image pool do not drown three boxes of truth
             n_boxed = len({i for i, _ in b1})
             pseudo = PseudoLabelConfig(max_images=n_boxed) if arm == "semi" else None
+            consist = train.replace(consistency_weight=consistency_weight) \
+                if arm == "consist" else None
             session = ActiveLearningSession(project, strategy="random", seed=seed,
-                                            pseudo_labels=pseudo)
+                                            pseudo_labels=pseudo, train_config=consist)
             summary = run_to_end(session.train())
             d1 = _dice(session, ds, test)
             _submit(session, ds, by_name, b2[len(b1):])
@@ -141,25 +149,26 @@ def run_one(data: Path, seed: int, out: Path, steps: int, rows: list[dict], save
     shutil.rmtree(base, ignore_errors=True)
 
 
-def table(rows: list[dict]) -> str:
-    lines = [f"{'dataset':20s} {'seed':>4s} {'1% sup':>7s} {'1% semi':>8s} {'diff':>7s} "
-             f"{'2% sup':>7s} {'2% semi':>8s} {'diff':>7s}"]
+def table(rows: list[dict], arm: str = "semi") -> str:
+    """The paired table of ``sup`` against ``arm``."""
+    lines = [(f"{'dataset':20s} {'seed':>4s} {'1% sup':>7s} {'1% ' + arm:>10s} {'diff':>7s} "
+              f"{'2% sup':>7s} {'2% ' + arm:>10s} {'diff':>7s}")]
     by = {}
     for r in rows:
         by.setdefault((r["dataset"], r["seed"]), {})[r["arm"]] = r
     diffs: dict[str, dict[str, list[float]]] = {}
     for (ds, seed), arms in sorted(by.items()):
-        if set(arms) != {"sup", "semi"}:
+        if "sup" not in arms or arm not in arms:
             continue
-        a, b = arms["sup"], arms["semi"]
+        a, b = arms["sup"], arms[arm]
         d1, d2 = b["dice_1pct"] - a["dice_1pct"], b["dice_2pct"] - a["dice_2pct"]
         diffs.setdefault(ds, {"1": [], "2": []})
         diffs[ds]["1"].append(d1)
         diffs[ds]["2"].append(d2)
-        lines.append(f"{ds:20s} {seed:4d} {a['dice_1pct']:7.3f} {b['dice_1pct']:8.3f} {d1:+7.3f} "
-                     f"{a['dice_2pct']:7.3f} {b['dice_2pct']:8.3f} {d2:+7.3f}")
+        lines.append(f"{ds:20s} {seed:4d} {a['dice_1pct']:7.3f} {b['dice_1pct']:10.3f} "
+                     f"{d1:+7.3f} {a['dice_2pct']:7.3f} {b['dice_2pct']:10.3f} {d2:+7.3f}")
     lines.append("")
-    lines.append("median paired difference (semi - sup), seeds; wins")
+    lines.append(f"median paired difference ({arm} - sup), seeds; wins")
     for ds, d in sorted(diffs.items()):
         lines.append(f"{ds:20s} 1%: {np.median(d['1']):+.3f} ({sum(x > 0 for x in d['1'])}/"
                      f"{len(d['1'])})   2%: {np.median(d['2']):+.3f} "
@@ -174,6 +183,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--arms", nargs="+", default=["sup", "semi"],
+                    choices=["sup", "semi", "consist"])
+    ap.add_argument("--consistency-weight", type=float, default=1.0)
     args = ap.parse_args(argv)
     import torch
 
@@ -190,9 +202,11 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for data in args.data:
             t = time.perf_counter()
-            run_one(data.resolve(), seed, args.out, args.steps, rows, save)
+            run_one(data.resolve(), seed, args.out, args.steps, rows, save, tuple(args.arms),
+                    args.consistency_weight)
             print(f"{data.name} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
-    print(table(rows))
+    for arm in [a for a in args.arms if a != "sup"]:
+        print(table(rows, arm))
     return 0
 
 

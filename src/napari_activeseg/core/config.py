@@ -219,6 +219,15 @@ class TrainConfig(JsonConfig):
     device: str = "auto"
     amp: bool = True
     num_threads: int | None = None
+    # consistency regularisation on unlabelled pixels (core/consistency.py, FixMatch): the
+    # weight of its loss (0 = off; measured in docs/2026-12-01-consistency.md), the teacher's
+    # confidence a pixel needs, the ramp-up (fraction of the round), unlabelled crops per
+    # step, and pool images sampled per round
+    consistency_weight: float = 0.0
+    consistency_threshold: float = 0.95
+    consistency_rampup: float = 0.3
+    consistency_batch: int = 8
+    consistency_images: int = 32
 
     def __post_init__(self) -> None:
         ensure(self.patch_size >= 16 and self.patch_size % 8 == 0,
@@ -241,6 +250,15 @@ class TrainConfig(JsonConfig):
                f"warm_lr_factor must be in (0, 1], got {self.warm_lr_factor}.")
         ensure(0.0 <= self.val_fraction < 1.0,
                f"val_fraction must be in [0, 1), got {self.val_fraction}.")
+        ensure(self.consistency_weight >= 0,
+               f"consistency_weight must be >= 0 (0 = off), got {self.consistency_weight}.")
+        ensure(0.0 < self.consistency_threshold <= 1.0,
+               f"consistency_threshold must be in (0, 1], got {self.consistency_threshold}.")
+        ensure(0.0 <= self.consistency_rampup <= 1.0,
+               f"consistency_rampup must be in [0, 1], got {self.consistency_rampup}.")
+        ensure(self.consistency_batch >= 1 and self.consistency_images >= 0,
+               f"consistency_batch must be >= 1 and consistency_images >= 0, got "
+               f"{self.consistency_batch} and {self.consistency_images}.")
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,14 @@ import threading
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
 from .config import ModelConfig, TrainConfig
+from .consistency import ConsistencyTerm
 from .device import autocast, choose_device, empty_cache, is_oom
 from .losses import dice_score, segmentation_loss
 from .model import UNet
@@ -283,6 +285,7 @@ class Trainer:
         val_labels: Sequence[np.ndarray] | None = None,
         init_state: dict[str, torch.Tensor] | None = None,
         focus: Sequence[np.ndarray | None] | None = None,
+        unlabelled: Sequence[tuple[np.ndarray, np.ndarray | None]] | None = None,
     ) -> Generator[TrainProgress, None, TrainResult]:
         """Train one round; yields :class:`TrainProgress`, returns :class:`TrainResult`.
 
@@ -303,6 +306,9 @@ class Trainer:
         focus : sequence of (H, W) bool ndarray or None, optional
             Per image, the "hard" pixels (e.g. where the previous model was corrected);
             ``focus_p`` of the patches are centred on one of them (0 = ignored).
+        unlabelled : sequence of ((C, H, W) ndarray, (H, W) bool ndarray or None), optional
+            Images and the pixels of them nobody reviewed (None = all) for the consistency
+            term (:mod:`.consistency`); used only when ``consistency_weight > 0``.
         """
         # torch's thread count is process-wide: set it for the round, give it back after
         previous = torch.get_num_threads()
@@ -311,11 +317,12 @@ class Trainer:
         try:
             return (yield from self._fit(images, labels, reviewed, val_images=val_images,
                                          val_labels=val_labels, init_state=init_state,
-                                         focus=focus))
+                                         focus=focus, unlabelled=unlabelled))
         finally:
             torch.set_num_threads(previous)
 
-    def _fit(self, images, labels, reviewed, *, val_images, val_labels, init_state, focus):
+    def _fit(self, images, labels, reviewed, *, val_images, val_labels, init_state, focus,
+             unlabelled=None):
         cfg, mc = self.train_config, self.model_config
         self._stop.clear()
         images, labels, reviewed = self._check_data(images, labels, reviewed)
@@ -361,6 +368,8 @@ class Trainer:
         peak_lr = cfg.lr * (cfg.warm_lr_factor if init_state is not None else 1.0)
         opt = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=cfg.weight_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+        consist = ConsistencyTerm.build(unlabelled, cfg, mc.in_channels, device,
+                                        scaler.is_enabled())
         weights = None
         if cfg.class_weights is not None:
             if len(cfg.class_weights) != mc.n_classes:
@@ -394,7 +403,8 @@ class Trainer:
                 g["lr"] = lr
             x, y, ign = sampler.batch(batch)
             try:
-                loss_v = self._step(model, opt, scaler, device, x, y, ign, weights)
+                loss_v = self._step(model, opt, scaler, device, x, y, ign, weights,
+                                    None if consist is None else partial(consist, frac=frac))
             except Exception as exc:  # noqa: BLE001 - OOM halves the batch, the rest re-raised
                 if not is_oom(exc) or batch == 1:
                     raise
@@ -450,7 +460,7 @@ class Trainer:
         )
 
     @staticmethod
-    def _step(model, opt, scaler, device, x, y, ign, weights) -> float:
+    def _step(model, opt, scaler, device, x, y, ign, weights, extra=None) -> float:
         xt = torch.from_numpy(x).to(device, non_blocking=True) \
             .contiguous(memory_format=torch.channels_last)
         yt = torch.from_numpy(y).to(device, non_blocking=True)
@@ -459,6 +469,9 @@ class Trainer:
         with autocast(device, scaler.is_enabled()):
             logits = model(xt)
         loss = segmentation_loss(logits.float(), yt, ignore=it, class_weights=weights)
+        term = None if extra is None else extra(model)  # e.g. consistency on unlabelled crops
+        if term is not None:
+            loss = loss + term
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()

@@ -43,6 +43,25 @@ def held_back_ids(labelled: Sequence[tuple[int, np.ndarray, np.ndarray | None]],
     return sorted(sorted(full, key=lambda i: (i * 2654435761) % 2**32)[:n_val])
 
 
+def unlabelled_pixels(project: Project, labelled, images, reviewed, prepared, cfg: TrainConfig,
+                      seed: int) -> list[tuple[np.ndarray, np.ndarray | None]] | None:
+    """What the consistency term learns from (None when ``consistency_weight`` is 0): the
+    unreviewed pixels of the partly reviewed images (``images``/``reviewed`` in the order of
+    ``labelled``), and up to ``consistency_images`` unlabelled pool images drawn for ``seed``.
+    Read only: nothing of it is stored."""
+    if cfg.consistency_weight <= 0:
+        return None
+    out = [(images[n], ~reviewed[n]) for n in range(len(labelled))
+           if reviewed[n] is not None and not reviewed[n].all()]
+    done = {i for i, _, _ in labelled}
+    pool = [i for i in pool_ids(project) if i not in done]
+    if pool and cfg.consistency_images:
+        picked = np.random.default_rng(seed).choice(
+            pool, min(cfg.consistency_images, len(pool)), replace=False)
+        out += [(prepared(int(i)), None) for i in sorted(picked.tolist())]
+    return out
+
+
 def build_model(config: ModelConfig, state: Mapping[str, Any]) -> UNet:
     """A U-Net of ``config`` with the given weights, in eval mode."""
     model = UNet(config)
@@ -151,6 +170,8 @@ class RoundRunner:
         if pseudo_config is not None and pseudo_config.enabled and self.model:
             n_pseudo = self._add_pseudo_labels(labelled, images, labels, reviewed, round_no,
                                                pseudo_config, prepared, predict, notes)
+        unlabelled = unlabelled_pixels(self.project, labelled, images, reviewed, prepared,
+                                       cfg, cfg.seed + round_no)
         init = None if self.model is None else self.model.state_dict()
         model_config = self._model_config()
         self._trainer = Trainer(model_config, cfg.replace(seed=cfg.seed + round_no))
@@ -160,7 +181,7 @@ class RoundRunner:
             [None] * (len(images) - len(labelled))  # pseudo-labelled images have none
         result: TrainResult = yield from self._trainer.fit(
             images, labels, reviewed, init_state=init, focus=hard, val_images=val[0],
-            val_labels=val[1])
+            val_labels=val[1], unlabelled=unlabelled)
         if result.stop_reason == "stop_requested":
             notes.append("Training cancelled: the last good model is kept.")
             return RoundSummary(self.model_version, result, len(ids), n_pseudo,

@@ -38,6 +38,7 @@ from ._common import (
 from ._common import notify as _notify
 from ._continuous import ContinuousDriver
 from ._export_panel import ExportPanel
+from ._measure_panel import MeasurePanel
 from ._layers import (
     is_edited,
     layer_data,
@@ -106,8 +107,9 @@ class ActiveSegWidget(QWidget):
         self.train_panel = TrainPanel()
         self.settings_box, self.settings = settings_panel()
         self.export_panel = ExportPanel()
+        self.measure_panel = MeasurePanel(self)  # follows the dock's signals by itself
         for w in (self.project_panel, self.pool, self.review, self.train_panel,
-                  self.settings_box, self.export_panel):
+                  self.settings_box, self.export_panel, self.measure_panel):
             layout.addWidget(w)
         layout.addStretch(1)
 

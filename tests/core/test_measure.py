@@ -125,3 +125,16 @@ def test_instances_take_the_majority_class_of_the_class_map():
 def test_bad_input_says_what_is_wrong(kwargs, match):
     with pytest.raises(ValueError, match=match):
         measure_image(np.zeros((4, 4)), **kwargs)
+
+
+def test_class_pixels_outside_every_instance_become_objects_after_the_ids():
+    instances = np.zeros((8, 8), np.uint16)
+    instances[0:2, 0:2] = 5                 # a nucleus, painted as an object
+    class_map = np.zeros((8, 8), np.uint8)
+    class_map[0:2, 0:2] = 1
+    class_map[5:7, 5:8] = 2                 # a "cell" measured as area: no instance id
+    rows, ids = measure_image(np.ones((8, 8)), class_map=class_map, instances=instances,
+                              classes=CLASSES)
+    assert [(r["object_id"], r["class"], r["area_px"]) for r in rows] == [
+        (5, "nucleus", 4), (6, "cell", 6)]
+    assert ids[6, 6] == 6 and instances[6, 6] == 0  # the input is not changed

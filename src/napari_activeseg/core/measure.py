@@ -74,45 +74,58 @@ def _check_labels(labels: np.ndarray, what: str) -> np.ndarray:
     return labels
 
 
+def _components(class_map: np.ndarray, where: np.ndarray, start: int, out: np.ndarray,
+                class_of: dict[int, int]) -> None:
+    """Number the connected components of each class > 0 of `class_map` inside `where` from
+    ``start + 1`` into `out`, recording each one's class in `class_of`."""
+    from skimage.measure import label
+
+    for k in np.unique(class_map[where]):
+        if k == 0:
+            continue
+        comp, n = label(where & (class_map == k), connectivity=2, return_num=True)
+        out[comp > 0] = comp[comp > 0] + start
+        class_of.update({start + i: int(k) for i in range(1, n + 1)})
+        start += n
+
+
 def objects_of(class_map: np.ndarray | None = None, instances: np.ndarray | None = None
                ) -> tuple[np.ndarray, dict[int, int]]:  # fmt: skip
     """The objects of a label image: an object id image and ``{object id: class index}``.
 
     With `instances` (one id per object, 0 = background) the ids are kept and each object's
-    class is the class most of its pixels have in `class_map` (1 without a class map). With a
-    class map alone, each connected component of each class > 0 is an object, numbered from 1
-    class by class (then in raster order).
+    class is the class most of its pixels have in `class_map` (1 without a class map); the
+    class-map pixels outside every instance (a class measured as area) become objects by
+    connected components, numbered after the largest id. With a class map alone, each
+    connected component of each class > 0 is an object, numbered from 1 class by class (then
+    in raster order).
     """
-    if instances is not None:
-        ids = _check_labels(instances, "instance image")
-        present = np.unique(ids)
-        present = present[present > 0]
-        if class_map is None:
-            return ids, {int(i): 1 for i in present}
-        classes = _check_labels(class_map, "class map")
-        if classes.shape != ids.shape:
-            raise ValueError(f"The class map {classes.shape} and the instance image "
-                             f"{ids.shape} must have the same shape.")
-        k = int(classes.max(initial=0)) + 1
-        votes = np.bincount(ids.ravel().astype(np.int64) * k + classes.ravel(),
-                            minlength=(int(ids.max(initial=0)) + 1) * k).reshape(-1, k)
-        votes[:, 0] = 0  # background only when no pixel of the object has a class
-        return ids, {int(i): int(votes[i].argmax()) for i in present}
-    if class_map is None:
+    if instances is None and class_map is None:
         raise ValueError("Give a class map, an instance image, or both.")
-    from skimage.measure import label
-
-    classes = _check_labels(class_map, "class map")
-    out = np.zeros(classes.shape, np.int32)
-    class_of: dict[int, int] = {}
-    for k in np.unique(classes):
-        if k == 0:
-            continue
-        comp, n = label(classes == k, connectivity=2, return_num=True)
-        start = len(class_of)
-        out[comp > 0] = comp[comp > 0] + start
-        class_of.update({start + i: int(k) for i in range(1, n + 1)})
-    return out, class_of
+    classes = None if class_map is None else _check_labels(class_map, "class map")
+    if instances is None:
+        out = np.zeros(classes.shape, np.int32)
+        class_of: dict[int, int] = {}
+        _components(classes, np.ones(classes.shape, bool), 0, out, class_of)
+        return out, class_of
+    ids = _check_labels(instances, "instance image")
+    present = np.unique(ids)
+    present = present[present > 0]
+    if classes is None:
+        return ids, {int(i): 1 for i in present}
+    if classes.shape != ids.shape:
+        raise ValueError(f"The class map {classes.shape} and the instance image {ids.shape} "
+                         "must have the same shape.")
+    k = int(classes.max(initial=0)) + 1
+    votes = np.bincount(ids.ravel().astype(np.int64) * k + classes.ravel(),
+                        minlength=(int(ids.max(initial=0)) + 1) * k).reshape(-1, k)
+    votes[:, 0] = 0  # background only when no pixel of the object has a class
+    class_of = {int(i): int(votes[i].argmax()) for i in present}
+    rest = (ids == 0) & (classes > 0)
+    if rest.any():
+        ids = ids.astype(np.int32 if ids.max(initial=0) < 2**30 else np.int64)
+        _components(classes, rest, int(ids.max(initial=0)), ids, class_of)
+    return ids, class_of
 
 
 def _intensity(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -119,6 +119,13 @@ class ModelConfig(JsonConfig):
         training seed than with "batch" (BatchNorm) on DSB 2018 (README, "Training defaults").
         A saved configuration without this field is a BatchNorm model (saved before it
         existed).
+    boundary_classes : tuple of int
+        The object classes (project class indices, :mod:`core.instances`) that get an extra
+        "boundary" output each: the head has :attr:`n_outputs` = ``n_classes +
+        len(boundary_classes)`` channels, the boundary of class ``boundary_classes[j]`` being
+        channel ``n_classes + j``. ``forward`` folds each back into its class (the
+        semantic probabilities everything else uses); ``forward_full`` keeps them. Empty
+        (default) = a semantic model.
     """
 
     _kind: ClassVar[str] = "model"
@@ -135,6 +142,7 @@ class ModelConfig(JsonConfig):
     polarity: str = "pool"
     polarity_margin: float | None = 0.25
     norm: str = "group"
+    boundary_classes: tuple[int, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -162,6 +170,17 @@ class ModelConfig(JsonConfig):
         ensure(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
         ensure(0 <= self.dropout_decoder <= self.depth,
                f"dropout_decoder must be 0..depth ({self.depth}), got {self.dropout_decoder}.")
+        bc = tuple(self.boundary_classes)
+        ensure(all(isinstance(c, int) and 1 <= c < self.n_classes for c in bc)
+               and list(bc) == sorted(set(bc)),
+               f"boundary_classes must be increasing foreground class indices "
+               f"(1..{self.n_classes - 1}), got {self.boundary_classes!r}.")
+        object.__setattr__(self, "boundary_classes", bc)
+
+    @property
+    def n_outputs(self) -> int:
+        """Output channels of the head: the classes plus one boundary per object class."""
+        return self.n_classes + len(self.boundary_classes)
 
     @property
     def multiple(self) -> int:

@@ -18,6 +18,12 @@ for the T samples in one batched call. With the default placement (head only) th
 cost one forward pass plus T tiny 1x1 convolutions; with bottleneck dropout they cost the encoder
 once plus T decoders. A BatchNorm model stays in eval mode while sampling (the statistics of a
 single image would otherwise replace the learned ones).
+
+Object classes (``config.boundary_classes``, :mod:`core.instances`): the head has one more
+output per object class, its boundary. Every call here returns the *folded* class logits
+(``n_classes`` channels: class c's logit becomes ``logaddexp(class, boundary)``, so its
+softmax probability is the sum of the two), so uncertainty, strategies and exports see the
+project's classes; :meth:`UNet.forward_full` returns all outputs (training, post-processing).
 """
 
 from __future__ import annotations
@@ -29,6 +35,19 @@ from torch import nn
 from .config import ModelConfig
 
 GROUP_CHANNELS = 4  # channels per group of GroupNorm
+
+
+def fold_logits(logits: torch.Tensor, n_classes: int, boundary_classes: tuple[int, ...],
+                dim: int = 1) -> torch.Tensor:
+    """``n_classes`` logits from a head with boundary outputs: the logit of object class
+    ``boundary_classes[j]`` becomes ``logaddexp`` of it and output ``n_classes + j``, so a
+    softmax gives the class the sum of its interior and boundary probabilities (exact)."""
+    if not boundary_classes:
+        return logits
+    main = logits.narrow(dim, 0, n_classes)
+    extra = logits.narrow(dim, n_classes, len(boundary_classes))
+    idx = torch.tensor(boundary_classes, device=logits.device)
+    return main.index_copy(dim, idx, torch.logaddexp(main.index_select(dim, idx), extra))
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -70,7 +89,8 @@ class UNet(nn.Module):
     Notes
     -----
     ``forward(x)`` takes ``x : (N, in_channels, H, W)`` of any H, W (reflect-padded to the
-    multiple it needs and cropped back) and returns logits ``(N, n_classes, H, W)``.
+    multiple it needs and cropped back) and returns logits ``(N, n_classes, H, W)``
+    (boundary outputs folded, see :func:`fold_logits`; ``forward_full`` keeps them).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -89,7 +109,7 @@ class UNet(nn.Module):
         for i in range(config.depth, 0, -1):
             self.ups.append(nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2))
             self.decoders.append(ConvBlock(2 * widths[i - 1], widths[i - 1], config.norm))
-        self.head = nn.Conv2d(widths[0], config.n_classes, 1)
+        self.head = nn.Conv2d(widths[0], config.n_outputs, 1)
         self.mc_dropout = False
         self._points = self._drop_points()
         for m in self.modules():
@@ -215,14 +235,28 @@ class UNet(nn.Module):
             h = self.decoders[i](torch.cat([self.ups[i](h), skips[depth - 1 - i]], dim=1))
         return h
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _fold(self, logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        return fold_logits(logits, self.config.n_classes, self.config.boundary_classes, dim)
+
+    def forward_full(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every output ``(N, n_outputs, H, W)``: the classes, then one boundary
+        per object class (the same as :meth:`forward` for a semantic model)."""
         x, (h0, w0) = self._pad(x)
         h, skips = self._encode(x)
         logits = self._decode_from(h, skips, 0)
         return logits[..., :h0, :w0]
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fold(self.forward_full(x))
+
     def mc_forward(self, x: torch.Tensor, samples: int, *,
                    masks: torch.Tensor | None = None) -> torch.Tensor:
+        """T stochastic forward passes sharing the deterministic part, folded like
+        :meth:`forward`; see :meth:`_mc_forward_full`."""
+        return self._fold(self._mc_forward_full(x, samples, masks=masks), dim=2)
+
+    def _mc_forward_full(self, x: torch.Tensor, samples: int, *,
+                         masks: torch.Tensor | None = None) -> torch.Tensor:
         """T stochastic forward passes sharing the deterministic part.
 
         Parameters
@@ -236,7 +270,7 @@ class UNet(nn.Module):
 
         Returns
         -------
-        (T, N, n_classes, H, W) tensor of logits.
+        (T, N, n_outputs, H, W) tensor of logits.
             With no dropout layer the T samples are identical (one pass, expanded).
         """
         if samples < 1:
@@ -287,7 +321,7 @@ class UNet(nn.Module):
             h = self._maybe_drop(h, i)
             h = self.decoders[i](torch.cat([self.ups[i](h), skips[depth - 1 - i]], dim=1))
         feats = h
-        logits = self.head(self._maybe_drop(h, depth))
+        logits = self._fold(self.head(self._maybe_drop(h, depth)))
         return logits[..., :h0, :w0], feats[..., :h0, :w0]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -267,9 +267,9 @@ class Trainer:
             if rev is not None and np.shape(rev) != lab.shape:
                 raise ValueError(f"Reviewed mask {i} has shape {np.shape(rev)}, expected "
                                  f"{lab.shape}.")
-            if lab.size and int(lab.max()) >= mc.n_classes:
+            if lab.size and int(lab.max()) >= mc.n_outputs:  # boundary targets: core.instances
                 raise ValueError(f"Labels {i} contain class {int(lab.max())} but the model has "
-                                 f"n_classes={mc.n_classes} (0..{mc.n_classes - 1}); raise "
+                                 f"{mc.n_outputs} outputs (0..{mc.n_outputs - 1}); raise "
                                  "n_classes or fix the labels.")
             imgs.append(img)
             labs.append(lab.astype(np.int64, copy=False))
@@ -375,7 +375,10 @@ class Trainer:
             if len(cfg.class_weights) != mc.n_classes:
                 raise ValueError(f"class_weights has {len(cfg.class_weights)} values but there "
                                  f"are {mc.n_classes} classes.")
-            weights = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
+            # a boundary output weighs as its class
+            weights = torch.tensor([*cfg.class_weights, *(cfg.class_weights[c] for c in
+                                                           mc.boundary_classes)],
+                                   dtype=torch.float32, device=device)
 
         batch = cfg.batch_size
         step, smooth = 0, None
@@ -481,8 +484,11 @@ class Trainer:
     def _validate(model, crops, device) -> float:
         model.eval()
         scores = []
+        cfg = model.config
         with torch.inference_mode():
-            for img, lab in crops:
+            for img, target in crops:
+                # the class map: a boundary target's boundaries count as their class
+                lab = fold_labels(target, cfg.n_classes, cfg.boundary_classes)
                 x = torch.from_numpy(np.ascontiguousarray(img))[None].to(device)
                 logits = model(x.contiguous(memory_format=torch.channels_last))
                 pred = logits.argmax(1)[0].cpu().numpy()

@@ -11,6 +11,8 @@ Layout::
     project.lock              who holds the project read-write (an OS lock)
     images/                   images copied in (``copy_images=True``) and arrays (napari layers)
     labels/<key>.tif          class maps, 0 = background (uint8, uint16 above 255 classes)
+    instances/<key>.tif       object ids of the "objects" classes (uint16, 0 = none), when
+                              submitted as objects (core.instances)
     reviewed/<key>.tif        which pixels are ground truth (0/1 uint8); absent = whole image
     drafts/<key>.tif          autosaved in-progress edits (and their reviewed pixels)
     models/<version>.safetensors + <version>.json
@@ -34,6 +36,8 @@ Who owns what (one room per module; :class:`Project` is the only door most code 
                    reconciliation, i.e. the whole atomicity protocol (read its docstring
                    before touching a write)
     _drafts.py     DraftStore: autosaved in-progress labels and their reviewed pixels
+    _instances.py  InstanceStore: instance label images of the object classes, submitted
+                   through the label store's protocol (the class map derived from them)
     _import.py     MaskImport: masks made elsewhere matched by name, converted, submitted
     _history.py    HistoryStore: scores, suggestions and the user's answers, rounds
     _models.py     ModelStore: model versions (safetensors + JSON), never a pickle
@@ -49,7 +53,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._settings import DEFAULT_COLORS, default_colors
+from ._settings import CLASS_MODES, DEFAULT_COLORS, INSTANCE_FORMULATIONS, default_colors
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._catalog import STATUSES
@@ -75,6 +79,7 @@ if TYPE_CHECKING:  # pragma: no cover
         DB_NAME,
         DRAFTS_DIR,
         IMAGES_DIR,
+        INSTANCES_DIR,
         LABELS_DIR,
         LOCK_NAME,
         MODELS_DIR,
@@ -84,10 +89,13 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ACTIONS",
     "BACKUPS_DIR",
+    "CLASS_MODES",
     "DB_NAME",
     "DEFAULT_COLORS",
     "DRAFTS_DIR",
     "IMAGES_DIR",
+    "INSTANCES_DIR",
+    "INSTANCE_FORMULATIONS",
     "LABELS_DIR",
     "LOCK_NAME",
     "MODELS_DIR",
@@ -127,7 +135,8 @@ _LAZY = {
     **dict.fromkeys(("ImageRecord", "ModelInfo", "ProjectError", "ProjectInUseError",
                      "ProjectVersionError", "ProjectWarning", "RoundRecord", "ScoreRecord",
                      "SubmissionRecord", "UnsafeCheckpointError"), "_records"),
-    **dict.fromkeys(("BACKUPS_DIR", "DB_NAME", "DRAFTS_DIR", "IMAGES_DIR", "LABELS_DIR",
+    **dict.fromkeys(("BACKUPS_DIR", "DB_NAME", "DRAFTS_DIR", "IMAGES_DIR", "INSTANCES_DIR",
+                     "LABELS_DIR",
                      "LOCK_NAME", "MODELS_DIR", "REVIEWED_DIR"), "_store"),
 }  # fmt: skip
 

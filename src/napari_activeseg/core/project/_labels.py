@@ -5,6 +5,8 @@ Files of one image (``<key>`` is the image's key, see :mod:`._intake`)::
     labels/<key>.tif            class map, 0 = background (uint8, uint16 above 255 classes);
                                 0 outside the reviewed pixels
     reviewed/<key>.tif          which pixels are ground truth (0/1 uint8); absent = whole image
+    instances/<key>.tif         object ids of the "objects" classes (uint16; ._instances),
+                                absent when the labels were submitted as a class map
     drafts/<key>.tif            autosaved in-progress edits, restored on reopen
     drafts/<key>.reviewed.tif   the pixels that correction had reviewed (boxes, scribbles, edits)
 
@@ -16,9 +18,10 @@ Every file is written to a temporary file in its destination folder, fsync'ed an
 committing its row:
 
 1. the reviewed mask (or a "no mask" marker) is *staged* as ``reviewed/.<key>.tif.<tag>.staged``,
-   tagged with the hash of the new label file;
+   tagged with the hash of the new label file, and so is the instance image (or a "none"
+   marker when an old one exists) in ``instances/``;
 2. ``labels/<key>.tif`` is replaced (the commit point of the files);
-3. the staged mask is renamed into place (or the old mask deleted), the draft deleted;
+3. the staged files are renamed into place (or the old ones deleted), the draft deleted;
 4. the submission row, the image status and the suggestion link are committed together.
 
 A partial submission (a reviewed mask) is first merged into the image's stored one (``merge=True``,
@@ -59,7 +62,7 @@ from ._records import (
     check_text,
     stat_key,
 )
-from ._store import BACKUPS_DIR, DRAFTS_DIR, LABELS_DIR, REVIEWED_DIR, SUBDIRS
+from ._store import BACKUPS_DIR, DRAFTS_DIR, INSTANCES_DIR, LABELS_DIR, REVIEWED_DIR, SUBDIRS
 
 if TYPE_CHECKING:  # pragma: no cover
     import sqlite3
@@ -95,6 +98,9 @@ class LabelStore:
     def reviewed_file(self, key: str) -> Path:
         return self._store.folder / REVIEWED_DIR / f"{key}.tif"
 
+    def instances_file(self, key: str) -> Path:
+        return self._store.folder / INSTANCES_DIR / f"{key}.tif"
+
     def draft_file(self, key: str) -> Path:
         return self._store.folder / DRAFTS_DIR / f"{key}.tif"
 
@@ -116,9 +122,9 @@ class LabelStore:
     def unlink_image_files(self, key: str) -> None:
         """Delete every label, mask and draft file of an image (``delete_labels=True``)."""
         for path in (self.labels_file(key), self.reviewed_file(key), self.draft_file(key),
-                     self.draft_mask_file(key)):  # fmt: skip
+                     self.draft_mask_file(key), self.instances_file(key)):  # fmt: skip
             path.unlink(missing_ok=True)
-        for sub in (LABELS_DIR, REVIEWED_DIR, DRAFTS_DIR):
+        for sub in (LABELS_DIR, REVIEWED_DIR, DRAFTS_DIR, INSTANCES_DIR):
             atomic.fsync_dir(self._store.folder / sub)
 
     def label_path(self, image_id: int) -> Path:
@@ -147,6 +153,7 @@ class LabelStore:
         strategy: str | None = None,
         suggestion_id: int | None = None,
         merge: bool = True,
+        _instance_bytes: bytes | None = None,
     ) -> int:
         """Save an image's labels as ground truth and record the submission.
 
@@ -181,7 +188,9 @@ class LabelStore:
         -----
         Files first, then the catalog row, see the module docstring: once this returns the
         submission is durable; a crash inside leaves either the old or the new labels. The
-        image's draft is deleted. Bad input raises before anything is written.
+        image's draft is deleted. Bad input raises before anything is written. A class map
+        replaces the image's instance image, if any (submit objects with
+        ``submit_instances``).
         """
         store = self._store
         store.check_writable()
@@ -223,7 +232,8 @@ class LabelStore:
             mask_sha = None if mask_bytes is None else sf.sha256_bytes(mask_bytes)
             key = row["key"]
             self._write_label_files(key, label_bytes, label_sha, mask_bytes,
-                                    what=f"image {row['id']} ({row['name']!r})")
+                                    what=f"image {row['id']} ({row['name']!r})",
+                                    instance_bytes=_instance_bytes)
             # The draft goes before the commit: from here on a crash adopts the new labels.
             self.remove_draft(key)
             stamp = self._stamp(key)
@@ -261,43 +271,46 @@ class LabelStore:
 
     def _write_label_files(
         self, key: str, label_bytes: bytes, label_sha: str, mask_bytes: bytes | None,
-        what: str = "",
+        what: str = "", instance_bytes: bytes | None = None,
     ) -> None:
-        """Steps 1-3 of a submission (module docstring): stage mask, replace labels, finish.
+        """Steps 1-3 of a submission (module docstring): stage mask and instances, replace
+        labels, finish.
 
         An OSError in steps 1-2 (e.g. a full disk) leaves the files as they were and says so.
         """
-        reviewed = self.reviewed_file(key)
-        staged = None
+        staged: list[Path] = []
         try:
-            if mask_bytes is not None:
-                staged = reviewed.parent / f".{key}.tif.{label_sha[:16]}.staged"
-                atomic.atomic_write_bytes(staged, mask_bytes)
-            elif reviewed.exists():
-                staged = reviewed.parent / f".{key}.tif.{label_sha[:16]}.staged-none"
-                atomic.atomic_write_bytes(staged, b"")
+            for target, data in ((self.reviewed_file(key), mask_bytes),
+                                 (self.instances_file(key), instance_bytes)):  # fmt: skip
+                target.parent.mkdir(exist_ok=True)
+                if data is not None:
+                    staged.append(target.parent / f".{key}.tif.{label_sha[:16]}.staged")
+                    atomic.atomic_write_bytes(staged[-1], data)
+                elif target.exists():
+                    staged.append(target.parent / f".{key}.tif.{label_sha[:16]}.staged-none")
+                    atomic.atomic_write_bytes(staged[-1], b"")
             atomic.atomic_write_bytes(self.labels_file(key), label_bytes)
         except OSError as err:
-            # the labels were not replaced (atomic write): the staged mask is an abandoned
+            # the labels were not replaced (atomic write): the staged files are an abandoned
             # attempt, removed now rather than at the next open
-            if staged is not None:
-                staged.unlink(missing_ok=True)
+            for path in staged:
+                path.unlink(missing_ok=True)
             raise type(err)(err.errno, (
                 f"Could not save the labels of {what or key}: {err.strerror or err}. Nothing "
                 "was submitted and the previous labels are unchanged; free some disk space (or "
                 "check that the project folder is writable) and submit again."
             )) from err
-        if staged is not None:
-            self._finish_staged(staged, key)
+        for path in staged:
+            self._finish_staged(path, key)
 
     def _finish_staged(self, staged: Path, key: str) -> None:
-        reviewed = self.reviewed_file(key)
+        target = staged.parent / f"{key}.tif"  # reviewed/ or instances/
         if staged.name.endswith(".staged-none"):
-            reviewed.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
             staged.unlink()
         else:
-            os.replace(staged, reviewed)
-        atomic.fsync_dir(reviewed.parent)
+            os.replace(staged, target)
+        atomic.fsync_dir(target.parent)
 
     def _stamp(self, key: str) -> str:
         """Size, mtime and inode of the label files: unchanged files need no re-hashing on open.
@@ -440,8 +453,10 @@ def reconcile(labels: LabelStore, *, full: bool) -> list[str]:
                     problems.append(f"temporary file {sub or '.'}/{path.name} (an interrupted "
                                     "write, or a write in progress elsewhere)")  # fmt: skip
     rows = {r["key"]: r for r in store.db.execute("SELECT * FROM images").fetchall()}
-    # 2. masks staged by an interrupted submission
-    for path in sorted((folder / REVIEWED_DIR).glob(".*.staged*")):
+    # 2. masks and instance images staged by an interrupted submission
+    staged = [*(folder / REVIEWED_DIR).glob(".*.staged*"),
+              *(folder / INSTANCES_DIR).glob(".*.staged*")]
+    for path in sorted(staged):
         if atomic.is_temp_name(path.name):
             continue
         head, _, kind = path.name[1:].rpartition(".")
@@ -449,14 +464,16 @@ def reconcile(labels: LabelStore, *, full: bool) -> list[str]:
         key = name.removesuffix(".tif")
         label_file = labels.labels_file(key)
         current = label_file.exists() and sf.sha256_file(label_file)[:16] == tag
+        where = f"{path.parent.name}/{path.name}"
         if not fix:
-            problems.append(f"reviewed/{path.name}: an interrupted submission")
+            problems.append(f"{where}: an interrupted submission")
         elif current and kind in ("staged", "staged-none") and key in rows:
             labels._finish_staged(path, key)
-            repairs.append(f"Finished the interrupted submission of {key!r} (reviewed mask).")
+            repairs.append(f"Finished the interrupted submission of {key!r} "
+                           f"({path.parent.name}).")  # fmt: skip
         else:
             path.unlink(missing_ok=True)
-            repairs.append(f"Removed reviewed/{path.name}, left by a submission interrupted "
+            repairs.append(f"Removed {where}, left by a submission interrupted "
                            "before its labels were written.")  # fmt: skip
     # 3. label files vs the last submission row of each image
     latest = {

@@ -25,6 +25,7 @@ from ._catalog import ImageCatalog
 from ._drafts import DraftStore
 from ._history import HistoryStore
 from ._import import MaskImport
+from ._instances import InstanceStore
 from ._intake import AXES_SETTING, ImageIntake, check_arrays, source_entries
 from ._labels import LabelStore, reconcile
 from ._models import ModelStore
@@ -91,6 +92,7 @@ class Project:
         self._intake = ImageIntake(store, self._catalog, self._settings, self._labels)
         self._models = ModelStore(store, self._settings)
         self._import = MaskImport(store, self._settings, self._catalog, self._labels)
+        self._instances = InstanceStore(store, self._settings, self._catalog, self._labels)
 
     # ------------------------------------------------------------------ create / open / close
 
@@ -108,6 +110,7 @@ class Project:
         classes: Sequence[str] = ("background", "foreground"),
         colors: Sequence[str] | None = None,
         settings: Mapping[str, Any] | None = None,
+        class_modes: Mapping[str, str] | None = None,
         channel_axis: int | None = None,
         axes: str | None = None,
         skip_unreadable: bool = True,
@@ -136,6 +139,9 @@ class Project:
             :data:`~napari_activeseg.core.project.DEFAULT_COLORS`, background black).
         settings : mapping, optional
             Initial settings (JSON values), see :meth:`set_setting`.
+        class_modes : mapping of str to str, optional
+            ``{"nucleus": "objects"}``: the classes annotated and predicted as separate
+            objects (:meth:`set_class_modes`); the others are "area" (semantic).
         channel_axis : int, optional
             Channel axis of multichannel TIFF stacks, see
             :func:`~napari_activeseg.core.imageio.read_image`, and of the 3D `arrays`.
@@ -167,7 +173,8 @@ class Project:
         _Store.check_new(folder)
         axes = check_axes(axes)
         rows = initial_settings(classes, colors, copy_images,
-                                {**(settings or {}), AXES_SETTING: axes})  # fmt: skip
+                                {**(settings or {}), AXES_SETTING: axes},
+                                class_modes)  # fmt: skip
         entries = source_entries(folder, source_folder, pattern, recursive, images)
         checked = check_arrays(arrays or {}, channel_axis=channel_axis)
         with _Store.creating(folder, rows, version=__version__) as (store, made):
@@ -284,6 +291,10 @@ class Project:
     classes = _forward_property("_settings", Settings.classes)
     n_classes = _forward_property("_settings", Settings.n_classes)
     colors = _forward_property("_settings", Settings.colors)
+    set_class_modes = _forward("_settings", Settings.set_class_modes)
+    class_modes = _forward_property("_settings", Settings.class_modes)
+    object_classes = _forward_property("_settings", Settings.object_classes)
+    instance_formulation = _forward_property("_settings", Settings.instance_formulation)
 
     # ------------------------------------------------------------------ images
 
@@ -315,6 +326,9 @@ class Project:
     discard_draft = _forward("_drafts", DraftStore.discard_draft)
     drafts = _forward("_drafts", DraftStore.drafts)
     import_masks = _forward("_import", MaskImport.import_masks)
+    submit_instances = _forward("_instances", InstanceStore.submit_instances)
+    load_instances = _forward("_instances", InstanceStore.load_instances)
+    instances_path = _forward("_instances", InstanceStore.instances_path)
 
     # ------------------------------------------------------------------ history and rounds
 

@@ -5,6 +5,12 @@ their ``to_dict()``). Two are guarded: ``classes`` (background first; label valu
 it cannot shrink below a label already submitted) and ``colors`` (one ``'#rrggbb'`` or
 ``'#rrggbbaa'`` per class, kept the length of the class list). :data:`DEFAULT_COLORS` is the
 palette of the whole package: the colours a new class gets here and in the napari widget.
+
+Two more are checked: ``class_modes`` (``{"nucleus": "objects"}``: which foreground classes
+are annotated and predicted as separate objects, :data:`CLASS_MODES`; a class not named is
+"area", today's semantic behaviour, so an older project is all "area") and
+``instance_formulation`` (how a network yields objects, :data:`INSTANCE_FORMULATIONS`; see
+:mod:`napari_activeseg.core.instances`). A class renamed away loses its mode.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from ._records import ProjectError, check_text, dumps
 if TYPE_CHECKING:  # pragma: no cover
     from ._store import _Store
 
-__all__ = ["DEFAULT_COLORS", "Settings", "check_classes", "check_colors", "default_colors"]
+__all__ = ["CLASS_MODES", "DEFAULT_COLORS", "INSTANCE_FORMULATIONS", "Settings",
+           "check_class_modes", "check_classes", "check_colors", "default_colors"]
 
 #: Class colours, background (black; shown transparent) first, then one per class in turn.
 DEFAULT_COLORS = (
@@ -27,6 +34,10 @@ DEFAULT_COLORS = (
     "#a2845e", "#ff2d55", "#30b0c7", "#8e8e93",
 )  # fmt: skip
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
+#: Per-class modes: "area" (semantic, the default) and "objects" (one id per object).
+CLASS_MODES = ("area", "objects")
+#: How a network yields objects (core.instances); the first is the default.
+INSTANCE_FORMULATIONS = ("boundary", "distance")
 #: Settings that always exist: they can be changed, never deleted.
 _REQUIRED = ("classes", "colors", "copy_images")
 
@@ -76,9 +87,38 @@ def check_colors(colors: Any, n_classes: int) -> list[str]:
     return colors
 
 
+def check_class_modes(modes: Any, classes: Sequence[str]) -> dict[str, str]:
+    """``{class name: mode}`` checked against the class list (only the "objects" entries are
+    kept: a class not named is "area"), or a ProjectError that says what to change."""
+    if not isinstance(modes, Mapping):
+        raise ProjectError(f"class_modes must map class names to a mode, e.g. "
+                           f"{{'nucleus': 'objects'}}; got {modes!r}.")
+    out = {}
+    for name, mode in modes.items():
+        if name not in classes:
+            raise ProjectError(f"class_modes names {name!r}, which is not a class of the "
+                               f"project {list(classes)}; use one of its foreground classes.")
+        if name == classes[0]:
+            raise ProjectError(f"{name!r} is the background: it has no mode (only the "
+                               "foreground classes are 'area' or 'objects').")
+        if mode not in CLASS_MODES:
+            raise ProjectError(f"The mode of {name!r} must be one of {list(CLASS_MODES)}, "
+                               f"got {mode!r}.")
+        if mode == "objects":
+            out[name] = mode
+    return out
+
+
+def _checked_formulation(value: Any) -> str:
+    if value not in INSTANCE_FORMULATIONS:
+        raise ProjectError(f"instance_formulation must be one of {list(INSTANCE_FORMULATIONS)}, "
+                           f"got {value!r}.")
+    return value
+
+
 def initial_settings(
     classes: Sequence[str], colors: Sequence[str] | None, copy_images: bool,
-    settings: Mapping[str, Any] | None,
+    settings: Mapping[str, Any] | None, class_modes: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The checked settings rows (key -> JSON text) of a new project; raises before anything
     is made."""
@@ -88,9 +128,16 @@ def initial_settings(
         "colors": json.dumps(check_colors(colors, len(class_list))),
         "copy_images": json.dumps(bool(copy_images)),
     }
-    for key, value in dict(settings or {}).items():
+    settings = dict(settings or {})
+    if class_modes is not None:
+        settings["class_modes"] = class_modes
+    for key, value in settings.items():
         if key in ("classes", "colors"):
             raise ProjectError(f"Pass {key} as Project.create({key}=...), not in settings.")
+        if key == "class_modes":
+            value = check_class_modes(value, class_list)
+        elif key == "instance_formulation":
+            value = _checked_formulation(value)
         rows[check_text(key, "setting key", optional=False)] = dumps(value, f"setting {key!r}")
     return rows
 
@@ -141,8 +188,15 @@ class Settings:
                 colors = list(self.colors)[: len(classes)]
                 colors += default_colors(len(classes))[len(colors):]
                 updates["colors"] = json.dumps(colors)
+                modes = self.get_setting("class_modes") or {}
+                updates["class_modes"] = json.dumps(
+                    {k: v for k, v in modes.items() if k in classes[1:]})
             elif key == "colors":
                 updates[key] = json.dumps(check_colors(value, self.n_classes))
+            elif key == "class_modes":
+                updates[key] = json.dumps(check_class_modes(value, self.classes))
+            elif key == "instance_formulation":
+                updates[key] = json.dumps(_checked_formulation(value))
             with store.transaction() as conn:
                 conn.executemany(
                     "INSERT INTO settings(key, value) VALUES (?, ?) "
@@ -170,6 +224,32 @@ class Settings:
     def n_classes(self) -> int:
         """Number of classes including background (label values are ``0..n_classes-1``)."""
         return len(self.classes)
+
+    def set_class_modes(self, modes: Mapping[str, str]) -> None:
+        """Set which classes are "objects" (the others "area"): ``{"nucleus": "objects"}``.
+
+        Raises ProjectError for a name that is not a foreground class or a mode other than
+        :data:`CLASS_MODES`; nothing is changed then.
+        """
+        self.set_setting("class_modes", dict(modes))
+
+    @property
+    def class_modes(self) -> dict[str, str]:
+        """The mode of every foreground class ("area" or "objects")."""
+        modes = self.get_setting("class_modes") or {}
+        return {name: modes.get(name, "area") for name in self.classes[1:]}
+
+    @property
+    def object_classes(self) -> tuple[int, ...]:
+        """The indices of the classes in "objects" mode, increasing (empty: all "area")."""
+        modes = self.get_setting("class_modes") or {}
+        return tuple(i for i, name in enumerate(self.classes)
+                     if i and modes.get(name) == "objects")
+
+    @property
+    def instance_formulation(self) -> str:
+        """How the project's models yield objects (``instance_formulation`` setting)."""
+        return self.get_setting("instance_formulation") or INSTANCE_FORMULATIONS[0]
 
     @property
     def colors(self) -> list[str]:

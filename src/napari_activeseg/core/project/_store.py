@@ -56,8 +56,9 @@ DB_NAME = "project.sqlite"
 LOCK_NAME = "project.lock"
 IMAGES_DIR, LABELS_DIR, REVIEWED_DIR = "images", "labels", "reviewed"
 DRAFTS_DIR, MODELS_DIR, BACKUPS_DIR = "drafts", "models", "backups"
+INSTANCES_DIR = "instances"
 #: The folders of a project (made on create, and again on open if a copy lost an empty one).
-SUBDIRS = (IMAGES_DIR, LABELS_DIR, REVIEWED_DIR, DRAFTS_DIR, MODELS_DIR)
+SUBDIRS = (IMAGES_DIR, LABELS_DIR, REVIEWED_DIR, DRAFTS_DIR, MODELS_DIR, INSTANCES_DIR)
 _CREATING = ".project.sqlite.creating"
 _APP = "napari-activeseg"
 

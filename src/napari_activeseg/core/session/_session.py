@@ -20,6 +20,7 @@ from psygnal import Signal
 from ..cluster import check_scheduler
 from ..config import InferenceConfig, ModelConfig, TrainConfig
 from ..inference import Prediction, predict
+from ..instances import InstancePrediction, predict_instances
 from ..model import UNet
 from ..preprocess import prepare_image
 from ..progress import run_to_end
@@ -84,6 +85,8 @@ class SessionBase:
                 f"The model has n_classes={self.model_config.n_classes} but the project has "
                 f"{project.n_classes} classes {project.classes}; use the same count."
             )
+        # the boundary outputs follow the project's class modes (core.instances)
+        self.model_config = settings.with_object_classes(project, self.model_config)
         self._strategy_spec = settings.strategy_spec(project, strategy, strategy_options)
         self.strategy: QueryStrategy = get_strategy(self._strategy_spec["name"],
                                                     **self._strategy_spec["options"])
@@ -143,6 +146,14 @@ class SessionBase:
             self.inference_config = inference_config
             self._invalidate_predictions()
         self._save_settings()
+
+    def set_class_modes(self, modes: Mapping[str, str]) -> None:
+        """Set which classes are "objects" (``{"nucleus": "objects"}``, the others "area"),
+        saved in the project. When that changes the network's outputs (a boundary per
+        object class), the next round starts a fresh model, as after :meth:`configure`."""
+        self.project.set_class_modes(modes)
+        self.configure(model_config=settings.with_object_classes(self.project,
+                                                                 self.model_config))
 
     def set_strategy(self, name: str, **options: Any) -> None:
         """Choose the query strategy by registry name (unknown names raise a ValueError)."""
@@ -320,6 +331,19 @@ class ActiveLearningSession(SessionBase):
         return predict(self.model, img, mode=mode, maps=maps, config=self.inference_config)
 
     # ------------------------------------------------------------------ long jobs
+    def predict_instances(self, image_id: int) -> InstancePrediction | None:
+        """The current model's objects on an image (:func:`core.instances.predict_instances`:
+        ``instances`` uint16 one id per object, ``object_class[id]``, the class map), or
+        None before the first model. Needs a class in "objects" mode."""
+        if not self.project.object_classes:
+            raise ValueError("No class is in 'objects' mode: set one with "
+                             "set_class_modes({'nucleus': 'objects'}) first.")
+        if self.model is None:
+            return None
+        return predict_instances(self.model, self.prepared(image_id),
+                                 object_classes=self.project.object_classes,
+                                 config=self.inference_config)
+
     def train(self, *, train_config: TrainConfig | None = None, publish_if_better: bool = False
               ) -> Generator[TrainProgress, None, RoundSummary | None]:
         """Fine-tune on everything submitted so far (warm start from the current model).
@@ -365,7 +389,7 @@ class ActiveLearningSession(SessionBase):
         return ScoringInputs(self.strategy, self._strategy_spec["name"],
                              self._strategy_spec["options"], self.model, self.model_version,
                              self.committee, self.inference_config, self.prepared, self.predict,
-                             self.seed)
+                             self.seed, large)
 
     def score_pool(self, *, regions: bool = False, region_size: int | None = None
                    ) -> Generator[ScoreProgress, None, int]:

@@ -10,7 +10,8 @@ from ..project import Project
 from ..strategies.regions import auto_region_size
 
 # the ModelConfig fields that make a different network: changing one starts a fresh model
-ARCHITECTURE_FIELDS = ("in_channels", "n_classes", "depth", "width", "polarity", "norm")
+ARCHITECTURE_FIELDS = ("in_channels", "n_classes", "depth", "width", "polarity", "norm",
+                       "boundary_classes")
 
 
 def saved_config(project: Project, cls, key: str):
@@ -28,7 +29,21 @@ def default_model_config(project: Project) -> ModelConfig:
     from ..preprocess import decide_project_polarity
 
     return ModelConfig(in_channels=project.channels, n_classes=project.n_classes,
-                       polarity=decide_project_polarity(project))
+                       polarity=decide_project_polarity(project),
+                       boundary_classes=boundary_classes(project))
+
+
+def boundary_classes(project: Project) -> tuple[int, ...]:
+    """The classes that get a boundary output: the object classes, with the "boundary"
+    formulation (:mod:`core.instances`); none with "distance" or no object class."""
+    return project.object_classes if project.instance_formulation == "boundary" else ()
+
+
+def with_object_classes(project: Project, config: ModelConfig) -> ModelConfig:
+    """``config`` with the boundary outputs the project's class modes ask for."""
+    wanted = boundary_classes(project)
+    return config if config.boundary_classes == wanted else config.replace(
+        boundary_classes=wanted)
 
 
 def decided(project: Project, config: ModelConfig) -> ModelConfig:

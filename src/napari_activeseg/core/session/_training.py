@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import ModelConfig, TrainConfig
 from ..inference import Prediction
+from ..instances import boundary_target
 from ..model import UNet
 from ..project import Project, ProjectError, ProjectWarning
 from ..strategies import (
@@ -108,6 +109,9 @@ class RoundRunner:
             if cfg.in_channels != want.in_channels:
                 return (f"it takes {cfg.in_channels} input channel(s) but the images have "
                         f"{want.in_channels}")
+            if cfg.boundary_classes != want.boundary_classes:
+                return (f"it has boundary outputs for classes {list(cfg.boundary_classes)} but "
+                        f"the project's object classes ask for {list(want.boundary_classes)}")
             return None
 
         try:
@@ -162,7 +166,7 @@ class RoundRunner:
                [lab for i, lab, _ in labelled if i in held]) if held else (None, None)
         labelled = [ex for ex in labelled if ex[0] not in held]
         images = [prepared(i) for i, _, _ in labelled]
-        labels = [lab for _, lab, _ in labelled]
+        labels = self._targets(labelled)
         reviewed = [rev for _, _, rev in labelled]
         n_pseudo = 0
         notes: list[str] = []
@@ -225,6 +229,15 @@ class RoundRunner:
         return RoundSummary(version, result, len(ids), n_pseudo, len(committee),
                             notes=notes, labelled_ids=ids, held_back_dice=dice[0],
                             previous_dice=dice[1])
+
+    def _targets(self, labelled) -> list[np.ndarray]:
+        """The training targets: the class maps, with the boundary of every object of an
+        object class as its own output when the model has them (core.instances)."""
+        cfg = self._model_config()
+        if not cfg.boundary_classes:
+            return [lab for _, lab, _ in labelled]
+        return [boundary_target(lab, self.project.load_instances(i)[0], cfg.n_classes,
+                                cfg.boundary_classes) for i, lab, _ in labelled]
 
     def _judge(self, result: TrainResult, val, cfg: TrainConfig, n_labelled: int,
                notes: list[str]) -> tuple[tuple[float | None, float | None], bool]:

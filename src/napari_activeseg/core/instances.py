@@ -1,0 +1,300 @@
+"""Objects, not just pixels: the training target of an object class and its post-processing.
+
+A project class is in "area" mode (semantic, the default) or "objects" mode (one id per
+object, :meth:`Project.set_class_modes <napari_activeseg.core.project.Project>`). The
+conventions, shared by the project, the session and the dock:
+
+- an **instance image** is (H, W) uint16, 0 = no object, ids ``1..N`` (sequential) unique
+  over the whole image; the class of object ``i`` is the class map's value at its pixels
+  (every pixel of an object has one object class);
+- the **class map** is derived from it: object pixels carry their object class.
+
+Two formulations turn a network into objects (:data:`FORMULATIONS`, the project setting
+``instance_formulation``):
+
+``"boundary"`` (default)
+    The 3-class target: the interior of every object is its class, a thin inner boundary of
+    every object (:func:`skimage.segmentation.find_boundaries`, ``mode="inner"``) an extra
+    output per object class (:func:`boundary_target`; ``ModelConfig.boundary_classes``).
+    The network learns it with the ordinary losses; everything semantic (uncertainty,
+    strategies, class-map exports) sees the boundary folded back into its class
+    (:func:`napari_activeseg.core.model.fold_logits`, :func:`fold_probabilities`), so nothing
+    downstream changes. Objects: seeds = connected components of confident interior,
+    watershed over the class's foreground (:func:`instances_from_boundary`).
+``"distance"``
+    No extra output: the semantic prediction, split by a watershed on its distance
+    transform (:func:`instances_from_distance`).
+
+Which is the default was measured, ``benchmarks/instances.py``. Objects smaller than
+:data:`MIN_SIZE_FRACTION` of the image's median object area are dropped (scaled to the
+data; no size constant per dataset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
+from skimage.segmentation import find_boundaries, watershed
+from torch import nn
+
+from .config import InferenceConfig
+from .project import CLASS_MODES as MODES
+from .project import INSTANCE_FORMULATIONS as FORMULATIONS
+
+__all__ = [
+    "FORMULATIONS", "MIN_SIZE_FRACTION", "MODES", "InstancePrediction", "boundary_target",
+    "fold_labels", "fold_probabilities", "instances_from_boundary", "instances_from_distance",
+    "predict_instances",
+]
+
+#: Objects below this fraction of the image's median object area are dropped.
+MIN_SIZE_FRACTION = 0.1
+_MAX_ID = 65535
+
+
+# --------------------------------------------------------------------------- the targets
+
+
+def boundary_target(labels: np.ndarray, instances: np.ndarray, n_classes: int,
+                    boundary_classes: Sequence[int]) -> np.ndarray:
+    """The training target of the boundary formulation (module docstring).
+
+    Parameters
+    ----------
+    labels : (H, W) int ndarray
+        The class map.
+    instances : (H, W) int ndarray
+        Object ids (0 = none) of the object classes.
+    n_classes : int
+        The project's classes (with background).
+    boundary_classes : sequence of int
+        The object classes, as ``ModelConfig.boundary_classes``.
+
+    Returns
+    -------
+    (H, W) int64 ndarray
+        ``labels``, where the inner boundary pixels of every object of class
+        ``boundary_classes[j]`` are ``n_classes + j``.
+    """
+    labels = np.asarray(labels)
+    instances = np.asarray(instances)
+    if labels.shape != instances.shape:
+        raise ValueError(f"labels {labels.shape} and instances {instances.shape} differ in "
+                         "shape; give both for the same image.")
+    target = labels.astype(np.int64, copy=True)
+    if not len(boundary_classes) or not instances.any():
+        return target
+    edge = find_boundaries(instances, connectivity=1, mode="inner") & (instances > 0)
+    for j, c in enumerate(boundary_classes):
+        target[edge & (labels == c)] = n_classes + j
+    return target
+
+
+def fold_labels(target: np.ndarray, n_classes: int, boundary_classes: Sequence[int]
+                ) -> np.ndarray:
+    """A class map from a :func:`boundary_target` (boundary values back to their class)."""
+    target = np.asarray(target)
+    if not len(boundary_classes) or target.size == 0 or int(target.max()) < n_classes:
+        return target
+    lut = np.concatenate([np.arange(n_classes), np.asarray(boundary_classes)])
+    return lut[target].astype(target.dtype, copy=False)
+
+
+def fold_probabilities(probs: np.ndarray, n_classes: int, boundary_classes: Sequence[int]
+                       ) -> np.ndarray:
+    """(n_classes, H, W) probabilities from (n_outputs, H, W): each boundary added to its
+    class."""
+    folded = np.array(probs[:n_classes], copy=True)
+    for j, c in enumerate(boundary_classes):
+        folded[c] += probs[n_classes + j]
+    return folded
+
+
+# --------------------------------------------------------------------------- post-processing
+
+
+def _drop_small(ids: np.ndarray, min_size: float | None) -> np.ndarray:
+    """``ids`` without the objects under `min_size` pixels (default: a fraction of the
+    median object area), relabelled 1..N."""
+    if not ids.any():
+        return ids
+    areas = np.bincount(ids.ravel())
+    present = np.flatnonzero(areas[1:]) + 1
+    limit = MIN_SIZE_FRACTION * float(np.median(areas[present])) if min_size is None \
+        else float(min_size)
+    keep = np.zeros(areas.size, bool)
+    keep[present[areas[present] >= limit]] = True
+    lut = np.zeros(areas.size, np.int64)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1)
+    return lut[ids]
+
+
+def _seeded(foreground: np.ndarray, seeds: np.ndarray, elevation: np.ndarray) -> np.ndarray:
+    """Watershed of `seeds` over `foreground`; a foreground component no seed reaches
+    becomes an object of its own."""
+    markers, n = ndi.label(seeds)
+    ids = watershed(elevation, markers, mask=foreground) if n else np.zeros(seeds.shape, int)
+    rest = foreground & (ids == 0)
+    if rest.any():
+        extra = ndi.label(rest)[0]
+        ids = np.where(rest, extra + n, ids)
+    return ids
+
+
+def _combine(per_class: list[tuple[int, np.ndarray]], shape: tuple[int, ...]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """One uint16 id image from per-class id images (offset so ids stay unique), and the
+    class of every id (``object_class[id]``, 0 for id 0)."""
+    out = np.zeros(shape, np.int64)
+    classes = [0]
+    for c, ids in per_class:
+        n = int(ids.max()) if ids.size else 0
+        if n:
+            out = np.where(ids > 0, ids + (len(classes) - 1), out)
+            classes += [c] * n
+    if len(classes) - 1 > _MAX_ID:
+        raise ValueError(f"{len(classes) - 1} objects found, more than the {_MAX_ID} ids of "
+                         "a uint16 label image; predict smaller tiles of the image.")
+    return out.astype(np.uint16), np.asarray(classes, np.uint16)
+
+
+def instances_from_boundary(probs: np.ndarray, n_classes: int, boundary_classes: Sequence[int],
+                            *, seed_threshold: float = 0.5, min_size: float | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Objects from the outputs of a boundary model (module docstring).
+
+    Parameters
+    ----------
+    probs : (n_outputs, H, W) float ndarray
+        Probabilities of every output (classes, then one boundary per object class).
+    seed_threshold : float
+        An interior pixel is a seed where its probability is at least this.
+    min_size : float, optional
+        Smallest object kept, in pixels; default :data:`MIN_SIZE_FRACTION` of the median.
+
+    Returns
+    -------
+    instances : (H, W) uint16 ndarray
+        One id per object, 1..N, 0 elsewhere.
+    object_class : (N + 1,) uint16 ndarray
+        The class of each id.
+    """
+    probs = np.asarray(probs, np.float32)
+    if probs.shape[0] != n_classes + len(boundary_classes):
+        raise ValueError(f"probs has {probs.shape[0]} channels; a model with {n_classes} "
+                         f"classes and {len(boundary_classes)} boundary output(s) gives "
+                         f"{n_classes + len(boundary_classes)}.")
+    folded = fold_probabilities(probs, n_classes, boundary_classes)
+    winner = folded.argmax(axis=0)
+    per_class = []
+    for j, c in enumerate(boundary_classes):
+        fg = winner == c
+        interior, edge = probs[c], probs[n_classes + j]
+        seeds = fg & (interior >= seed_threshold) & (interior > edge)
+        per_class.append((c, _drop_small(_seeded(fg, seeds, edge), min_size)))
+    return _combine(per_class, winner.shape)
+
+
+def instances_from_distance(labels: np.ndarray, object_classes: Sequence[int], *,
+                            min_size: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Objects from a class map alone: each object class's connected foreground split by a
+    watershed on its distance transform, seeded at its maxima at least half the typical
+    object radius apart (the median over components of their largest inscribed radius, so
+    the spacing follows the data). Returns like :func:`instances_from_boundary`."""
+    labels = np.asarray(labels)
+    per_class = []
+    for c in object_classes:
+        fg = labels == c
+        comps, n = ndi.label(fg)
+        if not n:
+            per_class.append((c, comps))
+            continue
+        dist = ndi.distance_transform_edt(fg).astype(np.float32)
+        inscribed = np.zeros(n + 1, np.float32)
+        np.maximum.at(inscribed, comps.ravel(), dist.ravel())
+        radius = float(np.median(inscribed[1:]))
+        smooth = ndi.gaussian_filter(dist, sigma=max(1.0, radius / 4))
+        # one pass over the whole image (per-component peak search is ~5x slower)
+        peaks = peak_local_max(np.where(fg, smooth, 0), min_distance=max(2, round(radius / 2)),
+                               threshold_abs=0.5, exclude_border=False)
+        seeds = np.zeros(fg.shape, bool)
+        seeds[tuple(peaks.T)] = True
+        per_class.append((c, _drop_small(_seeded(fg, seeds, -smooth), min_size)))
+    return _combine(per_class, labels.shape)
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+@dataclass
+class InstancePrediction:
+    """Result of :func:`predict_instances`.
+
+    Attributes
+    ----------
+    instances : (H, W) uint16 ndarray
+        One id per object, ``1..N`` (0 = none).
+    object_class : (N + 1,) uint16 ndarray
+        The class index of each id (``object_class[0] == 0``).
+    labels : (H, W) ndarray
+        The semantic class map (boundaries folded into their class).
+    probs : (n_classes, H, W) float32 ndarray
+        The semantic probabilities.
+    """
+
+    instances: np.ndarray
+    object_class: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return int(self.object_class.size - 1)
+
+
+class _AllOutputs(nn.Module):
+    """A U-Net whose ``forward`` keeps the boundary outputs (for the tiled predictor)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_full(x)
+
+
+def predict_instances(model: nn.Module, image: np.ndarray, *,
+                      object_classes: Sequence[int] | None = None,
+                      config: InferenceConfig | None = None,
+                      min_size: float | None = None) -> InstancePrediction:
+    """Predict ``image`` (normalised, (C, H, W)) and turn it into objects.
+
+    A model with boundary outputs (``model.config.boundary_classes``) is post-processed by
+    :func:`instances_from_boundary`; any other model by :func:`instances_from_distance` on
+    its class map, for ``object_classes`` (required then).
+    """
+    from .inference import predict
+
+    cfg = model.config
+    bc = tuple(cfg.boundary_classes)
+    if bc:
+        pred = predict(_AllOutputs(model), image, mode="single", maps=(), config=config)
+        ids, classes = instances_from_boundary(pred.probs, cfg.n_classes, bc,
+                                               min_size=min_size)
+        probs = fold_probabilities(pred.probs, cfg.n_classes, bc)
+    else:
+        if not object_classes:
+            raise ValueError("This model has no boundary output: say which classes are "
+                             "objects (object_classes=...), or train one with class modes "
+                             "set to 'objects'.")
+        pred = predict(model, image, mode="single", maps=(), config=config)
+        probs = pred.probs
+        ids, classes = instances_from_distance(pred.labels, object_classes, min_size=min_size)
+    labels = probs.argmax(axis=0).astype(pred.labels.dtype)
+    return InstancePrediction(ids, classes, labels, probs)

@@ -1,0 +1,146 @@
+"""Objects per class: the boundary target, the post-processing, the model's extra outputs and a
+short training that separates touching discs (core.instances)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+from skimage.draw import disk
+
+from napari_activeseg.core import instances as ins
+from napari_activeseg.core.config import ModelConfig, TrainConfig
+from napari_activeseg.core.model import UNet, fold_logits
+from napari_activeseg.core.progress import run_to_end
+from napari_activeseg.core.project import Project
+from napari_activeseg.core.session import ActiveLearningSession
+
+
+def two_discs(touching: bool = True, shape=(64, 96)) -> np.ndarray:
+    """Two discs of radius 14; touching (centres 26 px apart) or far apart."""
+    ids = np.zeros(shape, np.uint16)
+    for k, x in enumerate((30, 56 if touching else 76), start=1):
+        ids[disk((32, x), 14, shape=shape)] = k
+    return ids
+
+
+def perfect_probs(ids: np.ndarray) -> np.ndarray:
+    target = ins.boundary_target((ids > 0).astype(np.uint8), ids, 2, (1,))
+    return np.stack([(target == k).astype(np.float32) for k in range(3)])
+
+
+def test_boundary_target_known_answer():
+    ids = np.zeros((5, 8), np.uint16)
+    ids[1:4, 1:4], ids[1:4, 4:7] = 1, 2  # two touching 3x3 squares
+    target = ins.boundary_target((ids > 0).astype(np.uint8), ids, 2, (1,))
+    expected = np.where(ids > 0, 2, 0)
+    expected[2, 2] = expected[2, 5] = 1  # only the centre of each square is interior
+    np.testing.assert_array_equal(target, expected)
+    np.testing.assert_array_equal(ins.fold_labels(target, 2, (1,)), (ids > 0).astype(int))
+
+
+def test_boundary_target_of_an_area_class_is_the_class_map():
+    labels = np.array([[0, 2, 2], [1, 1, 2]], np.uint8)
+    ids = np.array([[0, 0, 0], [1, 1, 0]], np.uint16)
+    # class 2 is "area": untouched; class 1's one object is all boundary (too thin)
+    np.testing.assert_array_equal(ins.boundary_target(labels, ids, 3, (1,)),
+                                  [[0, 2, 2], [3, 3, 2]])
+
+
+def test_fold_probabilities_and_logits_agree():
+    logits = torch.randn(2, 4, 5, 6)  # classes 0..2, a boundary for class 2
+    folded = fold_logits(logits, 3, (2,))
+    probs = torch.softmax(logits, 1).numpy()
+    want = np.stack([ins.fold_probabilities(p, 3, (2,)) for p in probs])
+    np.testing.assert_allclose(torch.softmax(folded, 1).numpy(), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("touching", [True, False])
+def test_two_discs_become_two_objects(touching):
+    ids = two_discs(touching)
+    assert ndi.label(ids > 0)[1] == (1 if touching else 2)  # connected components merge them
+    found, classes = ins.instances_from_boundary(perfect_probs(ids), 2, (1,))
+    assert found.dtype == np.uint16 and found.max() == 2
+    np.testing.assert_array_equal(classes, [0, 1, 1])
+    assert len(np.unique(found[ids == 1])) == 1 and len(np.unique(found[ids == 2])) == 1
+    found, _ = ins.instances_from_distance((ids > 0).astype(np.uint8), (1,))
+    assert found.max() == 2
+
+
+def test_one_disc_stays_one_object():
+    ids = np.zeros((64, 64), np.uint16)
+    ids[disk((32, 32), 18)] = 1
+    assert ins.instances_from_boundary(perfect_probs(ids), 2, (1,))[0].max() == 1
+    assert ins.instances_from_distance(ids.astype(np.uint8), (1,))[0].max() == 1
+
+
+def test_small_objects_are_dropped_relative_to_the_median():
+    ids = two_discs(False)
+    ids[2:4, 2:4] = 3  # 4 px: under a tenth of a disc's ~600
+    found, classes = ins.instances_from_boundary(perfect_probs(ids), 2, (1,))
+    assert found.max() == 2 and found[2, 2] == 0 and len(classes) == 3
+
+
+def test_objects_of_two_classes_get_unique_ids():
+    labels = np.zeros((64, 96), np.uint8)
+    ids = two_discs(False)
+    labels[ids == 1], labels[ids == 2] = 1, 2
+    found, classes = ins.instances_from_distance(labels, (1, 2))
+    assert found.max() == 2
+    assert {int(classes[found[32, 30]]), int(classes[found[32, 76]])} == {1, 2}
+
+
+def test_model_with_boundary_outputs_folds_them():
+    cfg = ModelConfig(in_channels=1, n_classes=3, width=4, depth=2, boundary_classes=(1, 2))
+    assert cfg.n_outputs == 5 and ModelConfig.from_json(cfg.to_json()) == cfg
+    model = UNet(cfg).eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        full, folded = model.forward_full(x), model(x)
+    assert full.shape[1] == 5 and folded.shape[1] == 3
+    assert model.mc_forward(x, 2).shape[2] == 3
+    np.testing.assert_allclose(torch.softmax(folded, 1).numpy()[0],
+                               ins.fold_probabilities(torch.softmax(full, 1).numpy()[0], 3,
+                                                      (1, 2)), atol=1e-5)
+    with pytest.raises(ValueError, match="boundary_classes"):
+        ModelConfig(n_classes=2, boundary_classes=(0,))
+
+
+def _scene(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of touching discs (pairs 20 px apart, radius 11) on noise."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((size, size), np.uint16)
+    k = 0
+    for y in (24, 72):
+        x = int(rng.integers(16, 30))
+        for dx in (0, 20, 40):
+            k += 1
+            ids[disk((y + int(rng.integers(-2, 3)), x + dx), 11, shape=ids.shape)] = k
+    img = np.where(ids > 0, 0.8, 0.2).astype(np.float32)
+    img += rng.normal(0, 0.05, img.shape).astype(np.float32)
+    return img, ids
+
+
+def test_short_training_separates_touching_discs_better_than_components(tmp_path):
+    """The session trains the boundary output from submitted instance images and its objects
+    count the discs far better than connected components of the same prediction."""
+    scenes = [_scene(s) for s in range(5)]
+    with Project.create(tmp_path / "p", arrays={f"s{i}": im for i, (im, _) in enumerate(scenes)},
+                        classes=["background", "nucleus"],
+                        class_modes={"nucleus": "objects"}) as project:
+        records = sorted(project.images(), key=lambda r: r.name)
+        for rec, (_, ids) in zip(records[:4], scenes[:4], strict=True):
+            project.submit_instances(rec.id, ids)
+        session = ActiveLearningSession(
+            project, model_config=ModelConfig(in_channels=1, n_classes=2, width=8, depth=2,
+                                              dropout=0.0),
+            train_config=TrainConfig(max_steps=150, batch_size=4, patch_size=64, lr=3e-3,
+                                     num_threads=1))
+        assert session.model_config.boundary_classes == (1,)
+        run_to_end(session.train())
+        pred = session.predict_instances(records[4].id)
+    truth = int(scenes[4][1].max())
+    components = ndi.label(pred.labels == 1)[1]
+    assert abs(components - truth) >= 2  # the touching pairs merge
+    assert abs(pred.count - truth) <= abs(components - truth) - 2

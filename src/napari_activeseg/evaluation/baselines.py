@@ -31,6 +31,7 @@ from ..core.progress import relay
 from ..core.review import box_mask
 from .config import BenchmarkConfig
 from .experiment import Experiment
+from .object_columns import OBJECT_COLUMNS
 from .progress import RF_ROUND, ROUND_OVERHEAD, Tracker, task_work
 from .resume import STATE_NAME, RunState, utc_now
 
@@ -118,6 +119,7 @@ def run_rf(exp: Experiment, seed: int, track: Tracker):
                 yield track.record(run, rnd, "evaluate", f"{n + 1}/{len(test)} test images",
                                    RF_ROUND * (0.3 + 0.7 * (n + 1) / len(test)))
         dice, per_class = exp.scores(preds, masks)
+        per_class.update(exp.objects(seed, semantic=preds))
         new = chosen[len(sets[rnd - 1]):] if rnd else chosen
         picks = []
         for name, boxes in new:
@@ -127,7 +129,8 @@ def run_rf(exp: Experiment, seed: int, track: Tracker):
                           "pixels_reviewed": int(box_mask(shape, boxes, clip=True).sum()) if boxes
                           else int(np.prod(shape)),
                           "pixels_changed": px, "objects_added": obj, "objects_removed": 0,
-                          "pixels_from_scratch": px, "objects_from_scratch": obj})
+                          "pixels_from_scratch": px, "objects_from_scratch": obj,
+                          **exp.pick_objects(name, None, boxes)})
         row = exp.effort_row("rf", seed, rnd, picks, state.rounds, dice)
         row.update(per_class)
         secs = time.perf_counter() - t0
@@ -223,7 +226,8 @@ def run_full(exp: Experiment, seed: int, track: Tracker):
         row = {"strategy": "full", "seed": seed, "round": 0, "n_picked": len(pool),
                "n_labelled": len(labelled), "pixels_reviewed": n_px,
                "dice": float(best["dice"]),
-               **{c: v for c, v in best.items() if c.startswith("dice_")},
+               **{c: v for c, v in best.items() if c.startswith("dice_")
+                  or c in OBJECT_COLUMNS},
                "pixels_corrected": px, "objects_corrected": obj, "objects_added": obj,
                "objects_removed": 0, "pixels_scratch": px, "objects_scratch": obj,
                "total_pixels_corrected": px, "total_objects_corrected": obj,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..core.config import DEFAULT_STRATEGY
-from .report import BASELINES
+from .report import BASELINES, DEFAULT_BASELINES
 
 __all__ = ["BenchmarkConfig", "parse_list", "parse_seeds"]
 
@@ -36,7 +36,9 @@ class BenchmarkConfig:
         One pool/test split, initial draw and training seed each.
     initial, step, rounds : int
         Images (regions) labelled in round 0, added per round, and rounds after round 0.
-    baselines : sequence of {"rf", "full"}
+    baselines : sequence of {"rf", "full", "cellpose"}
+        ``cellpose`` (Cellpose trained from scratch, :mod:`.cellpose_baseline`) only when
+        asked for; a dataset without ``instances/`` or without the package skips it.
     regions : bool
         Annotate suggested ``region_size`` boxes instead of whole images; the x axis becomes
         annotated pixels.
@@ -73,7 +75,7 @@ class BenchmarkConfig:
     initial: int = 4
     step: int = 8
     rounds: int = 3
-    baselines: tuple[str, ...] = BASELINES
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
     regions: bool = False
     region_size: int = 256
     device: str = "auto"

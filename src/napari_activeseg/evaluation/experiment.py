@@ -18,6 +18,7 @@ from ..core.review import box_mask
 from .annotator import SimulatedAnnotator
 from .config import BenchmarkConfig
 from .dataset import SegDataset, class_dice, load_dataset, mean_dice, read_mask, split_dataset
+from .object_columns import instance_mode, object_columns, pick_effort, sum_effort
 from .progress import ROUND_OVERHEAD, Tracker
 from .report import class_columns
 
@@ -100,6 +101,27 @@ class Experiment:
                                        for i in test])
         return self._test_cache[1], [self.ds.masks[i] for i in test]
 
+    def test_instances(self, seed: int) -> list[np.ndarray] | None:
+        """True instance labels of the seed's test images (None: the dataset has none)."""
+        if self.ds.instances is None:
+            return None
+        return [self.ds.instances[i] for i in self.splits[seed][1]]
+
+    def objects(self, seed: int, *, semantic=None, instances=None, method=None
+                ) -> dict[str, Any]:
+        """Object-level columns of test predictions (:mod:`.object_columns`); {} without
+        ``instances/``."""
+        truths = self.test_instances(seed)
+        if truths is None:
+            return {}
+        return object_columns(truths, semantic=semantic, instances=instances, method=method)
+
+    def pick_objects(self, name: str, shown, boxes) -> dict[str, int]:
+        """Object effort of correcting ``shown`` on one pick; {} without ``instances/``."""
+        if self.ds.instances is None:
+            return {}
+        return pick_effort(self.ds.instances[self.index[name]], shown, boxes)
+
     def unet_round_work(self) -> float:
         """Work units of one U-Net round of a strategy."""
         return self.cfg.steps + ROUND_OVERHEAD
@@ -129,18 +151,28 @@ class Experiment:
         return project
 
     def evaluate(self, model, seed: int, track: Tracker, run: str, rnd: int, base: float):
-        """Mean test Dice of ``model`` and its per-class columns; yields progress per image."""
+        """Mean test Dice of ``model`` and its per-class (and object) columns; yields progress
+        per image."""
         from ..core.inference import predict
 
         images, masks = self.test_inputs(seed)
-        preds = []
+        with_objects = self.ds.instances is not None
+        preds, inst, method = [], [], None
         for n, img in enumerate(images):
             preds.append(predict(model, img, mode="single", maps=(),
                                  config=self.inference_config).labels)
+            got = instance_mode(model, img, preds[-1], self.inference_config) \
+                if with_objects else None
+            if got is not None:
+                inst.append(got[0])
+                method = got[1]
             if n % 5 == 4:
                 yield track.record(run, rnd, "evaluate", f"{n + 1}/{len(images)} test images",
                                    base + ROUND_OVERHEAD * 0.5 * (n + 1) / len(images))
-        return self.scores(preds, masks)
+        dice, extra = self.scores(preds, masks)
+        extra.update(self.objects(seed, semantic=preds, method=method,
+                                  instances=inst if len(inst) == len(preds) else None))
+        return dice, extra
 
     def scores(self, preds, masks) -> tuple[float, dict[str, float]]:
         """Mean per-image foreground Dice, and per-class columns on a multi-class set."""
@@ -202,6 +234,7 @@ class Experiment:
             "total_objects_corrected": int(prev.get("total_objects_corrected", 0)) + obj,
             "total_pixels_scratch": int(prev.get("total_pixels_scratch", 0)) + px0,
             "total_objects_scratch": int(prev.get("total_objects_scratch", 0)) + obj0,
+            **sum_effort(picks, prev),
         }
 
     def round_message(self, row) -> str:

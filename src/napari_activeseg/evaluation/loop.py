@@ -158,7 +158,8 @@ class StrategyRun:
                     "score": None if not group else float(group[0].score),
                     "reason": "initial draw" if not group else group[0].reason,
                     "pixels_reviewed": ann.pixels_reviewed,
-                    **ann.effort.to_dict()})
+                    **ann.effort.to_dict(),
+                    **exp.pick_objects(rec.name, pre, boxes)})
                 state.save()
                 added += 1
         return added

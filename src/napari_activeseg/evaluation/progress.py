@@ -35,6 +35,8 @@ def task_work(kind: str, cfg: BenchmarkConfig) -> float:
         return n * (cfg.steps + ROUND_OVERHEAD)
     if kind == "rf":
         return n * RF_ROUND
+    if kind == "cellpose":
+        return n * (cfg.steps + ROUND_OVERHEAD)
     return cfg.full_rounds * (cfg.full_steps + ROUND_OVERHEAD)
 
 

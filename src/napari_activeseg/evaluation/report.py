@@ -21,6 +21,7 @@ from ..core.serialize import write_csv as write_table
 __all__ = [
     "CSV_COLUMNS",
     "BASELINES",
+    "DEFAULT_BASELINES",
     "aulc",
     "budget_aulc",
     "class_columns",
@@ -41,8 +42,10 @@ CSV_COLUMNS = (
     "total_objects_scratch", "train_steps", "train_s", "query_s", "eval_s",
 )
 
-#: Strategy names the baselines use in the outputs.
-BASELINES = ("rf", "full")
+#: Strategy names the baselines use in the outputs (``cellpose`` only when asked for).
+BASELINES = ("rf", "full", "cellpose")
+#: The baselines a run has unless told otherwise.
+DEFAULT_BASELINES = ("rf", "full")
 
 
 def aulc(x: Sequence[float], y: Sequence[float]) -> float:
@@ -240,6 +243,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], *, x: str = "n_labelled") -> di
             "total_pixels_scratch": ms("total_pixels_scratch"),
             "total_objects_corrected": ms("total_objects_corrected"),
             "total_objects_scratch": ms("total_objects_scratch"),
+            **{f"{k}_last": ms(k) for k in _object_keys(mine)},
             "seconds": {"mean": float(np.mean([sum(r["seconds"] for r in mine
                                                    if int(r["seed"]) == sd) for sd in seeds]))
                         if seeds else float("nan"), "std": float("nan")},
@@ -249,19 +253,32 @@ def summarise(rows: Sequence[Mapping[str, Any]], *, x: str = "n_labelled") -> di
     return out
 
 
+def _object_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The numeric object-level columns present in any row (``evaluation.object_columns``)."""
+    from .object_columns import OBJECT_COLUMNS
+
+    present = {k for r in rows for k in r}
+    return [k for k in OBJECT_COLUMNS if k in present and k != "inst_method"]
+
+
 def _extra_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Per-class Dice columns present in any row (multi-class sets), in class order."""
+    """Per-class Dice columns present in any row (multi-class sets), in class order, then
+    the object-level columns of a dataset with ``instances/``."""
+    from .object_columns import OBJECT_COLUMNS
+
     keys = {k for r in rows for k in r if k.startswith("dice_class") and k[10:].isdigit()}
     cols = sorted(keys, key=lambda k: int(k[10:]))
     if any("dice_fg_mean" in r for r in rows):
         cols.append("dice_fg_mean")
-    return cols
+    present = {k for r in rows for k in r}
+    return cols + [k for k in OBJECT_COLUMNS if k in present]
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write the rows with :data:`CSV_COLUMNS` (missing values empty), atomically.
 
-    Multi-class runs add ``dice_class1 .. dice_classK-1`` and ``dice_fg_mean`` after them.
+    Multi-class runs add ``dice_class1 .. dice_classK-1`` and ``dice_fg_mean`` after them;
+    datasets with ``instances/`` the object-level columns (``evaluation.object_columns``).
     """
     write_table(path, [*CSV_COLUMNS, *_extra_columns(rows)], rows, cell=_csv_cell)
 
@@ -382,11 +399,19 @@ def _count(v: float) -> str:
     return f"{v:.0f}"
 
 
+#: Summary-table columns of the object scores (last round): key -> heading.
+_SUMMARY_OBJECTS = {"cc_f1_50_last": "F1@.5 cc", "inst_f1_50_last": "F1@.5 inst",
+                    "cc_count_error_last": "count err cc",
+                    "inst_count_error_last": "count err inst"}
+
+
 def format_summary(summary: Mapping[str, Any], *, x: str = "n_labelled") -> str:
     """The summary table printed at the end of a run (plain text, one line per strategy)."""
     head = ["strategy", "seeds", "labelled" if x == "n_labelled" else "pixels",
-            "Dice first", "Dice last", "AULC", "px corrected/scratch", "objects corr/scratch",
-            "time/seed"]
+            "Dice first", "Dice last", "AULC", "px corrected/scratch", "objects corr/scratch"]
+    # object-level columns of the last round, where the dataset has instances/
+    objects = [k for k in _SUMMARY_OBJECTS if any(k in s for s in summary.values())]
+    head += [_SUMMARY_OBJECTS[k] for k in objects] + ["time/seed"]
     lines = []
     for name, s in summary.items():
         if x == "n_labelled":
@@ -401,6 +426,7 @@ def format_summary(summary: Mapping[str, Any], *, x: str = "n_labelled") -> str:
         lines.append([
             name, str(len(s["seeds"])), _count(last), _pm(s["dice_first"]), _pm(s["dice_last"]),
             _pm(s["aulc"]), px, ob,
+            *(_pm(s.get(k, {}), "{:.2f}") for k in objects),
             "-" if not np.isfinite(secs) else f"{secs / 60:.1f} min",
         ])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)

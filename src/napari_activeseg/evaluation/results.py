@@ -18,6 +18,7 @@ import numpy as np
 from ..core.serialize import write_json
 from .baselines import plateau_stop
 from .experiment import Experiment
+from .object_columns import OBJECT_COLUMNS, OBJECTS_DOC
 from .report import BASELINES, plot_learning_curves, summarise, write_csv
 from .resume import STATE_NAME, RunState, utc_now
 
@@ -57,6 +58,7 @@ def write_outputs(exp: Experiment, *, plot: bool = True
             "total_pixels_corrected", "total_objects_corrected", "total_pixels_scratch",
             "total_objects_scratch", "train_steps", "train_s", "query_s", "eval_s")
     keys += tuple(sorted({k for r in rows for k in r if k.startswith("dice_")}))
+    keys += tuple(k for k in OBJECT_COLUMNS if any(k in r for r in rows))
     json_curves = {
         name: {seed: {**{k: [r.get(k) for r in rs] for k in keys},
                       "picked": [[p["image"] for p in r.get("picks", [])] for r in rs],
@@ -98,6 +100,7 @@ def write_outputs(exp: Experiment, *, plot: bool = True
         "splits": splits,
         "x_axis": cfg.x_axis,
         "metric": "mean over test images of the per-image foreground Dice",
+        "objects": None if exp.ds.instances is None else OBJECTS_DOC,
         "rf_labelled_from": "random" if "random" in cfg.strategies else "own random draws",
         "classes": list(exp.classes),
         "second_observer": observer or None,

@@ -13,7 +13,14 @@ preprocessing as training (percentile normalisation, then the model's polarity r
 
 Baselines, as extra "strategies" in the outputs (:mod:`.baselines`): ``rf``, the ilastik-style
 random forest on the ``random`` strategy's labelled images, and ``full``, the U-Net trained on
-the whole pool (the ceiling, optionally to a plateau of its test Dice).
+the whole pool (the ceiling, optionally to a plateau of its test Dice); and, when asked for,
+``cellpose``, Cellpose trained from scratch on the ``rf`` baseline's images with the same step
+budget (:mod:`.cellpose_baseline`; skipped with a note without the package).
+
+Datasets with ``instances/`` (one label image per image, one id per object) add object-level
+columns to every row (:mod:`.object_columns`): F1 and AP at IoU 0.5 and over 0.5..0.9, the count
+error, splits and merges, for connected components of the semantic prediction (``cc_*``) and for
+the U-Net's instance mode or Cellpose (``inst_*``), and the annotator's effort in objects.
 
 Multi-class sets (more than one foreground class) add the Dice of each foreground class
 (:func:`.dataset.class_dice`, columns ``dice_class1`` ..) and their mean (``dice_fg_mean``) to
@@ -40,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import run_full, run_rf
+from .cellpose_baseline import run_cellpose
 from .config import BenchmarkConfig
 from .experiment import Experiment
 from .loop import StrategyRun
@@ -118,6 +126,8 @@ def run_benchmark(config: BenchmarkConfig) -> Generator[BenchmarkProgress, None,
             yield from StrategyRun(exp, name, seed, track).rounds()
         elif kind == "rf":
             yield from run_rf(exp, seed, track)
+        elif kind == "cellpose":
+            yield from run_cellpose(exp, seed, track)
         else:
             yield from run_full(exp, seed, track)
         write_outputs(exp, plot=False)

@@ -113,3 +113,51 @@ def test_export_writes_the_measurements_of_the_labels(project_folder, tmp_path, 
     assert "measurements:" in capsys.readouterr().out
     rows = _read(tmp_path / "e" / "measurements" / "images.csv")
     assert [r["source"] for r in rows] == ["labels", "labels"]
+
+
+def test_objects_submitted_as_instances_are_measured_as_they_were_painted(tmp_path):
+    """Two touching nuclei painted as two objects stay two; a cell measured as area is one."""
+    folder = tmp_path / "proj"
+    image = (make_blobs(shape=SHAPE)[0] * 200).astype(np.uint8)
+    with Project.create(folder, arrays={"a": image},
+                        classes=("background", "nucleus", "cell")) as project:
+        project.set_class_modes({"nucleus": "objects"})
+        instances = np.zeros(SHAPE, np.uint16)
+        instances[5:10, 5:10] = 1
+        instances[5:10, 10:14] = 2                     # touches object 1
+        labels = np.zeros(SHAPE, np.uint8)
+        labels[20:30, 30:40] = 2                       # a cell, no id
+        project.submit_instances(project.images()[0].id, instances, labels=labels,
+                                 object_class="nucleus")
+    result = ex.measure_project(folder, tmp_path / "m")
+    got = sorted((r["class"], r["area_px"]) for r in result.objects)
+    assert got == [("cell", 100.0), ("nucleus", 20.0), ("nucleus", 25.0)]
+    assert result.images[0]["count_nucleus"] == 2
+
+
+def test_predicted_objects_are_the_models_post_processed_instances(tmp_path):
+    from napari_activeseg.core.config import InferenceConfig
+    from napari_activeseg.core.export.predicting import prepared
+    from napari_activeseg.core.instances import predict_instances
+
+    folder = tmp_path / "proj"
+    pairs = [make_blobs(shape=SHAPE, seed=s, n=5) for s in range(2)]
+    cfg = ModelConfig(in_channels=1, n_classes=2, depth=2, width=4, boundary_classes=(1,),
+                      polarity="none")
+    with Project.create(folder, arrays={f"i{s}": (p[0] * 200).astype(np.uint8)
+                                        for s, p in enumerate(pairs)}) as project:
+        project.set_class_modes({project.classes[1]: "objects"})
+        torch.manual_seed(1)
+        project.save_model(UNet(cfg).state_dict(), cfg)
+        result = ex.measure_project(project, tmp_path / "m", source="predictions",
+                                    device="cpu")
+        model, _ = project.load_unet()
+        for rec in project.images():
+            pred = predict_instances(model, prepared(project.load_image(rec.id), cfg),
+                                     object_classes=(1,),
+                                     config=InferenceConfig().replace(device="cpu"))
+            row = next(r for r in result.images if r["image_id"] == rec.id)
+            assert row["objects"] == pred.count
+            ids = sorted(r["object_id"] for r in result.objects if r["image_id"] == rec.id)
+            assert ids == list(range(1, pred.count + 1))
+        assert result.objects  # the untrained model finds some

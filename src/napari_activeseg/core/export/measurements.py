@@ -3,7 +3,8 @@
 :func:`measure_project_iter` measures the reviewed labels of the labelled images, the model's
 predictions of every image of the pool, or both (``source``), with
 :func:`~napari_activeseg.core.measure.measure_image` (objects: the connected components of each
-class, see :mod:`~napari_activeseg.core.measure`), and writes ``objects.csv`` and
+class, or the objects of a class in "objects" mode: the submitted instance ids, the model's
+post-processed objects; see :mod:`~napari_activeseg.core.measure`), and writes ``objects.csv`` and
 ``images.csv`` at the end, atomically: a cancelled or failed job writes no CSV. Of an image
 whose labels cover only part of it (boxes, scribbles), only the reviewed pixels are measured;
 ``images.csv`` says the reviewed fraction. Sizes are in pixels, or in micrometres when the
@@ -22,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from .. import serialize
+from ..instances import predict_instances
 from ..measure import image_columns, measure_image, object_columns, summarize
 from ..progress import run_to_end
 from ..project import Project
 from ..validation import check_choice
 from .common import decided_config, opened, output_folder
-from .predicting import inference_config, predict_image
+from .predicting import inference_config, predict_image, prepared
 from .records import ExportProgress
 
 __all__ = ["PIXEL_SIZE_SETTING", "SOURCES", "MeasureResult", "measure_project",
@@ -138,19 +140,25 @@ def measure_project_iter(
         for n, (rec, kind) in enumerate(plan, 1):
             try:
                 raw = proj.load_image(rec.id)
-                reviewed_fraction = 1.0
+                reviewed_fraction, instances = 1.0, None
                 if kind == "labels":
                     labels, reviewed = proj.load_labels(rec.id)
+                    if proj.object_classes:  # the objects as submitted (the rest derived)
+                        instances = proj.load_instances(rec.id)[0]
                     if reviewed is not None:
                         labels = np.where(reviewed, labels, 0)
                         reviewed_fraction = round(float(reviewed.mean()), 6)
+                elif proj.object_classes:  # the model's objects: its post-processing
+                    pred = predict_instances(model, prepared(raw, decided), config=config,
+                                             object_classes=proj.object_classes)
+                    labels, instances = pred.labels, pred.instances
                 else:
                     pred = yield from predict_image(
                         model, raw, decided, mode="single", maps=(), config=config,
                         name=rec.name, done=n - 1, total=total, t0=t0)
                     labels = pred.labels
-                rows, _ = measure_image(raw, class_map=labels, classes=classes, name=rec.name,
-                                        pixel_size=pixel_size)
+                rows, _ = measure_image(raw, class_map=labels, instances=instances,
+                                        classes=classes, name=rec.name, pixel_size=pixel_size)
             except (ValueError, OSError) as err:
                 result.failed.append((rec.key, str(err)))
                 yield ExportProgress(n, total, rec.name, error=str(err),

@@ -31,7 +31,7 @@ from ..progress import relay
 from ..project import Project
 from .records import ExportProgress
 
-__all__ = ["check_maps", "inference_config", "predict_image", "predict_prepared",
+__all__ = ["check_maps", "inference_config", "predict_image", "predict_prepared", "prepared",
            "write_prediction", "write_stack"]
 
 _ONE_PASS_MAPS = ("entropy", "margin", "least_confidence", "raw_margin")
@@ -60,13 +60,18 @@ def inference_config(project: Project, device: str) -> InferenceConfig:
     return cfg.replace(device=device)
 
 
+def prepared(raw: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """`raw` (``(H, W)`` or channels-last) as ``(C, H, W)``, prepared as the training images
+    were: `cfg`'s decided polarity and channel count."""
+    return prepare_image(raw, polarity=cfg.polarity, polarity_margin=cfg.polarity_margin,
+                         channel_axis=-1 if raw.ndim == 3 else None, channels=cfg.in_channels)
+
+
 def predict_image(model, raw: np.ndarray, cfg: ModelConfig, *, mode, maps, config, name, done,
                   total, t0) -> Generator[ExportProgress, None, Prediction]:
-    """Predict `raw` (``(H, W)`` or channels-last) prepared as the training images were: `cfg`'s
-    decided polarity and channel count. Re-yields the tile progress as ExportProgress; returns the
-    Prediction."""
-    image = prepare_image(raw, polarity=cfg.polarity, polarity_margin=cfg.polarity_margin,
-                          channel_axis=-1 if raw.ndim == 3 else None, channels=cfg.in_channels)
+    """Predict `raw` (:func:`prepared`). Re-yields the tile progress as ExportProgress; returns
+    the Prediction."""
+    image = prepared(raw, cfg)
     return (yield from predict_prepared(model, image, mode=mode, maps=maps, config=config,
                                         name=name, done=done, total=total, t0=t0))
 

@@ -98,6 +98,30 @@ def test_pick_effort_counts_a_merge_and_a_spurious_object():
     assert inside["obj_to_split"] == 0 and inside["obj_to_remove"] == 0
 
 
+def test_objects_mode_trains_the_boundary_head_on_submitted_instances(with_instances, tmp_path):
+    from napari_activeseg.core.project import Project
+
+    out = tmp_path / "out"
+    result = run_to_end(run_benchmark(BenchmarkConfig(
+        data=with_instances, out=out, strategies=("random",), baselines=(), objects=True,
+        **TINY)))
+    assert {r["inst_method"] for r in result.rows} == {"boundary"}
+    assert all(0.0 <= r["inst_f1_50"] <= 1.0 for r in result.rows)
+    with Project.open(out / "runs" / "random_s0", read_only=True) as project:
+        assert project.object_classes == (1,)
+        first = project.labelled_ids()[0]
+        assert project.load_instances(first)[0].max() >= 1
+
+
+def test_objects_mode_needs_instances(tmp_path):
+    data = _folder(tmp_path / "plain", instances=False, n=4)
+    with pytest.raises(ValueError, match="instances/"):
+        run_to_end(run_benchmark(BenchmarkConfig(
+            data=data, out=tmp_path / "out", strategies=("random",), baselines=(),
+            objects=True, **TINY)))
+    assert not (tmp_path / "out").exists()
+
+
 def test_cellpose_is_skipped_with_a_note_without_instances(tmp_path):
     data = _folder(tmp_path / "plain", instances=False, n=5)
     result = run_to_end(run_benchmark(BenchmarkConfig(

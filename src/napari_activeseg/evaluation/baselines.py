@@ -181,7 +181,9 @@ def run_full(exp: Experiment, seed: int, track: Tracker):
         done = set(project.labelled_ids())
         todo = [r for r in project.images() if r.id not in done]
         for n, rec in enumerate(todo):
-            session.submit(rec.id, exp.ds.masks[exp.index[rec.name]])
+            inst = exp.submitted_instances(rec.name, None)
+            session.submit(rec.id, None if inst is not None else
+                           exp.ds.masks[exp.index[rec.name]], instances=inst)
             if n % 10 == 9:
                 yield track.record(run, 0, "annotate", f"{n + 1}/{len(todo)} pool images")
         labelled = sorted(project.labelled_ids())

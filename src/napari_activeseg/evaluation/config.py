@@ -66,6 +66,11 @@ class BenchmarkConfig:
         pixels, so without a cap it dominates big rounds; None = no cap.
     rf : dict
         Keyword arguments of :class:`.rf.RandomForestSegmenter`.
+    objects : bool
+        Train the U-Net in the product's instance mode: the foreground class is in "objects"
+        mode, the annotator submits the dataset's ``instances/`` (one id per object) and the
+        network gets its boundary output (:mod:`napari_activeseg.core.instances`). Needs a
+        dataset with ``instances/`` and one foreground class.
     """
 
     data: Path
@@ -90,13 +95,15 @@ class BenchmarkConfig:
     inference: dict[str, Any] = field(default_factory=dict)
     rf_samples: int | None = 80_000
     rf: dict[str, Any] = field(default_factory=dict)
+    objects: bool = False
 
     #: Fields that define the experiment: a resumed run must keep them.
     IDENTITY = ("data", "initial", "step", "regions", "region_size", "steps", "full_steps",
                 "full_rounds", "full_min_delta", "max_images", "test_fraction", "model", "train",
-                "inference", "rf_samples", "rf")
+                "inference", "rf_samples", "rf", "objects")
     #: Identity fields added later: a folder that predates them was made with these values.
-    IDENTITY_DEFAULTS: ClassVar[dict[str, Any]] = {"full_rounds": 1, "full_min_delta": 0.005}
+    IDENTITY_DEFAULTS: ClassVar[dict[str, Any]] = {"full_rounds": 1, "full_min_delta": 0.005,
+                                                   "objects": False}
     #: Integer fields and their smallest valid value.
     INTEGERS: ClassVar[dict[str, int]] = {"initial": 1, "step": 1, "rounds": 0, "steps": 1,
                                           "full_steps": 1, "full_rounds": 1, "region_size": 16}
@@ -156,6 +163,7 @@ class BenchmarkConfig:
             full_min_delta=float(self.full_min_delta),
             test_fraction=float(self.test_fraction),
             regions=bool(self.regions),
+            objects=bool(self.objects),
             **ints, **optional, **overrides,
         )
 

@@ -35,8 +35,17 @@ class Experiment:
         self.ds: SegDataset = load_dataset(cfg.data, max_images=cfg.max_images)
         ds = self.ds
         self.index = {name: i for i, name in enumerate(ds.names)}
+        if cfg.objects and (ds.instances is None or ds.n_classes != 2):
+            raise ValueError(
+                f"--objects needs a dataset with instances/ and one foreground class; "
+                f"{str(ds.root)!r} has {'no instances/' if ds.instances is None else ''}"
+                f"{'' if ds.instances is None else f'{ds.n_classes - 1} foreground classes'}."
+            )
+        # in the instance mode the network has the boundary output the project will ask for
         self.model_config = ModelConfig(**{"in_channels": ds.in_channels,
-                                           "n_classes": ds.n_classes, **cfg.model})
+                                           "n_classes": ds.n_classes,
+                                           **({"boundary_classes": (1,)} if cfg.objects else {}),
+                                           **cfg.model})
         if self.model_config.polarity == "pool":
             from ..core.preprocess import decide_polarity
 
@@ -147,8 +156,17 @@ class Experiment:
         else:
             project = Project.create(
                 folder, images=[self.ds.root / "images" / n for n in names],
-                classes=self.classes, skip_unreadable=False)
+                classes=self.classes, skip_unreadable=False,
+                class_modes={self.classes[1]: "objects"} if self.cfg.objects else None)
         return project
+
+    def submitted_instances(self, name: str, reviewed) -> np.ndarray | None:
+        """The objects the annotator submits with an image in ``--objects`` mode (inside the
+        reviewed pixels), else None."""
+        if not self.cfg.objects:
+            return None
+        ids = self.ds.instances[self.index[name]]
+        return ids if reviewed is None else np.where(reviewed, ids, 0).astype(ids.dtype)
 
     def evaluate(self, model, seed: int, track: Tracker, run: str, rnd: int, base: float):
         """Mean test Dice of ``model`` and its per-class (and object) columns; yields progress

@@ -151,7 +151,9 @@ class StrategyRun:
                 ann = exp.annotator.annotate(truth, pre, boxes)
                 sid = group[0].suggestion_id if group else None
                 session.mark_shown(image_id, pre, sid)
-                session.submit(image_id, ann.labels, ann.reviewed)
+                inst = exp.submitted_instances(rec.name, ann.reviewed)
+                session.submit(image_id, None if inst is not None else ann.labels,
+                               ann.reviewed, instances=inst)
                 state.pending.append({
                     "image": rec.name,
                     "boxes": None if boxes is None else [list(b) for b in boxes],

@@ -255,7 +255,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         region_size=args.region_size, device=args.device, steps=args.steps,
         full_steps=args.full_steps, max_images=args.max_images,
         test_fraction=args.test_fraction, model=model, train=train, inference=inference,
-        rf_samples=args.rf_samples or None)
+        rf_samples=args.rf_samples or None, objects=args.objects)
     bar = BenchmarkBar(sys.stderr) if not args.quiet else None
     gen = run_benchmark(config)
     try:
@@ -315,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rounds after round 0 (the last has initial + rounds*step labelled)")
     bench.add_argument("--baselines", default="rf,full",
                        help="rf (random forest on the random strategy's images), full (U-Net "
-                            "on the whole pool), both, or none")
+                            "on the whole pool), cellpose (Cellpose from scratch on the rf "
+                            "images, [cellpose] extra; needs instances/), or none")
+    bench.add_argument("--objects", action="store_true",
+                       help="train the U-Net in the instance mode on the dataset's instances/ "
+                            "(boundary output; objects scored either way when instances/ exist)")
     bench.add_argument("--regions", action="store_true",
                        help="annotate suggested regions instead of whole images (x = pixels)")
     bench.add_argument("--region-size", type=int, default=256, help="region side in pixels")

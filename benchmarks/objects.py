@@ -1,14 +1,22 @@
 """Objects, not pixels (issue 18): U-Net + connected components vs the U-Net's instance mode vs
 Cellpose trained from scratch, on the two nuclei sets with instance ground truth.
 
-For each dataset one ``activeseg benchmark`` run (:func:`run_benchmark`): the ``random``
-strategy (4 labelled images, then 8 more per round: 4 / 12 / 20 / 28) and the ``cellpose``
-baseline, which trains on the very images the ``random`` run labelled with the same number of
-optimiser steps per round (``evaluation/cellpose_baseline.py``). Every round's row holds object
-F1 at IoU 0.5 and the count error for the three methods (``cc_*``: connected components of the
-U-Net's class map; ``inst_*``: the U-Net's instance mode or Cellpose). This script reads them
-back at 4 / 12 / 28 labelled images and writes ``OUT/objects.json`` and a markdown table
-``OUT/objects.md`` (mean ± std over seeds). A finished dataset resumes instantly.
+For each dataset two ``activeseg benchmark`` runs (:func:`run_benchmark`), both with the
+``random`` strategy (4 labelled images, then 8 more per round: 4 / 12 / 20 / 28; the same
+images in both, drawn by the seed):
+
+``OUT/<dataset>``
+    the semantic U-Net as today, scored as connected components of its class map (``cc_*``)
+    and as a distance-transform watershed of the same map (``inst_*``, ``distance``), with the
+    ``cellpose`` baseline, which trains on the very images the ``random`` run labelled with
+    the same number of optimiser steps per round (``evaluation/cellpose_baseline.py``);
+``OUT/<dataset>_objects``
+    ``--objects``: the U-Net in the product's instance mode, trained on the instance labels
+    with its boundary output (``inst_*``, ``boundary``).
+
+This script reads object F1 at IoU 0.5, mean AP and the count error back at 4 / 12 / 28
+labelled images and writes ``OUT/objects.json`` and a markdown table ``OUT/objects.md`` (mean ±
+std over seeds). A finished run resumes instantly.
 
 The measurement the issue asks for (3 seeds, the product's defaults)::
 
@@ -41,10 +49,11 @@ from napari_activeseg.evaluation.progress import BenchmarkBar
 from napari_activeseg.evaluation.runner import run_benchmark
 
 DATA = Path("/work/shared/data")
-#: (label, strategy row, column prefix) of the three methods compared.
-METHODS = (("U-Net + connected components", "random", "cc"),
-           ("U-Net instance mode", "random", "inst"),
-           ("Cellpose from scratch", "cellpose", "inst"))
+#: (label, run, strategy row, column prefix) of the methods compared.
+METHODS = (("U-Net + connected components", "semantic", "random", "cc"),
+           ("U-Net + distance watershed", "semantic", "random", "inst"),
+           ("U-Net instance mode (boundary head)", "objects", "random", "inst"),
+           ("Cellpose from scratch", "semantic", "cellpose", "inst"))
 AT = (4, 12, 28)
 
 
@@ -56,12 +65,13 @@ def _ms(values: list[float]) -> dict[str, float | int]:
             "n": int(v.size)}
 
 
-def table(rows: list[dict], at=AT) -> list[dict]:
+def table(runs: dict[str, list[dict]], at=AT) -> list[dict]:
     """Per labelled count and method: F1@0.5, mean AP, count error and Dice over seeds."""
     out = []
     for n in at:
-        for label, strategy, prefix in METHODS:
-            mine = [r for r in rows if r["strategy"] == strategy and r["n_labelled"] == n
+        for label, run, strategy, prefix in METHODS:
+            mine = [r for r in runs.get(run, []) if r["strategy"] == strategy
+                    and r["n_labelled"] == n
                     and r.get(f"{prefix}_f1_50") is not None]
             if not mine:
                 continue
@@ -109,24 +119,30 @@ def main(argv: list[str] | None = None) -> int:
 
     results, meta = {}, {}
     for name in parse_list(args.datasets):
-        cfg = BenchmarkConfig(
-            data=args.data_root / name, out=args.out / name, strategies=("random",),
-            baselines=("cellpose",), seeds=parse_seeds(args.seeds), initial=AT[0], step=8,
-            rounds=3, steps=args.steps, max_images=args.max_images,
-            test_fraction=args.test_fraction, device=args.device)
-        t0 = time.perf_counter()
-        bar = None if args.quiet else BenchmarkBar(sys.stderr)
-        try:
-            res = run_to_end(run_benchmark(cfg), bar)
-        finally:
-            if bar is not None:
-                bar.close()
-        results[name] = table(res.rows)
-        meta[name] = {"seconds": round(time.perf_counter() - t0, 1), "notes": res.notes,
-                      "results_json": str(res.files["json"])}
-        print(res.table())
-        for note in res.notes:
-            print(f"note: {note}")
+        runs = {}
+        for run, objects, baselines in (("semantic", False, ("cellpose",)),
+                                        ("objects", True, ())):
+            cfg = BenchmarkConfig(
+                data=args.data_root / name, out=args.out / (name + ("_objects" * objects)),
+                strategies=("random",), baselines=baselines, objects=objects,
+                seeds=parse_seeds(args.seeds), initial=AT[0], step=8, rounds=3,
+                steps=args.steps, max_images=args.max_images,
+                test_fraction=args.test_fraction, device=args.device)
+            t0 = time.perf_counter()
+            bar = None if args.quiet else BenchmarkBar(sys.stderr)
+            try:
+                res = run_to_end(run_benchmark(cfg), bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            runs[run] = res.rows
+            meta[f"{name} {run}"] = {"seconds": round(time.perf_counter() - t0, 1),
+                                     "notes": res.notes,
+                                     "results_json": str(res.files["json"])}
+            print(res.table())
+            for note in res.notes:
+                print(f"note: {note}")
+        results[name] = table(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),

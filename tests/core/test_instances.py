@@ -130,17 +130,23 @@ def test_short_training_separates_touching_discs_better_than_components(tmp_path
                         classes=["background", "nucleus"],
                         class_modes={"nucleus": "objects"}) as project:
         records = sorted(project.images(), key=lambda r: r.name)
-        for rec, (_, ids) in zip(records[:4], scenes[:4], strict=True):
-            project.submit_instances(rec.id, ids)
         session = ActiveLearningSession(
             project, model_config=ModelConfig(in_channels=1, n_classes=2, width=8, depth=2,
                                               dropout=0.0),
-            train_config=TrainConfig(max_steps=150, batch_size=4, patch_size=64, lr=3e-3,
-                                     num_threads=1))
+            train_config=TrainConfig(max_steps=150, time_budget_s=None, batch_size=4,
+                                     patch_size=64, lr=3e-3, num_threads=1))
         assert session.model_config.boundary_classes == (1,)
+        for rec, (_, ids) in zip(records[:4], scenes[:4], strict=True):
+            session.submit(rec.id, None, instances=ids)
+        assert project.load_instances(records[0].id)[0].max() == scenes[0][1].max()
         run_to_end(session.train())
         pred = session.predict_instances(records[4].id)
-    truth = int(scenes[4][1].max())
-    components = ndi.label(pred.labels == 1)[1]
-    assert abs(components - truth) >= 2  # the touching pairs merge
-    assert abs(pred.count - truth) <= abs(components - truth) - 2
+        truth = int(scenes[4][1].max())
+        components = ndi.label(pred.labels == 1)[1]
+        assert abs(components - truth) >= 2  # the touching pairs merge
+        assert abs(pred.count - truth) <= abs(components - truth) - 2
+        # back to "area": a semantic model from scratch, and no objects to predict
+        session.set_class_modes({"nucleus": "area"})
+        assert session.model_config.boundary_classes == () and session.model is None
+        with pytest.raises(ValueError, match="objects"):
+            session.predict_instances(records[4].id)

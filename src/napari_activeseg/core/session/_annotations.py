@@ -94,12 +94,23 @@ class Annotations:
             reviewed = None
         self.project.save_draft(image_id, labels, reviewed)
 
-    def submit(self, image_id: int, labels: np.ndarray, reviewed: np.ndarray | None, *,
+    def submit(self, image_id: int, labels: np.ndarray | None, reviewed: np.ndarray | None, *,
                suggestion_id: int | None, merge: bool, model_version: str | None,
-               strategy: str, focus_p: float, cached: Callable[[], Prediction | None]) -> int:
+               strategy: str, focus_p: float, cached: Callable[[], Prediction | None],
+               instances: np.ndarray | None = None) -> int:
         """Save the labels with their time and effort (see
         :meth:`ActiveLearningSession.submit`); ``cached``: the current model's cached
-        prediction of the image, if any (for the hard pixels, when ``focus_p`` > 0)."""
+        prediction of the image, if any (for the hard pixels, when ``focus_p`` > 0).
+        With ``instances`` the objects are submitted (``Project.submit_instances``; `labels`
+        then holds the "area" classes, or is None) and the effort is counted on the class map
+        they make with the first object class."""
+        given = labels
+        if instances is not None:
+            objects, ids = self.project.object_classes, np.asarray(instances)
+            if not objects or (given is not None and np.shape(given) != ids.shape):
+                # bad input: the project says what is wrong, and writes nothing
+                return self.project.submit_instances(image_id, ids, reviewed, labels=given)
+            labels = np.where(ids > 0, objects[0], 0 if given is None else given)
         labels = np.asarray(labels)
         shown = self._shown.get(image_id)  # popped once saved: a retry still has it
         seconds = pre = None
@@ -111,11 +122,15 @@ class Annotations:
             pre = None
         effort = correction_effort(pre, labels, reviewed)
         self._record_focus(image_id, pre, labels, focus_p, cached)
-        sub = self.project.submit(
-            image_id, labels, reviewed, seconds=seconds, pixels_changed=effort.pixels_changed,
-            objects_added=effort.objects_added, objects_removed=effort.objects_removed,
-            model_version=model_version, strategy=strategy, suggestion_id=suggestion_id,
-            merge=merge)
+        record = {"seconds": seconds, "pixels_changed": effort.pixels_changed,
+                  "objects_added": effort.objects_added,
+                  "objects_removed": effort.objects_removed, "model_version": model_version,
+                  "strategy": strategy, "suggestion_id": suggestion_id, "merge": merge}
+        if instances is not None:
+            sub = self.project.submit_instances(image_id, instances, reviewed, labels=given,
+                                                **record)
+        else:
+            sub = self.project.submit(image_id, labels, reviewed, **record)
         self._shown.pop(image_id, None)
         self._views.pop(image_id, None)
         return sub

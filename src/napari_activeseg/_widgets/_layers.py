@@ -134,6 +134,44 @@ def show_view(viewer, view, colors: Sequence[str], *, veil: bool) -> None:
     viewer.reset_view()
 
 
+def show_region_view(viewer, view, colors: Sequence[str]) -> None:
+    """Put a :class:`~napari_activeseg.core.session.RegionView` (a box of a large image) on
+    the canvas: the image as a multiscale layer of its lazy levels (napari loads what is on
+    screen), the whole image's uncertainty overview scaled up to it, and an annotation layer of
+    the box's size only, translated onto the box; the view zooms onto the box."""
+    base = view.levels[0]
+    rgb = base.ndim == 3 and base.shape[-1] in (3, 4)
+    levels = view.levels if rgb or base.ndim == 2 else [_channels_first(lv) for lv in view.levels]
+    for name in ("image", UNCERTAINTY, ANNOTATION, REVIEWED, NOT_REVIEWED, SCRIBBLES):
+        if name in viewer.layers:  # a correction's full-size layers do not fit a large image
+            viewer.layers.remove(name)
+    layer = viewer.add_image(levels, multiscale=True, name="image", rgb=rgb)
+    layer.metadata["activeseg_name"] = view.name
+    if view.overview is not None:
+        factor, unc, _ = view.overview
+        offset = (factor - 1) / 2  # a block mean sits at the centre of its block
+        viewer.add_image(unc, name=UNCERTAINTY, scale=(factor, factor), translate=(offset, offset),
+                         colormap="inferno", blending="additive", opacity=0.6)
+    y0, x0, y1, x1 = view.box
+    ann = viewer.add_labels(view.labels.copy(), name=ANNOTATION, translate=(y0, x0),
+                            colormap=class_colormap(colors), opacity=0.6)
+    _show_boxes(viewer, [view.box])
+    ann.selected_label = 1
+    viewer.layers.selection.active = ann
+    ann.mode = "paint"
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari 0.9
+    camera.center = ((y0 + y1) / 2, (x0 + x1) / 2)
+    # the box fills about half the canvas
+    canvas = min(getattr(viewer, "_canvas_size", (800, 800)))
+    camera.zoom = 0.5 * max(canvas, 100) / max(y1 - y0, x1 - x0)
+
+
+def _channels_first(level):
+    import dask.array as da
+
+    return da.moveaxis(level, -1, 0)
+
+
 def paint_scribbles(viewer, class_index: int) -> None:
     """Select the scribbles layer in paint mode with the brush of class ``class_index``."""
     if SCRIBBLES not in viewer.layers:

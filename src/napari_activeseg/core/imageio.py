@@ -30,11 +30,14 @@ __all__ = [
     "PERCENTILE_MAX_PIXELS",
     "SUPPORTED_SUFFIXES",
     "ImageSource",
+    "channel_scale",
     "image_sources",
     "list_images",
     "normalize_image",
+    "percentile_step",
     "read_image",
     "read_labels",
+    "scale_rows",
     "write_labels",
     "write_tiff",
 ]
@@ -415,9 +418,15 @@ def write_labels(
     return write_tiff(path, labels)
 
 
+def percentile_step(height: int, width: int) -> int:
+    """The stride of the percentile subsample of an ``(H, W)`` channel: at most about
+    ``PERCENTILE_MAX_PIXELS`` pixels are looked at."""
+    return max(1, int(np.ceil(np.sqrt(height * width / PERCENTILE_MAX_PIXELS))))
+
+
 def _percentile_sample(channel: np.ndarray) -> np.ndarray:
     """A strided subsample of at most about ``PERCENTILE_MAX_PIXELS`` pixels."""
-    step = int(np.ceil(np.sqrt(channel.size / PERCENTILE_MAX_PIXELS)))
+    step = percentile_step(*channel.shape)
     return channel[::step, ::step] if step > 1 else channel
 
 
@@ -468,27 +477,49 @@ def normalize_image(
     image = check_image(image, channel_axis=channel_axis)
     channels = image[..., np.newaxis] if image.ndim == 2 else image
     height, width, n_channels = channels.shape
-    # float64 input (or wide integers) keep float64 precision for the subtraction, chunk by chunk.
-    work_dtype = np.float32 if channels.dtype.itemsize <= 2 else np.float64
     rows_per_chunk = max(1, _CHUNK_PIXELS // width)
 
     out = np.zeros((n_channels, height, width), dtype=np.float32)
     for c in range(n_channels):
         channel = channels[..., c]
-        lo, hi = np.percentile(_percentile_sample(channel), [low, high])
-        if hi <= lo:
-            lo, hi = channel.min(), channel.max()
-            if hi <= lo:
-                continue  # constant channel: leave zeros
-        lo = work_dtype(lo)
-        scale = work_dtype(1.0) / (work_dtype(hi) - lo)
+        scale = channel_scale(_percentile_sample(channel), low, high,
+                              lambda ch=channel: (ch.min(), ch.max()))
         for start in range(0, height, rows_per_chunk):
-            block = channel[start : start + rows_per_chunk].astype(work_dtype)
-            block -= lo
-            block *= scale
-            np.clip(block, *CLIP_RANGE, out=block)
-            out[c, start : start + rows_per_chunk] = block
+            out[c, start : start + rows_per_chunk] = scale_rows(
+                channel[start : start + rows_per_chunk], scale)
     return out
+
+
+def channel_scale(
+    sample: np.ndarray, low: float, high: float, extremes: Any
+) -> tuple[Any, Any] | None:
+    """``(lo, 1 / (hi - lo))`` of one channel from its percentile `sample`
+    (:func:`_percentile_sample`), in the working dtype of its arithmetic; None for a constant
+    channel. `extremes()` gives the channel's (min, max), the fallback of coinciding
+    percentiles (called only then, so a lazy image is scanned only then)."""
+    # float64 input (or wide integers) keep float64 precision for the subtraction
+    work_dtype = np.float32 if sample.dtype.itemsize <= 2 else np.float64
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        lo, hi = extremes()
+        if hi <= lo:
+            return None  # constant channel: zeros
+    lo = work_dtype(lo)
+    return lo, work_dtype(1.0) / (work_dtype(hi) - lo)
+
+
+def scale_rows(rows: np.ndarray, scale: tuple[Any, Any] | None) -> np.ndarray:
+    """Rows of one channel normalised with :func:`channel_scale`'s ``scale`` (float32);
+    the same arithmetic whatever the rows, so an image normalised block by block equals
+    :func:`normalize_image`'s."""
+    if scale is None:
+        return np.zeros(rows.shape, np.float32)
+    lo, factor = scale
+    block = np.asarray(rows).astype(type(lo))
+    block -= lo
+    block *= factor
+    np.clip(block, *CLIP_RANGE, out=block)
+    return block.astype(np.float32, copy=False)
 
 
 def list_images(

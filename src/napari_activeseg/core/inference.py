@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,6 +173,52 @@ def _model_device(model: nn.Module) -> torch.device | None:
     return p.device if p is not None else None
 
 
+def _in_channels(model, default: int) -> int:
+    first = model[0] if isinstance(model, list | tuple) else model
+    cfg = first.config if hasattr(first, "config") else None
+    return cfg.in_channels if cfg is not None else default
+
+
+def _setup(model, mode: str, maps: Sequence[str], config: InferenceConfig
+           ) -> tuple[Sampler, torch.device, list[str], list[str]]:
+    """Checked mode and maps, the sampler, the device (models moved there, in eval mode), and
+    the internal and requested map names."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown prediction mode {mode!r}; choose one of {list(MODES)}.")
+    models = list(model) if isinstance(model, list | tuple) else [model]
+    if mode != "ensemble" and len(models) != 1:
+        raise ValueError(f"mode={mode!r} takes one model, got {len(models)}; "
+                         "use mode='ensemble' for several.")
+    maps = list(maps)
+    internal = [_DISAGREEMENT_ALIASES.get(m, m) for m in maps]
+    valid = set(unc.MAP_NAMES) | set(_DISAGREEMENT_ALIASES)
+    bad = [m for m in maps if m not in valid]
+    if bad:
+        raise ValueError(f"Unknown uncertainty map(s) {bad}; valid maps are {sorted(valid)}.")
+    if mode == "single":
+        needs_samples = [m for m in maps if m not in (*unc.MAPS_ONE_PASS, "raw_margin")]
+        if needs_samples:
+            raise ValueError(f"Map(s) {needs_samples} need several samples; use mode='mc', "
+                             "'tta' or 'ensemble'.")
+
+    device = _model_device(models[0]) if config.device == "auto" else None
+    if device is None or (config.device == "auto" and device.type == "cpu"):
+        device = choose_device(config.device)
+    for m in models:
+        m.to(device).eval()
+
+    if mode == "single":
+        sampler = _single(models[0])
+    elif mode == "mc":
+        sampler = _mc(models[0], config.mc_samples, config.mc_seed)
+    elif mode == "tta":
+        sampler = _tta(models[0])
+    else:
+        sampler = _ensemble(models)
+
+    return sampler, device, internal, maps
+
+
 def predict_iter(
     model: nn.Module | Sequence[nn.Module],
     image: np.ndarray,
@@ -199,42 +246,8 @@ def predict_iter(
         Checked between tile batches; when it returns True the generator returns None.
     """
     config = config or InferenceConfig()
-    if mode not in MODES:
-        raise ValueError(f"Unknown prediction mode {mode!r}; choose one of {list(MODES)}.")
-    models = list(model) if isinstance(model, list | tuple) else [model]
-    if mode != "ensemble" and len(models) != 1:
-        raise ValueError(f"mode={mode!r} takes one model, got {len(models)}; "
-                         "use mode='ensemble' for several.")
-    maps = list(maps)
-    internal = [_DISAGREEMENT_ALIASES.get(m, m) for m in maps]
-    valid = set(unc.MAP_NAMES) | set(_DISAGREEMENT_ALIASES)
-    bad = [m for m in maps if m not in valid]
-    if bad:
-        raise ValueError(f"Unknown uncertainty map(s) {bad}; valid maps are {sorted(valid)}.")
-    if mode == "single":
-        needs_samples = [m for m in maps if m not in (*unc.MAPS_ONE_PASS, "raw_margin")]
-        if needs_samples:
-            raise ValueError(f"Map(s) {needs_samples} need several samples; use mode='mc', "
-                             "'tta' or 'ensemble'.")
-
-    cfg0 = models[0].config if hasattr(models[0], "config") else None
-    in_ch = cfg0.in_channels if cfg0 is not None else np.asarray(image).shape[0]
-    image = _check_input(image, in_ch)
-    device = _model_device(models[0]) if config.device == "auto" else None
-    if device is None or (config.device == "auto" and device.type == "cpu"):
-        device = choose_device(config.device)
-    for m in models:
-        m.to(device).eval()
-
-    if mode == "single":
-        sampler = _single(models[0])
-    elif mode == "mc":
-        sampler = _mc(models[0], config.mc_samples, config.mc_seed)
-    elif mode == "tta":
-        sampler = _tta(models[0])
-    else:
-        sampler = _ensemble(models)
-
+    sampler, device, internal, maps = _setup(model, mode, maps, config)
+    image = _check_input(image, _in_channels(model, np.asarray(image).shape[0]))
     t0 = time.perf_counter()
     notes: list[str] = []
     tile, batch = config.tile_size, config.batch_size
@@ -268,6 +281,36 @@ def predict_iter(
     return Prediction(probs, labels, out_maps, time.perf_counter() - t0, notes)
 
 
+def _tile_grid(height: int, width: int, tile: int, overlap: int):
+    """Tile size, row-major tile origins and the blend weight (ones for a single tile)."""
+    th, tw = min(tile, height), min(tile, width)
+    ov = min(overlap, th // 2 - 1 if th > 2 else 0, tw // 2 - 1 if tw > 2 else 0)
+    ov = max(ov, 0)
+    ys, xs = tile_starts(height, th, ov), tile_starts(width, tw, ov)
+    coords = [(y, x) for y in ys for x in xs]
+    weight = torch.from_numpy(blend_weights(th, tw, ov if len(coords) > 1 else 0))
+    return th, tw, coords, weight
+
+
+def _predict_batch(sampler: Sampler, tiles: list[torch.Tensor], uniq: list[str],
+                   device: torch.device, amp: bool) -> tuple[torch.Tensor, dict]:
+    """Mean probabilities (B, K, h, w) and maps {name: (B, h, w)} of a batch of tiles."""
+    # inference mode only around the compute: a generator must not leave it switched on
+    # for its consumer between yields
+    with torch.inference_mode():
+        # channels-last input: oneDNN/cuDNN convolutions run ~2x faster on it (CPU here:
+        # batch 4 x 512² 754 -> 373 ms, same output to 4e-6)
+        x = torch.stack(tiles).to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            samples = sampler(x)  # (T, B, K, th, tw)
+        samples = samples.float()
+        mean = samples.mean(dim=0).cpu()
+        computed = {k: v.cpu() for k, v in unc.compute_maps(samples, uniq).items()} \
+            if uniq else {}
+        del samples
+    return mean, computed
+
+
 def _run_tiles(
     sampler: Sampler,
     image: np.ndarray,
@@ -281,12 +324,7 @@ def _run_tiles(
     stop: Callable[[], bool] | None,
 ) -> Generator[TileProgress, None, tuple[np.ndarray, dict[str, np.ndarray]] | None]:
     _, height, width = image.shape
-    th, tw = min(tile, height), min(tile, width)
-    ov = min(overlap, th // 2 - 1 if th > 2 else 0, tw // 2 - 1 if tw > 2 else 0)
-    ov = max(ov, 0)
-    ys, xs = tile_starts(height, th, ov), tile_starts(width, tw, ov)
-    coords = [(y, x) for y in ys for x in xs]
-    weight = torch.from_numpy(blend_weights(th, tw, ov if len(coords) > 1 else 0))
+    th, tw, coords, weight = _tile_grid(height, width, tile, overlap)
     single_tile = len(coords) == 1
 
     probs_acc: torch.Tensor | None = None
@@ -299,20 +337,8 @@ def _run_tiles(
         if stop is not None and stop():
             return None
         chunk = coords[b0:b0 + batch]
-        # inference mode only around the compute: a generator must not leave it switched on
-        # for its consumer between yields
-        with torch.inference_mode():
-            # channels-last input: oneDNN/cuDNN convolutions run ~2x faster on it (CPU here:
-            # batch 4 x 512² 754 -> 373 ms, same output to 4e-6)
-            x = torch.stack([src[:, y:y + th, x0:x0 + tw] for y, x0 in chunk]).to(device) \
-                .contiguous(memory_format=torch.channels_last)
-            with autocast(device, amp):
-                samples = sampler(x)  # (T, B, K, th, tw)
-            samples = samples.float()
-            mean = samples.mean(dim=0).cpu()
-            computed = {k: v.cpu() for k, v in unc.compute_maps(samples, uniq).items()} \
-                if uniq else {}
-            del samples
+        mean, computed = _predict_batch(
+            sampler, [src[:, y:y + th, x0:x0 + tw] for y, x0 in chunk], uniq, device, amp)
         if probs_acc is None:
             probs_acc = torch.zeros(mean.shape[1], height, width)
         for i, (y, x0) in enumerate(chunk):
@@ -333,6 +359,86 @@ def _run_tiles(
         for n in names:
             maps_acc[n] /= wsum
     return probs_acc.numpy(), {n: v.numpy() for n, v in maps_acc.items()}
+
+
+@dataclass(frozen=True)
+class RowBand:
+    """Rows ``[y0, y1)`` of a prediction, final (yielded by :func:`predict_rows`)."""
+
+    y0: int
+    y1: int
+    probs: np.ndarray  # (K, y1 - y0, W) float32
+    maps: dict[str, np.ndarray]  # name -> (y1 - y0, W) float32
+
+
+def predict_rows(
+    model: nn.Module | Sequence[nn.Module],
+    source: Any,
+    *,
+    mode: str = "single",
+    maps: Sequence[str] = ("entropy",),
+    config: InferenceConfig | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Generator[RowBand | TileProgress, None, bool]:
+    """Predict an image too large to hold, yielding its rows as they become final.
+
+    ``source`` has a ``shape`` ``(C, H, W)`` and ``rows(y0, y1)`` giving the prepared
+    ``(C, y1 - y0, W)`` float32 rows (:class:`.largeimage.LazyPrepared`). The tiles, their
+    batches and the blending are those of :func:`predict_iter`, so each band equals the same
+    rows of its output exactly; only a strip of tiles (input and accumulators) is held at a
+    time. Yields :class:`RowBand` (top to bottom, covering the image) and
+    :class:`TileProgress`; returns False when ``stop`` ended it. No out-of-memory retry.
+    """
+    config = config or InferenceConfig()
+    sampler, device, internal, maps = _setup(model, mode, maps, config)
+    c, height, width = (int(v) for v in source.shape)
+    if c != _in_channels(model, c):
+        raise ValueError(f"The model expects {_in_channels(model, c)} channel(s) but the image "
+                         f"has {c}.")
+    th, tw, coords, weight = _tile_grid(height, width, config.tile_size, config.overlap)
+    uniq = list(dict.fromkeys(internal))
+    inputs: dict[int, torch.Tensor] = {}  # tile row y -> its prepared input strip
+    lo = 0  # accumulators hold rows [lo, lo + len)
+    probs_acc: torch.Tensor | None = None
+    maps_acc = {n: torch.zeros(0, width) for n in maps}
+    wsum = torch.zeros(0, width)
+    total, batch = len(coords), config.batch_size
+    for b0 in range(0, total, batch):
+        if stop is not None and stop():
+            return False
+        chunk = coords[b0:b0 + batch]
+        for y in dict.fromkeys(y for y, _ in chunk):
+            if y not in inputs:
+                inputs[y] = torch.from_numpy(np.ascontiguousarray(
+                    source.rows(y, y + th), dtype=np.float32))
+        mean, computed = _predict_batch(
+            sampler, [inputs[y][:, :, x0:x0 + tw] for y, x0 in chunk], uniq, device, amp=config.amp)
+        grow = chunk[-1][0] + th - lo - wsum.shape[0]
+        if probs_acc is None:
+            probs_acc = torch.zeros(mean.shape[1], 0, width)
+        if grow > 0:
+            probs_acc = torch.cat([probs_acc, torch.zeros(probs_acc.shape[0], grow, width)], 1)
+            maps_acc = {n: torch.cat([v, torch.zeros(grow, width)]) for n, v in maps_acc.items()}
+            wsum = torch.cat([wsum, torch.zeros(grow, width)])
+        for i, (y, x0) in enumerate(chunk):
+            r = y - lo
+            probs_acc[:, r:r + th, x0:x0 + tw] += mean[i] * weight
+            for n, key in zip(maps, internal, strict=True):
+                maps_acc[n][r:r + th, x0:x0 + tw] += computed[key][i] * weight
+            wsum[r:r + th, x0:x0 + tw] += weight
+        yield TileProgress(min(b0 + batch, total), total)
+        done_to = coords[b0 + batch][0] if b0 + batch < total else height
+        for y in [y for y in inputs if y < done_to]:
+            del inputs[y]
+        n = done_to - lo
+        if n > 0:
+            w = wsum[:n]
+            yield RowBand(lo, done_to, (probs_acc[:, :n] / w).numpy(),
+                          {k: (v[:n] / w).numpy() for k, v in maps_acc.items()})
+            probs_acc, wsum = probs_acc[:, n:].clone(), wsum[n:].clone()
+            maps_acc = {k: v[n:].clone() for k, v in maps_acc.items()}
+            lo = done_to
+    return True
 
 
 def predict(

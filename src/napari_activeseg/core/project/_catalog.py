@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import _store_files as sf
 from ..imageio import list_images, read_image
+from ..largeimage import LARGE_IMAGE_PIXELS, is_large, open_lazy
 from ..validation import check_choice
 from ._records import ImageRecord, ProjectError, check_int, stat_key
 
@@ -38,16 +39,31 @@ _PARTIAL_SQL = ("COALESCE((SELECT s.reviewed_sha256 IS NOT NULL FROM submissions
                 "WHERE s.image_id = images.id ORDER BY s.id DESC LIMIT 1), 0)")
 
 
-def probe_file(path: Path, channel_axis: int | None) -> tuple:
-    """(path, sha256, size, mtime_ns, shape, dtype) of an image file, reading it once."""
+def probe_file(path: Path, channel_axis: int | None,
+               large: int | None = LARGE_IMAGE_PIXELS) -> tuple:
+    """(path, sha256, size, mtime_ns, shape, dtype) of an image file, reading it once; a TIFF
+    of more than `large` pixels is opened lazily (its pixels are not decoded)."""
     path = path.resolve()
     before = stat_key(path)
     sha = sf.sha256_file(path) if before is not None and path.is_file() else None
-    image = read_image(path, channel_axis=channel_axis)  # clear ValueError if unreadable
+    image = _lazy_if_large(path, channel_axis, large)
+    if image is None:
+        image = read_image(path, channel_axis=channel_axis)  # clear ValueError if unreadable
     after = stat_key(path)
     if sha is None or before != after:
         raise ValueError(f"{str(path)!r} changed while it was being read; try again.")
     return path, sha, after[0], after[1], list(image.shape), str(image.dtype)
+
+
+def _lazy_if_large(path: Path, channel_axis: int | None, large: int | None) -> Any:
+    """The lazy image of a TIFF of more than `large` pixels, else None (read it whole)."""
+    if large is None or path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        lazy = open_lazy(path, channel_axis)
+    except ValueError:
+        return None  # read_image says what is wrong
+    return lazy if is_large(lazy.shape, large) else None
 
 
 def relpath(path: Path, folder: Path) -> str | None:
@@ -200,6 +216,23 @@ class ImageCatalog:
                 f"{image.shape}, not {shape} as when it was added (channel_axis="
                 f"{row['channel_axis']})."
             )
+        return image
+
+    def open_lazy(self, image_id: int) -> Any:
+        """An image as :meth:`load_image` reads it, but lazily (a dask array, decoded when
+        indexed; :func:`~..largeimage.open_lazy`): for images too large to hold."""
+        with self._store.lock:
+            row = self.image_row(image_id, allow_removed=True)
+            path = self._verify(row)
+        try:
+            image = open_lazy(path, row["channel_axis"])
+        except ValueError as err:
+            raise ProjectError(f"Image {row['id']} ({row['name']!r}): {err}") from err
+        if tuple(image.shape) != tuple(json.loads(row["shape"])):
+            raise ProjectError(
+                f"Image {row['id']} ({row['name']!r}) at {str(path)!r} now reads as shape "
+                f"{tuple(image.shape)}, not {tuple(json.loads(row['shape']))} as when it was "
+                "added.")
         return image
 
     def check_images(self) -> list[dict[str, Any]]:

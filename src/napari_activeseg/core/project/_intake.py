@@ -25,6 +25,7 @@ from .. import _store_files as sf
 from .. import atomic
 from ..axes import check_axes
 from ..imageio import FOLDER_SUFFIXES, SUPPORTED_SUFFIXES, image_sources, list_images
+from ..largeimage import large_threshold
 from ..preprocess import channels_convertible, common_channel_count
 from ..validation import check_image
 from ._catalog import probe_file, relpath
@@ -252,6 +253,7 @@ class ImageIntake:
         folder = self._store.folder
         problems: list[str] = []
         probed, split = [], {}
+        large = large_threshold(self._settings)
         seen: set[str] = set()
         for path, name in entries:
             try:
@@ -259,7 +261,7 @@ class ImageIntake:
                 if len(sources) == 1 and sources[0].is_plain and path.is_file():
                     layout = sources[0].layout
                     axis = layout.channel_axis if axes is not None and layout else channel_axis
-                    probed.append((name, *probe_file(path, axis), axis))
+                    probed.append((name, *probe_file(path, axis, large), axis))
                     continue
                 stem = _strip_suffix(name)
                 for source in sources:

@@ -305,6 +305,7 @@ class Project:
     images = _forward("_catalog", ImageCatalog.images)
     get_image = _forward("_catalog", ImageCatalog.get_image)
     load_image = _forward("_catalog", ImageCatalog.load_image)
+    open_lazy = _forward("_catalog", ImageCatalog.open_lazy)
     check_images = _forward("_catalog", ImageCatalog.check_images)
     relink = _forward("_catalog", ImageCatalog.relink)
     relink_folder = _forward("_catalog", ImageCatalog.relink_folder)

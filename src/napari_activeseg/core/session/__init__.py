@@ -29,8 +29,8 @@ the dataclasses handed out.
 """
 
 from ._continuous import ContinuousStatus, ContinuousTrainer, RoundRecord
-from ._records import ImageView, RoundSummary, ScoreProgress, Suggestion
+from ._records import ImageView, RegionView, RoundSummary, ScoreProgress, Suggestion
 from ._session import ActiveLearningSession
 
 __all__ = ["ActiveLearningSession", "ContinuousStatus", "ContinuousTrainer", "ImageView",
-           "RoundRecord", "RoundSummary", "ScoreProgress", "Suggestion"]
+           "RegionView", "RoundRecord", "RoundSummary", "ScoreProgress", "Suggestion"]

@@ -82,7 +82,10 @@ class RankedQueue:
 
 
 def mean_entropy(c: Candidate) -> float:
-    """The cheap pre-score: mean predictive entropy of a candidate's probabilities."""
+    """The cheap pre-score: mean predictive entropy of a candidate's probabilities (kept in
+    ``c.scores`` for a large image's windows, which keep no probabilities)."""
+    if "mean_entropy" in c.scores:
+        return float(c.scores["mean_entropy"])
     return float(np.mean(ONE_PASS_MAPS["entropy"](np.asarray(c.probs))))
 
 
@@ -106,14 +109,24 @@ def rank_pool(strategy: QueryStrategy, cands: Sequence[Candidate], ctx: Strategy
     """Rank the pool's candidates with the strategy, pre-filtered to the budget.
 
     Returns ``(picks in queue order, the picks the strategy scored, a note)``: the note says
-    how many the pre-filter kept ("" when the strategy ranked them all).
+    how many the pre-filter kept ("" when the strategy ranked them all). The windows of a
+    large image that kept only their scores (:func:`~..strategies.candidates.stream_candidates`)
+    while the strategy needs their arrays follow the ranked ones, by mean entropy.
     """
     cands = list(cands)
+    req = strategy.requirements
+    if req["images"] or req["gradients"]:
+        bare = [c for c in cands if c.probs is None and "mean_entropy" in c.scores]
+        if bare:
+            keep = [c for c in cands if not (c.probs is None and "mean_entropy" in c.scores)]
+            picks, scored, note = rank_pool(strategy, keep, ctx, budget_s)
+            return picks + _entropy_tail(bare, len(picks)), scored, note
     if not cands:
         return [], [], ""
     pixels = int(np.mean([_pixels(c) for c in cands]))
     m = affordable(strategy, len(cands), pixels, budget_s)
-    if m >= len(cands) or any(c.probs is None for c in cands):
+    if m >= len(cands) or any(c.probs is None and "mean_entropy" not in c.scores
+                              for c in cands):
         picks = strategy.rank(cands, ctx)
         return picks, picks, ""
     pre = np.array([mean_entropy(c) for c in cands])
@@ -123,12 +136,19 @@ def rank_pool(strategy: QueryStrategy, cands: Sequence[Candidate], ctx: Strategy
     note = (f"{strategy.name} ranked the {m} most uncertain of {len(cands)} {noun} (mean "
             f"entropy) to stay within ~{budget_s:.0f} s")
     scored = strategy.rank(kept, ctx)
-    tail = [Pick(key=cands[i].key, image_id=cands[i].image_id, box=cands[i].box,
-                 score=float(pre[i]), rank=m + r,
-                 reason=f"after the {m} most uncertain {noun}: mean entropy "
-                        f"{format_number(pre[i])}")
-            for r, i in enumerate(order[m:], start=1)]
-    return scored + tail, scored, note
+    return scored + _entropy_tail([cands[i] for i in order[m:]], m, m, noun), scored, note
+
+
+def _entropy_tail(cands: Sequence[Candidate], start: int, m: int | None = None,
+                  noun: str = "windows") -> list[Pick]:
+    """Candidates the strategy did not rank, by mean entropy, ranks from ``start + 1``."""
+    pre = np.array([mean_entropy(c) for c in cands])
+    after = f"after the {m} most uncertain {noun}" if m is not None else \
+        "not kept for the strategy (large image)"
+    return [Pick(key=cands[i].key, image_id=cands[i].image_id, box=cands[i].box,
+                 score=float(pre[i]), rank=start + r,
+                 reason=f"{after}: mean entropy {format_number(pre[i])}")
+            for r, i in enumerate(np.argsort(-pre, kind="stable"), start=1)]
 
 
 def _pixels(c: Candidate) -> int:

@@ -15,6 +15,35 @@ from ..training import TrainResult
 
 
 @dataclass(frozen=True)
+class RegionView:
+    """A box of a large image to correct (:meth:`ActiveLearningSession.region_view`): the
+    image as a lazy pyramid and arrays of the box's size only.
+
+    Attributes
+    ----------
+    image_id : int
+    name : str
+    levels : list of lazy (H, W) or (H, W, C) arrays
+        Full resolution first (the file's own pyramid, or strided levels).
+    box : (y0, x0, y1, x1)
+    labels : (y1 - y0, x1 - x0) ndarray
+        The prediction inside the box (zeros before the first model).
+    uncertainty : (y1 - y0, x1 - x0) float32 ndarray or None
+        Entropy inside the box.
+    overview : (factor, uncertainty, labels) or None
+        The whole image's prediction ``factor`` times smaller, from its last scoring.
+    """
+
+    image_id: int
+    name: str
+    levels: list
+    box: tuple[int, int, int, int]
+    labels: np.ndarray
+    uncertainty: np.ndarray | None
+    overview: tuple[int, np.ndarray, np.ndarray] | None
+
+
+@dataclass(frozen=True)
 class ScoreProgress:
     """Yielded by :meth:`ActiveLearningSession.score_pool` after each image."""
 

@@ -16,7 +16,9 @@ import numpy as np
 from ..cluster import PortableModel, check_scheduler, map_images
 from ..config import InferenceConfig
 from ..inference import Prediction
+from ..largeimage import Overview
 from ..model import UNet
+from ..progress import run_to_end
 from ..project import Project
 from ..strategies import (
     Candidate,
@@ -26,6 +28,7 @@ from ..strategies import (
     build_candidates,
     get_strategy,
 )
+from ..strategies.candidates import stream_candidates
 from ..strategies.regions import region_boxes, region_key, reviewed_fraction
 from ._pool import labelled_examples, pool_ids
 from ._queue import MAX_REVIEWED, RankedQueue, rank_pool
@@ -33,6 +36,16 @@ from ._records import ScoreProgress, Suggestion
 
 STRATEGY_BUDGET_S = 30.0  # a strategy's own scoring of the pool, beyond its predictions
 PREDICT_S_PER_PIXEL = 3e-7  # before the first measurement: ~20 ms for 256x256 on 2 cores
+
+
+@dataclass(frozen=True)
+class LargeImages:
+    """The images too large to hold (:meth:`.PredictionCache.is_large`): where their lazy
+    network input comes from and where their overview goes."""
+
+    is_large: Callable[[int], bool]
+    source: Callable[[int], Any]  # image id -> LazyPrepared
+    keep_overview: Callable[[int, Overview], None]
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,9 @@ class ScoringInputs:
     prepared: Callable[[int], np.ndarray]
     predict: Callable[[int], Prediction | None]
     seed: int  # of the random order before the first model
+    #: the images over the project's large_image_pixels: their lazy sources and overviews
+    #: (None: every image is prepared and predicted whole)
+    large: LargeImages | None = None
 
     def key(self, regions: bool, region_size: int) -> tuple:
         """What candidates built with these inputs depend on."""
@@ -150,19 +166,33 @@ class PoolScorer:
             yield ScoreProgress(0, len(todo), None, 0.0, plan)
         here = todo
         if not blind and self.scheduler is not None:
-            n = yield from self._score_on_cluster(inputs, todo, regions, region_size, t0)
-            if n < len(todo):
+            # a large image is scored here, tile by tile: it never travels whole
+            here = [i for i in todo if inputs.large is not None and inputs.large.is_large(i)]
+            away = [i for i in todo if i not in here]
+            n = yield from self._score_on_cluster(inputs, away, regions, region_size, t0)
+            if n < len(away):
                 return n
-            here = []
         for n, image_id in enumerate(here, 1):
             if self._stop.is_set():
                 yield ScoreProgress(n - 1, len(todo), None, time.perf_counter() - t0,
                                     "Cancelled.")
                 return n - 1
             t1 = time.perf_counter()
-            self._candidates[image_id] = (
-                self._blind_candidates(image_id, regions, region_size) if blind else
-                self._build_candidates(inputs, image_id, regions, region_size))
+            if blind:
+                cands = self._blind_candidates(image_id, regions, region_size)
+            elif inputs.large is not None and inputs.large.is_large(image_id):
+                cands = yield from self._stream_candidates(
+                    inputs, image_id, regions, region_size, False,
+                    lambda tp, n=n, i=image_id: ScoreProgress(
+                        n - 1, len(todo), i, time.perf_counter() - t0,
+                        f"Image {i}: {tp.done} of {tp.total} tiles predicted"))
+            else:
+                cands = self._build_candidates(inputs, image_id, regions, region_size)
+            if cands is None:  # a large image's tiles were stopped
+                yield ScoreProgress(n - 1, len(todo), None, time.perf_counter() - t0,
+                                    "Cancelled.")
+                return n - 1
+            self._candidates[image_id] = cands
             if not blind:
                 h, w = self.project.get_image(image_id).shape[:2]
                 self._s_per_px = 0.5 * self._s_per_px + 0.5 * (time.perf_counter() - t1) / (h * w)
@@ -302,13 +332,46 @@ class PoolScorer:
 
     def _build_candidates(self, inputs: ScoringInputs, image_id: int, regions: bool,
                           region_size: int, labelled: bool = False,
-                          labels: np.ndarray | None = None) -> list[Candidate]:
+                          labels: np.ndarray | None = None) -> list[Candidate] | None:
+        if inputs.large is not None and inputs.large.is_large(image_id):
+            return run_to_end(self._stream_candidates(inputs, image_id, regions, region_size,
+                                                      labelled))
         pred = None if labelled else inputs.predict(image_id)
         cands = build_candidates(
             inputs.strategy, str(image_id), inputs.prepared(image_id), inputs.model,
             committee=inputs.committee or None, prediction=pred,
             inference_config=inputs.inference_config,
             region_size=region_size if regions else None, labelled=labelled, labels=labels)
+        return self._unreviewed(image_id, cands) if regions and not labelled else cands
+
+    def _stream_candidates(
+        self, inputs: ScoringInputs, image_id: int, regions: bool, region_size: int,
+        labelled: bool, progress: Callable[[Any], ScoreProgress] | None = None,
+    ) -> Generator[ScoreProgress, None, list[Candidate] | None]:
+        """A large image's candidates, predicted tile by tile (:func:`stream_candidates`):
+        only per-window scores and the overview are kept; None when stopped. ``progress``
+        turns the tile progress into records to yield (about one a second)."""
+        assert inputs.large is not None
+        gen = stream_candidates(
+            inputs.strategy, str(image_id), inputs.large.source(image_id), inputs.model,
+            committee=inputs.committee or None, inference_config=inputs.inference_config,
+            region_size=region_size if regions else None, stop=self._stop.is_set)
+        shown = 0.0
+        while True:
+            try:
+                tiles = next(gen)
+            except StopIteration as end:
+                result = end.value
+                break
+            if progress is not None and time.perf_counter() - shown > 1.0:
+                shown = time.perf_counter()
+                yield progress(tiles)
+        if result is None:
+            return None
+        cands, overview = result
+        inputs.large.keep_overview(image_id, overview)
+        for c in cands:
+            c.labelled = labelled
         return self._unreviewed(image_id, cands) if regions and not labelled else cands
 
     def _unreviewed(self, image_id: int, cands: list[Candidate]) -> list[Candidate]:
@@ -322,7 +385,8 @@ class PoolScorer:
             return []
         out = []
         for image_id, lab, _ in labelled_examples(self.project):
-            out += self._build_candidates(inputs, image_id, False, 0, labelled=True, labels=lab)
+            out += self._build_candidates(inputs, image_id, False, 0, labelled=True,
+                                          labels=lab) or []
         return out
 
     def _context(self, inputs: ScoringInputs) -> StrategyContext:

@@ -31,8 +31,8 @@ from . import _settings as settings
 from ._annotations import Annotations
 from ._autotrain import AutoTrainCounter
 from ._cache import PredictionCache
-from ._records import ImageView, RoundSummary, ScoreProgress, Suggestion
-from ._scoring import PoolScorer, ScoringInputs
+from ._records import ImageView, RegionView, RoundSummary, ScoreProgress, Suggestion
+from ._scoring import LargeImages, PoolScorer, ScoringInputs
 from ._training import RoundRunner
 
 
@@ -280,12 +280,32 @@ class ActiveLearningSession(SessionBase):
     """
 
     # ------------------------------------------------------------------ data and prediction
-    def prepared(self, image_id: int) -> np.ndarray:
-        """The network input of an image: (C, H, W) float32, cached."""
+    def _decided_config(self):
         # a configuration given with its polarity still to decide ("pool"): decide it once
         # for the project, so that every image and the model trained on them share one rule
         self.model_config = settings.decided(self.project, self.model_config)
-        return self._cache.prepared(self.project, image_id, self.model_config)
+        return self.model_config
+
+    def prepared(self, image_id: int) -> np.ndarray:
+        """The network input of an image: (C, H, W) float32, cached."""
+        return self._cache.prepared(self.project, image_id, self._decided_config())
+
+    def cache_holdings(self) -> list[dict]:
+        """What the session's caches hold (:meth:`._cache.PredictionCache.holdings`)."""
+        return self._cache.holdings()
+
+    def overview(self, image_id: int):
+        """``(factor, uncertainty, labels)``: a large image's prediction by the current model
+        at display resolution (``factor`` times smaller), kept by its last scoring; None
+        before it was scored."""
+        return self._cache.overview(image_id, self.model_version)
+
+    def region_view(self, image_id: int, box: tuple[int, int, int, int]) -> RegionView:
+        """A box of a large image to correct, without reading the image whole: the lazy
+        pyramid to show, the box's prediction (predicted with a margin of context) and the
+        whole image's overview (call it off the GUI thread)."""
+        return self._cache.region_view(self.project, image_id, box, self._decided_config(),
+                                       self.model, self.inference_config, self.model_version)
 
     def annotation(self, image_id: int) -> tuple[np.ndarray, np.ndarray | None]:
         """What to show for correcting an image, and which of it is already ground truth.
@@ -307,6 +327,8 @@ class ActiveLearningSession(SessionBase):
         first model. ``maps`` defaults to the strategy's maps, or entropy."""
         if self.model is None:
             return None
+        self._refuse_large(image_id, "predicted whole; use session.overview(image_id) for its "
+                                     "prediction at display resolution")
         req = self.strategy.requirements
         mode = req["mode"] if maps is None else "single"
         maps = tuple(maps) if maps is not None else (tuple(req["maps"]) or ("entropy",))
@@ -385,7 +407,18 @@ class ActiveLearningSession(SessionBase):
         finally:
             self._job_lock.release()
 
+    def _refuse_large(self, image_id: int, what: str) -> None:
+        if self._cache.is_large(self.project, image_id):
+            raise ValueError(
+                f"Image {image_id} is over the project's large_image_pixels: it is scored tile "
+                f"by tile and never {what}, or session.region_view(image_id, box) for a box.")
+
     def _scoring_inputs(self) -> ScoringInputs:
+        version = self.model_version
+        large = LargeImages(
+            lambda i: self._cache.is_large(self.project, i),
+            lambda i: self._cache.source(self.project, i, self._decided_config()),
+            lambda i, overview: self._cache.keep_overview(i, version, overview))
         return ScoringInputs(self.strategy, self._strategy_spec["name"],
                              self._strategy_spec["options"], self.model, self.model_version,
                              self.committee, self.inference_config, self.prepared, self.predict,
@@ -473,7 +506,7 @@ class ActiveLearningSession(SessionBase):
         """Predict the image the queue suggests after ``exclude`` (the one shown now) ahead
         of time, so that the next Submit only puts layers on screen; returns its id."""
         image_id = self._scoring.upcoming(exclude)
-        if image_id is not None:
+        if image_id is not None and not self._cache.is_large(self.project, image_id):
             self.project.load_image(image_id)  # the OS keeps the file warm
             self.predict(image_id)
         return image_id
@@ -483,22 +516,19 @@ class ActiveLearningSession(SessionBase):
         """Remember when an image was shown and with which pre-annotation (effort + time)."""
         self._desk.mark_shown(image_id, pre_annotation, suggestion_id)
 
-    def submit(self, image_id: int, labels: np.ndarray | None,
-               reviewed: np.ndarray | None = None, *, suggestion_id: int | None = None,
-               merge: bool = True, instances: np.ndarray | None = None) -> int:
+    def submit(self, image_id: int, labels: np.ndarray, reviewed: np.ndarray | None = None,
+               *, suggestion_id: int | None = None, merge: bool = True) -> int:
         """Save corrected labels at once; returns the submission id.
 
         The time spent (since :meth:`mark_shown`) and the correction effort against the
         pre-annotation shown are recorded with it. A partial ``reviewed`` mask adds to what
         earlier submissions of the image reviewed (``merge=False`` replaces them; see
-        :meth:`~.project.Project.submit`). ``instances``: the objects of the project's
-        object class, one id per object (:meth:`~.project.Project.submit_instances`, which
-        derives the class map; ``labels`` then holds only the "area" classes, or is None).
+        :meth:`~.project.Project.submit`).
         """
         sub = self._desk.submit(
             image_id, labels, reviewed, suggestion_id=suggestion_id, merge=merge,
             model_version=self.model_version, strategy=self._strategy_spec["name"],
-            focus_p=self.train_config.focus_p, instances=instances,
+            focus_p=self.train_config.focus_p,
             cached=lambda: self._cache.latest(image_id, self.model_version))
         # its candidates stay: same model, same scores; the queue passes over what is reviewed
         self.project.discard_draft(image_id)
@@ -511,7 +541,9 @@ class ActiveLearningSession(SessionBase):
         """What to show for correcting an image (loads and predicts: call it off the GUI
         thread). ``suggestions``: the picks of this image being answered (their boxes are the
         boxes to review). The view is remembered for :meth:`review` and
-        :meth:`submit_correction`, and marks the image as shown (time and effort)."""
+        :meth:`submit_correction`, and marks the image as shown (time and effort). A large
+        image is refused (:meth:`region_view` shows a box of it)."""
+        self._refuse_large(image_id, "loaded whole for correction; use session.overview(image_id)")
         return self._desk.view(image_id, suggestions, self.predict)
 
     def review(self, image_id: int, labels: np.ndarray, *, scribbles: np.ndarray | None = None,

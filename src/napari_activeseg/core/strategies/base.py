@@ -215,7 +215,10 @@ class QueryStrategy:
         raise ValueError(self._missing_map_message(name, [c.key]))
 
     def map_score(self, c: Candidate, name: str | None = None) -> float:
-        """Aggregate one map of ``c`` with this strategy's aggregation options."""
+        """Aggregate one map of ``c`` with this strategy's aggregation options (or its
+        precomputed ``c.scores[name]``)."""
+        if (name or self.map_name) in c.scores:
+            return float(c.scores[name or self.map_name])
         return aggregate(self.get_map(c, name), how=self.aggregation,
                          topk_fraction=self.topk_fraction, probs=c.probs,
                          foreground_only=self.foreground_only, boundary_band=self.boundary_band)
@@ -250,11 +253,12 @@ class QueryStrategy:
         """Raise a ValueError naming what is missing and how to compute it."""
         if self.map_name is not None:
             missing = [c.key for c in pool if self.map_name not in c.maps
+                       and self.map_name not in c.scores
                        and not (self.map_name in ONE_PASS_MAPS and c.probs is not None)]
             if missing:
                 raise ValueError(self._missing_map_message(self.map_name, missing))
         if self.foreground_only or self.boundary_band or self.cost_aware:
-            self._require(pool, "probs")
+            self._require([c for c in pool if not c.scores], "probs")
         if self.needs_features:
             self._require(pool, "features")
             if self.needs_labelled_set:
@@ -386,6 +390,8 @@ class QueryStrategy:
     def _cost(self, c: Candidate, ctx: StrategyContext) -> float:
         if ctx.cost is not None:
             cost = float(ctx.cost(c))
+        elif "cost" in c.scores:
+            cost = float(c.scores["cost"])
         else:
             cost = correction_cost(c.probs, constant=self.cost_constant)
         if not (cost > 0 and math.isfinite(cost)):

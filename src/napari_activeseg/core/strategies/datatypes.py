@@ -42,6 +42,11 @@ class Candidate:
         The normalised image (only for strategies with ``needs_images``).
     labelled : bool
         Already labelled: used by strategies that need the labelled set, never picked.
+    scores : dict of str -> float
+        What was computed from the arrays while they existed, standing in for them: a
+        window of a large image scored tile by tile keeps only ``scores[map_name]`` (its
+        aggregated map, :meth:`.base.QueryStrategy.map_score`) and ``scores["cost"]`` (its
+        correction cost).
     """
 
     key: str
@@ -53,6 +58,7 @@ class Candidate:
     embedding: np.ndarray | None = None
     image: np.ndarray | None = None
     labelled: bool = False
+    scores: dict[str, float] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # arrays would flood a log line
         parts = [f"key={self.key!r}"]
@@ -66,6 +72,8 @@ class Candidate:
             v = getattr(self, name)
             if v is not None:
                 parts.append(f"{name}={np.shape(v)}")
+        if self.scores:
+            parts.append(f"scores={sorted(self.scores)}")
         if self.labelled:
             parts.append("labelled")
         return f"Candidate({', '.join(parts)})"

@@ -1,0 +1,134 @@
+"""Peak memory and wall time to score one very large image (issue 20 item 3).
+
+Writes a ``--side`` x ``--side`` uint8 one-channel image (bright disks on noise, tile by tile:
+it never exists whole here either) as a tiled, zlib-compressed TIFF in a temporary folder,
+then, in a fresh child process, creates a project with it, adopts the default model
+(``ModelConfig()``, untrained weights: the cost of a pass does not depend on them) and scores
+the pool in box mode with the default strategy and window size -- the image is over the default
+``large_image_pixels`` (4096^2), so it is read lazily, predicted tile by tile and only
+per-window scores and a display overview are kept. The child reports its peak resident set
+(``ru_maxrss``), the wall time of the scoring pass, the number of windows and the
+``OMP_NUM_THREADS`` it ran with.
+
+Prints one JSON line. Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/large_image.py [--side 20000] [--limit-s 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_activeseg.core.largeimage import LARGE_IMAGE_PIXELS, LARGE_SETTING
+
+TILE = 512
+
+
+def _tiles(side: int, seed: int = 0):
+    """The image's tiles, row by row (what tifffile writes from an iterator)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:TILE, :TILE]
+    n = -(-side // TILE)
+    for _ in range(n * n):
+        tile = (rng.random((TILE, TILE)) * 50).astype(np.uint8)
+        for _ in range(6):
+            cy, cx, r = rng.integers(0, TILE), rng.integers(0, TILE), rng.integers(6, 20)
+            tile[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = 200
+        yield tile
+
+
+def write_image(path: Path, side: int) -> None:
+    import tifffile
+
+    tifffile.imwrite(path, _tiles(side), shape=(side, side), dtype=np.uint8,
+                     tile=(TILE, TILE), compression="zlib")
+
+
+def child(path: str, folder: str, threshold: int = LARGE_IMAGE_PIXELS,
+          limit_s: float = 0.0) -> dict:
+    """Create the project, score the pool; runs in its own process (its own ru_maxrss).
+    ``limit_s`` > 0 stops the pass after that many seconds (the tiles done say how far)."""
+    import re
+    import resource
+    import threading
+
+    from napari_activeseg.core.config import ModelConfig
+    from napari_activeseg.core.model import UNet
+    from napari_activeseg.core.project import Project
+    from napari_activeseg.core.session import ActiveLearningSession
+
+    t0 = time.perf_counter()
+    project = Project.create(folder, classes=("background", "object"),
+                             settings={LARGE_SETTING: int(threshold)})
+    project.add_images([path])
+    config = ModelConfig(polarity="none")
+    session = ActiveLearningSession(project, model_config=config)
+    session.adopt_model(UNet(config).state_dict())
+    intake_s = time.perf_counter() - t0
+    if limit_s > 0:
+        threading.Timer(limit_s, session.request_stop).start()
+    t1 = time.perf_counter()
+    tiles = (0, 0)
+    for rec in session.score_pool(regions=True):
+        found = re.search(r"(\d+) of (\d+) tiles", rec.message)
+        if found:
+            tiles = (int(found[1]), int(found[2]))
+    score_s = time.perf_counter() - t1
+    held = session.cache_holdings()
+    result = {
+        "strategy": session.strategy.name,
+        "intake_s": round(intake_s, 1),
+        "score_s": round(score_s, 1),
+        "tiles_done": tiles[0], "tiles_total": tiles[1],
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "region_size": session.region_size,
+        "cache": [(h["kind"], h["shapes"]) for h in held],
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "(unset)"),
+    }
+    if limit_s > 0 and tiles[0]:
+        result["predict_s_extrapolated"] = round(score_s * tiles[1] / tiles[0])
+    project.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--side", type=int, default=20000)
+    parser.add_argument("--threshold", type=int, default=LARGE_IMAGE_PIXELS,
+                        help="large_image_pixels (default 4096^2)")
+    parser.add_argument("--limit-s", type=float, default=0.0,
+                        help="stop the scoring pass after this many seconds (0: run it all)")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        path, folder, threshold, limit = args.child
+        print(json.dumps(child(path, folder, int(threshold), float(limit))))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "large.tif"
+        t0 = time.perf_counter()
+        write_image(path, args.side)
+        write_s = time.perf_counter() - t0
+        out = subprocess.run([sys.executable, __file__, "--child", str(path),
+                              str(Path(tmp) / "project"), str(args.threshold),
+                              str(args.limit_s)],
+                             capture_output=True, text=True, check=False)
+        if out.returncode:
+            raise SystemExit(f"The scoring process failed:\n{out.stderr}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result.update(side=args.side, file_mib=round(path.stat().st_size / 2 ** 20),
+                      write_s=round(write_s, 1), load=os.getloadavg())
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

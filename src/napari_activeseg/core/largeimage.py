@@ -1,0 +1,229 @@
+"""Images too large to hold: read lazily, prepared block by block, shown as a pyramid.
+
+An image of more than :data:`LARGE_IMAGE_PIXELS` pixels (the project setting
+``large_image_pixels``) is never read whole: a TIFF is opened through tifffile's Zarr store
+(``aszarr``), an OME-Zarr through ``ome-zarr``, both as dask arrays whose blocks are decoded when
+indexed. :class:`LazyPrepared` gives the network input of any rows of it: the percentiles come
+from the same strided subsample :func:`.imageio.normalize_image` looks at and the polarity from
+the same sample :func:`.preprocess.background_level` looks at, and the arithmetic is the same, so
+a block equals the same rows of :func:`.preprocess.prepare_image`'s output exactly.
+:func:`display_levels` gives the viewer a multiscale pyramid: the file's own levels (pyramidal
+OME-TIFF or OME-Zarr), else lazily strided ones.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .imageio import channel_scale, percentile_step, scale_rows
+from .omezarr import is_zarr, open_ome_zarr
+from .preprocess import LEVEL_SAMPLE_PIXELS, channels_convertible, inverts
+from .validation import check_positive
+
+__all__ = ["LARGE_IMAGE_PIXELS", "LARGE_SETTING", "LazyPrepared", "display_levels",
+           "is_large", "large_threshold", "open_lazy"]
+
+#: Images with more pixels than this are read lazily and scored tile by tile (4096 x 4096).
+LARGE_IMAGE_PIXELS = 4096 * 4096
+#: The project setting that overrides :data:`LARGE_IMAGE_PIXELS`.
+LARGE_SETTING = "large_image_pixels"
+#: The coarsest display level has a long side of about this many pixels.
+_SMALLEST_LEVEL = 1024
+
+
+def large_threshold(project: Any) -> int:
+    """The project's threshold in pixels (its ``large_image_pixels`` setting, else the
+    default)."""
+    value = project.get_setting(LARGE_SETTING, LARGE_IMAGE_PIXELS)
+    return int(check_positive(value, name=LARGE_SETTING, integer=True))
+
+
+def is_large(shape, threshold: int = LARGE_IMAGE_PIXELS) -> bool:
+    """Whether an ``(H, W, ...)`` image has more pixels than ``threshold``."""
+    return int(shape[0]) * int(shape[1]) > int(threshold)
+
+
+def _tiff_levels(path: Path) -> tuple[list[Any], str]:
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        n_levels, axes = len(series.levels), series.axes
+    levels = []
+    for level in range(n_levels):
+        store = tifffile.imread(path, aszarr=True, series=0, level=level)
+        levels.append(da.from_zarr(zarr.open(store, mode="r")))
+    return levels, axes
+
+
+def _levels(path: str | os.PathLike) -> tuple[list[Any], int | None]:
+    """Every resolution level of the file (lazily) and the channel axis of level 0."""
+    path = Path(path)
+    if is_zarr(path):
+        data, axes = open_ome_zarr(path)
+        levels = [data]
+    else:
+        try:
+            levels, axes = _tiff_levels(path)
+        except Exception as err:  # tifffile raises many kinds on a broken file
+            raise ValueError(f"Cannot read {str(path)!r} lazily: {err}. Large images are read "
+                             "from TIFF or OME-Zarr; save it as a (tiled) TIFF.") from err
+    axes = axes.upper()
+    if levels[0].ndim == 2:
+        return levels, None
+    for name in ("S", "C"):
+        if name in axes and len(axes) == levels[0].ndim:
+            return levels, axes.index(name)
+    raise ValueError(f"{str(path)!r} has axes {axes!r} (shape {levels[0].shape}): a large image "
+                     "is read as (H, W) or with one channel axis (C or S).")
+
+
+def open_lazy(path: str | os.PathLike, channel_axis: int | None = None) -> Any:
+    """The full-resolution image of a TIFF or OME-Zarr, as a lazy ``(H, W)`` or channels-last
+    ``(H, W, C)`` dask array (nothing is decoded until indexed).
+
+    ``channel_axis`` (as stored) overrides the file's own (its samples or C axis)."""
+    levels, axis = _levels(path)
+    return _channels_last(levels[0], axis if channel_axis is None else channel_axis)
+
+
+def _channels_last(array: Any, axis: int | None) -> Any:
+    import dask.array as da
+
+    if array.ndim == 2:
+        return array
+    if axis is None:
+        raise ValueError(f"A large image of shape {array.shape} needs its channel axis "
+                         "(channel_axis=, or axes in the file's metadata).")
+    return da.moveaxis(array, axis, -1)
+
+
+def display_levels(path: str | os.PathLike, channel_axis: int | None = None) -> list[Any]:
+    """A multiscale pyramid for napari (``add_image(levels, multiscale=True)``): the file's own
+    levels when it has several, else level 0 strided by 2, 4, ... down to a long side of
+    about 1024 px; all lazy, channels last."""
+    levels, axis = _levels(path)
+    axis = axis if channel_axis is None else channel_axis
+    levels = [_channels_last(lv, axis) for lv in levels]
+    if len(levels) > 1:
+        return levels
+    base, step = levels[0], 2
+    while max(base.shape[:2]) // step >= _SMALLEST_LEVEL:
+        levels.append(base[::step, ::step])
+        step *= 2
+    return levels
+
+
+class LazyPrepared:
+    """The network input of a lazy image, any rows at a time (see the module docstring).
+
+    Parameters
+    ----------
+    raw : (H, W) or (H, W, C) array (dask, zarr or numpy)
+    polarity, polarity_margin, channels, low, high
+        As :func:`.preprocess.prepare_image` takes them.
+    """
+
+    def __init__(self, raw: Any, *, polarity: str = "auto", polarity_margin: float | None = None,
+                 channels: int | None = None, low: float = 1.0, high: float = 99.8) -> None:
+        self.raw = raw
+        h, w = (int(s) for s in raw.shape[:2])
+        n = 1 if raw.ndim == 2 else int(raw.shape[2])
+        if channels is not None and not channels_convertible(n, channels):
+            raise ValueError(f"The image has {n} channel(s) but the model takes {channels}; "
+                             "only gray <-> RGB is converted automatically.")
+        self._n_in, self._channels = n, (n if channels is None else int(channels))
+        self.shape = (self._channels, h, w)
+        step = percentile_step(h, w)
+        sample = self._raw_rows(slice(None, None, step), slice(None, None, step))
+        self._scales = []
+        for c in range(n):
+            channel = self.raw if raw.ndim == 2 else self.raw[..., c]
+            self._scales.append(channel_scale(
+                sample[c], low, high, lambda ch=channel: (np.asarray(ch.min()), np.asarray(ch.max()))))
+        # the polarity decision, on the sample background_level takes
+        lstep = max(1, int(np.sqrt(w * h / LEVEL_SAMPLE_PIXELS)))
+        level_sample = self._prepare(self._raw_rows(slice(None, None, lstep),
+                                                    slice(None, None, lstep)), invert=False)
+        # background_level strides what it is given by int(sqrt(h * w / 250000)): 1 for this
+        # sample, which is already that stride of the whole image -- the same pixels
+        self._invert = inverts(level_sample, polarity, polarity_margin)
+
+    def _raw_rows(self, ys: slice, xs: slice) -> np.ndarray:
+        """(C_in, h, w) raw pixels of a selection."""
+        block = np.asarray(self.raw[ys, xs])
+        return block[None] if block.ndim == 2 else np.moveaxis(block, -1, 0)
+
+    def _prepare(self, raw: np.ndarray, invert: bool) -> np.ndarray:
+        out = np.stack([scale_rows(raw[c], s) for c, s in enumerate(self._scales)])
+        if self._channels != self._n_in:  # match_channels' conversions
+            if self._n_in == 1:
+                out = np.ascontiguousarray(np.broadcast_to(out, (self._channels, *out.shape[1:])))
+            else:
+                out = out.mean(axis=0, keepdims=True, dtype=np.float32)
+        if invert:
+            out = (1.0 - out).astype(np.float32, copy=False)
+        return out
+
+    def rows(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        """The prepared ``(C, y1 - y0, x1 - x0)`` float32 block."""
+        return self._prepare(self._raw_rows(slice(y0, y1), slice(x0, x1)), self._invert)
+
+    @property
+    def inverted(self) -> bool:
+        """Whether the polarity rule inverts this image."""
+        return self._invert
+
+
+class Overview:
+    """A large image's prediction at display resolution, built from its rows as they come:
+    block means (``factor`` x ``factor`` pixels) of the uncertainty map and of the class
+    probabilities, whose arg-max is the downsampled prediction.
+
+    Parameters
+    ----------
+    shape : (H, W)
+    n_classes : int
+    max_side : int
+        The overview's long side is at most this (``factor = ceil(max(H, W) / max_side)``).
+    """
+
+    def __init__(self, shape: tuple[int, int], n_classes: int, max_side: int = 2048) -> None:
+        self.full_shape = (int(shape[0]), int(shape[1]))
+        h, w = self.full_shape
+        self.factor = max(1, -(-max(h, w) // int(max_side)))
+        f = self.factor
+        self._cols = -(-w // f)
+        self._sums = np.zeros((n_classes + 1, -(-h // f), self._cols), np.float32)
+
+    def add(self, y0: int, probs: np.ndarray, uncertainty: np.ndarray) -> None:
+        """Rows ``[y0, y0 + n)``: probabilities ``(K, n, W)`` and a map ``(n, W)``."""
+        f, n, w = self.factor, probs.shape[1], probs.shape[2]
+        band = np.concatenate([uncertainty[None], probs]).astype(np.float64)
+        pad = self._cols * f - w
+        if pad:
+            band = np.concatenate([band, np.zeros((band.shape[0], n, pad))], axis=2)
+        band = band.reshape(band.shape[0], n, self._cols, f).sum(axis=3)
+        groups = (y0 + np.arange(n)) // f
+        first, starts = np.unique(groups, return_index=True)
+        self._sums[:, first] += np.add.reduceat(band, starts, axis=1)
+
+    def _means(self) -> np.ndarray:
+        h, w = self.full_shape
+        f = self.factor
+        rows = np.minimum(f, h - f * np.arange(self._sums.shape[1]))
+        cols = np.minimum(f, w - f * np.arange(self._cols))
+        return self._sums / (rows[:, None] * cols[None, :])
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(uncertainty, labels)`` at display resolution: float32 and uint8/uint16."""
+        means = self._means()
+        k = means.shape[0] - 1
+        labels = means[1:].argmax(axis=0).astype(np.uint8 if k <= 256 else np.uint16)
+        return means[0].astype(np.float32), labels

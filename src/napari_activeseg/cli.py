@@ -52,6 +52,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     viewer = napari.Viewer(title="napari-activeseg demo")
     widget = ActiveSegWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Active learning", area="right")
+    widget.window().showMaximized()  # the canvas gets the room the dock leaves
     widget.open_session(project)
     if args.screenshot:
         return _demo_screenshot(viewer, widget, args)
@@ -89,7 +90,7 @@ def _demo_screenshot(viewer, widget, args) -> int:
     widget.image_opened.connect(opened.append)
     widget.suggest_next()
     wait(lambda: bool(opened))
-    viewer.window.resize(1500, 950)
+    viewer.window.resize(1600, 1000)
     viewer.reset_view()
     for _ in range(20):
         QApplication.processEvents()

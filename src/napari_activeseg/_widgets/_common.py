@@ -41,12 +41,18 @@ def background_priority() -> None:
 
 
 _WARMED_UP = threading.Event()
+#: set once the warm-up thread has finished (benchmarks wait for it)
+WARM_UP_DONE = threading.Event()
 
 
 def warm_up_torch() -> None:
-    """Import what torch loads lazily on the first optimiser step (``torch._dynamo``: about a
-    quarter of a second holding the GIL), in a background thread while the widget opens, so it
-    is not a stall of the viewer when the first training round starts."""
+    """Load, in a background thread while the widget opens, what would otherwise stall the
+    viewer the first time it is needed: what torch loads lazily on the first optimiser step
+    (``torch._dynamo``: about a quarter of a second holding the GIL), and what napari needs
+    for a first labels layer -- the numba code colouring it (a typed dict compiled in every
+    process: it held the GUI thread 10-60 s on a loaded 2-core machine when the first
+    suggestion was shown, benchmarks/gui_stall.py), the shapes' triangulation (numba as well)
+    and pint's unit registry."""
     if _WARMED_UP.is_set():
         return
     _WARMED_UP.set()
@@ -55,8 +61,23 @@ def warm_up_torch() -> None:
         background_priority()
         try:
             import torch._dynamo  # noqa: F401
-        except Exception:  # noqa: BLE001 - only a warm-up: the round imports it if this failed
+        except Exception:  # noqa: BLE001, S110 - a warm-up: the round imports it if this failed
             pass
+        try:  # the annotation and scribble layers are uint8 class maps
+            import numpy as np
+            from napari.utils.colormaps import DirectLabelColormap
+
+            cmap = DirectLabelColormap(color_dict={None: "black", 0: "transparent",
+                                                   1: "yellow"})
+            cmap.map(np.zeros((4, 4), np.uint8))  # what a new layer's thumbnail runs
+            from napari.layers import Labels, Shapes
+
+            Labels(np.zeros((4, 4), np.uint8), colormap=cmap)  # pint's units, its modules
+            # the suggested boxes: napari triangulates shapes with numba too
+            Shapes([np.array([[0.0, 0.0], [4.0, 4.0]])], shape_type="rectangle")
+        except Exception:  # noqa: BLE001, S110 - only a warm-up (another napari may differ)
+            pass
+        WARM_UP_DONE.set()
 
     threading.Thread(target=run, name="activeseg-warm-up", daemon=True).start()
 

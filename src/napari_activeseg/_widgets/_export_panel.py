@@ -42,6 +42,7 @@ class ExportPanel(QGroupBox):
         row.addWidget(self.export_labels_btn)
         row.addWidget(self.export_model_btn)
         v.addLayout(row)
+        v.addStretch(1)
 
     def _ask(self, what: str) -> None:
         folder = QFileDialog.getExistingDirectory(self, f"Folder for the exported {what}")

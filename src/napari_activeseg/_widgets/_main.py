@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QSize, QTimer, Signal
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
 
 from ._common import (
     ANNOTATION,
@@ -64,9 +64,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ANNOTATION", "NOT_REVIEWED", "REGIONS", "REVIEWED", "SCRIBBLES", "UNCERTAINTY",
            "ActiveSegWidget"]
 
-#: The dock's preferred width: on a 1600 px wide screen napari's layer controls take ~300 px,
-#: and this leaves the canvas ~60 % of the window.
-DOCK_WIDTH = 340
+#: The dock's width: on a 1600 px wide window napari's layer controls take ~280 px, and this
+#: leaves the canvas over 60 % of it (tests/_widgets/test_layout.py).
+DOCK_WIDTH = 320
 
 
 class ActiveSegWidget(QWidget):
@@ -85,6 +85,7 @@ class ActiveSegWidget(QWidget):
         self.session: ActiveLearningSession | None = None
         self.current_view: ImageView | None = None
         self.jobs = Jobs(self, on_change=self._update_enabled, on_error=self._on_worker_error)
+        self._sized = False
         self._build_ui()
         self.continuous = ContinuousDriver(self)
         self._update_enabled()
@@ -99,6 +100,8 @@ class ActiveSegWidget(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
+        """What every step needs stays in view (what is open, suggest/correct/submit, what the
+        model is doing); the rest sits in tabs, so the dock stays narrow (:data:`DOCK_WIDTH`)."""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         self.project_panel = ProjectPanel()
@@ -107,11 +110,18 @@ class ActiveSegWidget(QWidget):
         self.train_panel = TrainPanel()
         self.settings_box, self.settings = settings_panel()
         self.export_panel = ExportPanel()
-        self.measure_panel = MeasurePanel(self)  # follows the dock's signals by itself
-        for w in (self.project_panel, self.pool, self.review, self.train_panel,
-                  self.settings_box, self.export_panel, self.measure_panel):
+        for w in (self.project_panel.project_label, self.review, self.train_panel.status):
             layout.addWidget(w)
-        layout.addStretch(1)
+        self.tabs = QTabWidget()
+        self.tabs.setUsesScrollButtons(True)
+        for w, name in ((self.pool, "Pool"), (self.train_panel, "Train"),
+                        (self.project_panel, "Project"), (self.settings_box, "Settings"),
+                        (self.export_panel, "Export")):
+            self.add_tab(w, name)
+        self.measure_panel = MeasurePanel(self)  # follows the dock's signals by itself
+        self.add_tab(self.measure_panel, "Measure")
+        self.tabs.setCurrentWidget(self.project_panel)  # nothing open yet: create or open
+        layout.addWidget(self.tabs, 1)
 
         p = self.project_panel
         p.create_requested.connect(lambda dst, src: self.create_project(
@@ -140,8 +150,31 @@ class ActiveSegWidget(QWidget):
             event.connect(lambda _e=None: e.refresh_layers(self.viewer))
         e.refresh_layers(self.viewer)
 
+    def add_tab(self, widget: QWidget, name: str) -> None:
+        """Put a panel in a tab of its own (what is not needed at every step)."""
+        self.tabs.addTab(widget, name)
+
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(DOCK_WIDTH, super().sizeHint().height())
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """The first time the dock is shown in a main window, give it :data:`DOCK_WIDTH`
+        (Qt would otherwise size the dock area by its widest row)."""
+        super().showEvent(event)
+        if not self._sized:
+            self._sized = True
+            QTimer.singleShot(0, self.fit_width)
+
+    def fit_width(self) -> None:
+        """Resize the dock this widget sits in to :data:`DOCK_WIDTH` (public Qt calls)."""
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+        dock, win = self.parentWidget(), self.window()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parentWidget()
+        if dock is not None and isinstance(win, QMainWindow) and not dock.isFloating():
+            win.resizeDocks([dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
 
     def _update_enabled(self) -> None:
         has = self.session is not None
@@ -236,6 +269,7 @@ class ActiveSegWidget(QWidget):
                             "continue.")
         self.refresh_table()
         self._update_enabled()
+        self.tabs.setCurrentWidget(self.pool)
         self.session_changed.emit()
         return self.session
 
@@ -254,6 +288,7 @@ class ActiveSegWidget(QWidget):
         if not self.jobs.alive() or self.session is None:
             return
         self.project_panel.show_session(self.session)
+        self.review.show_model(self.session.model_version)  # no stale "no model yet"
         self._update_enabled()
         self.pool.schedule_refresh()
         self.continuous.kick()

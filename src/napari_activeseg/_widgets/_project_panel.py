@@ -42,14 +42,17 @@ class ProjectPanel(QGroupBox):
         row.addWidget(self.classes_edit, 1)
         v.addLayout(row)
         self._add_axes_row(v)
-        row = QHBoxLayout()
         self.new_folder_btn = QPushButton("New from folder…")
         self.new_layers_btn = QPushButton("From layers")
         self.new_layers_btn.setToolTip("New project from the open image layers")
         self.open_btn = QPushButton("Open…")
-        for b in (self.new_folder_btn, self.new_layers_btn, self.open_btn):
-            row.addWidget(b)
-        v.addLayout(row)
+        # two per row: the dock stays narrow (the canvas keeps most of the window)
+        for pair in ((self.new_folder_btn, self.open_btn),
+                     (self.new_layers_btn, self.stack_channels_check)):
+            row = QHBoxLayout()
+            for w in pair:
+                row.addWidget(w, 1)
+            v.addLayout(row)
         self.import_btn = QPushButton("Import masks…")
         self.import_btn.setToolTip(
             "Import masks made elsewhere (Fiji, ilastik, Cellpose) as submitted labels: files "
@@ -62,9 +65,10 @@ class ProjectPanel(QGroupBox):
         self.new_folder_btn.clicked.connect(self._new_from_folder)
         self.new_layers_btn.clicked.connect(self._new_from_layers)
         self.open_btn.clicked.connect(self._open)
+        v.addStretch(1)
+        # what is open, in one wrapped line: the dock shows it above its tabs
         self.project_label = QLabel("No project open.")
         self.project_label.setWordWrap(True)
-        v.addWidget(self.project_label)
 
     _AUTO = "auto (from the file)"
 
@@ -82,7 +86,6 @@ class ProjectPanel(QGroupBox):
         row = QHBoxLayout()
         row.addWidget(QLabel("Axes:"))
         row.addWidget(self.axes_combo, 1)
-        row.addWidget(self.stack_channels_check)
         v.addLayout(row)
 
     def create_options(self, from_layers: bool) -> dict:

@@ -22,6 +22,7 @@ class ReviewPanel(QGroupBox):
 
     def __init__(self) -> None:
         super().__init__("Suggest and correct")
+        self._view = None  # the open image's view: its reason follows the model
         v = QVBoxLayout(self)
         row = QHBoxLayout()
         self.strategy_combo = QComboBox()
@@ -29,7 +30,7 @@ class ReviewPanel(QGroupBox):
         row.addWidget(self.strategy_combo, 1)
         v.addLayout(row)
         row = QHBoxLayout()
-        self.regions_check = QCheckBox("boxes")
+        self.regions_check = QCheckBox("review boxes, not whole images")
         self.regions_check.setChecked(True)
         self.regions_check.setToolTip(
             "Review a few boxes of an image instead of the whole image: only the boxes, your "
@@ -48,7 +49,8 @@ class ReviewPanel(QGroupBox):
         self.boxes_spin.setValue(3)
         self.boxes_spin.setSuffix(" / image")
         self.boxes_spin.setToolTip("How many boxes of one image to review at once.")
-        row.addWidget(self.regions_check)
+        v.addWidget(self.regions_check)
+        row.addWidget(QLabel("Boxes:"))
         row.addWidget(self.region_size, 1)
         row.addWidget(self.boxes_spin, 1)
         v.addLayout(row)
@@ -101,20 +103,36 @@ class ReviewPanel(QGroupBox):
     def show_view(self, view, model_version: str | None = None) -> None:
         """Why this image is shown (and how many boxes to review); says so when the
         suggestion came from an older model than the one now predicting it."""
+        self._view = view
+        self.show_model(model_version)
+
+    def show_model(self, model_version: str | None) -> None:
+        """The reason line for the current model: once a newer model than the suggestion's
+        exists, the suggestion's own reason ("random (no model yet)") is stale and is replaced
+        by what to do (it stays in the tooltip)."""
+        view = self._view
+        if view is None:
+            return
         if view.suggestion is None:
             self.reason_label.setText(f"Opened {view.name}.")
+            self.reason_label.setToolTip("")
             return
         n = len(view.boxes)
         where = f"Review {n} box{'es' if n > 1 else ''} in this image. " if n else ""
         sugg = view.suggestion
-        made = sugg.model_version or "no model"
-        when = "" if sugg.model_version == model_version else \
-            f" (suggested with {made}; the prediction shown is from {model_version})"
-        text = f"{where}Suggested by {sugg.strategy}{when}: {sugg.reason}"
+        full = f"{where}Suggested by {sugg.strategy}: {sugg.reason}"
+        if sugg.model_version == model_version or model_version is None:
+            text = full
+        else:
+            made = f"with {sugg.model_version}" if sugg.model_version else \
+                "before the first model"
+            text = (f"{where}Picked by {sugg.strategy.split(' (')[0]} {made}; the prediction "
+                    f"is from {model_version}. Suggest next picks with it.")
+            full = f"{text}\n\nThe pick: {sugg.strategy}: {sugg.reason}"
         # three lines at most in a narrow dock; the whole reason in the tooltip
         self.reason_label.setText(text if len(text) <= _REASON_CHARS
                                   else text[:_REASON_CHARS - 1].rstrip() + "…")
-        self.reason_label.setToolTip(text)
+        self.reason_label.setToolTip(full)
 
     def set_state(self, *, has_session: bool, busy: bool, image_open: bool) -> None:
         """Suggest next works during training and scoring (the session serves from its

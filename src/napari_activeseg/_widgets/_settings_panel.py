@@ -1,4 +1,4 @@
-"""The Settings panel (collapsed): model, training and inference settings saved in the project.
+"""The Settings panel (a tab of the dock): model, training and inference settings saved in the project.
 
 The form is a magicgui :class:`~magicgui.widgets.Container`: one typed field per setting, read
 from the session's configurations by :meth:`SettingsForm.load` and turned back into them by
@@ -14,12 +14,13 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def settings_panel():
-    """A :class:`SettingsForm` inside a collapsible section (collapsed by default)."""
-    from superqt import QCollapsible
+    """``(widget, form)``: a :class:`SettingsForm` in a scroll area (the dock's Settings tab)."""
+    from qtpy.QtWidgets import QScrollArea
 
-    box = QCollapsible("Settings (saved in the project)")
     form = SettingsForm()
-    box.addWidget(form.native)
+    box = QScrollArea()
+    box.setWidgetResizable(True)
+    box.setWidget(form.native)
     return box, form
 
 
@@ -30,9 +31,9 @@ class SettingsForm(mw.Container):
         self.unet_width = mw.SpinBox(label="U-Net width", min=2, max=128)
         self.unet_depth = mw.SpinBox(label="U-Net depth", min=1, max=6)
         self.patch_field = mw.SpinBox(label="Patch size", min=32, max=1024, step=32)
-        self.time_field = mw.FloatSpinBox(label="Time per round (s, 0: no limit)", min=0,
+        self.time_field = mw.FloatSpinBox(label="Round time (s, 0: none)", min=0,
                                           max=36_000)
-        self.steps_field = mw.SpinBox(label="Steps per round (0: no limit)", min=0,
+        self.steps_field = mw.SpinBox(label="Round steps (0: none)", min=0,
                                     max=1_000_000)
         self.lr_field = mw.FloatSpinBox(label="Learning rate", min=1e-5, max=1.0, step=1e-4)
         self.mc_field = mw.SpinBox(label="MC samples", min=1, max=64)

@@ -1,4 +1,6 @@
-"""The Train panel: Train / Cancel / auto-train, progress bar, one status line, the live plot."""
+"""The Train panel: Train / Cancel / auto-train, continuous training, the live plot; and the
+status strip the dock keeps in view above its tabs (what the model is doing, the progress bar,
+one status line)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
+    QWidget,
 )
 
 from ._common import notify
@@ -37,23 +40,27 @@ class TrainPanel(QGroupBox):
         self.auto_train.setSpecialValueText("auto-train off")
         row.addWidget(self.train_btn)
         row.addWidget(self.cancel_btn)
-        row.addWidget(self.auto_train, 1)
         v.addLayout(row)
+        v.addWidget(self.auto_train)
         self.continuous_check = QCheckBox("Train continuously")
         self.continuous_check.setChecked(True)
         self.continuous_check.setToolTip(
             "Train in rounds by itself whenever there are new labels; a round's model is kept "
             "only when it is at least as good on the held-back images.")
-        self.continuous_status = QLabel("")  # what the model is doing, in one line
         v.addWidget(self.continuous_check)
-        v.addWidget(self.continuous_status)
+        # the status strip: shown by the dock above its tabs, so it is seen at every step
+        self.status = QWidget()
+        s = QVBoxLayout(self.status)
+        s.setContentsMargins(0, 0, 0, 0)
+        self.continuous_status = QLabel("")  # what the model is doing, in one line
+        self.continuous_status.setWordWrap(True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.progress_label = QLabel("")
         self.progress_label.setWordWrap(True)
-        v.addWidget(self.progress)
-        v.addWidget(self.progress_label)
+        for w in (self.continuous_status, self.progress, self.progress_label):
+            s.addWidget(w)
         # QPainter, not matplotlib: an Agg render of axes and ticks cost ~100 ms of GUI thread
         # per update on a 2-core machine that is training (benchmarks/gui_stall.py)
         self.plot = TrainingPlot()

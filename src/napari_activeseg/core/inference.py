@@ -24,7 +24,7 @@ from torch import nn
 
 from . import uncertainty as unc
 from .config import InferenceConfig
-from .device import autocast, choose_device, empty_cache, is_oom
+from .device import autocast, choose_device, empty_cache, is_oom, to_device
 from .progress import run_to_end
 
 MODES = ("single", "mc", "tta", "ensemble")
@@ -300,7 +300,8 @@ def _predict_batch(sampler: Sampler, tiles: list[torch.Tensor], uniq: list[str],
     with torch.inference_mode():
         # channels-last input: oneDNN/cuDNN convolutions run ~2x faster on it (CPU here:
         # batch 4 x 512² 754 -> 373 ms, same output to 4e-6)
-        x = torch.stack(tiles).to(device).contiguous(memory_format=torch.channels_last)
+        # on CUDA through pinned memory, without blocking; on the CPU the tiles themselves
+        x = to_device(torch.stack(tiles), device).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             samples = sampler(x)  # (T, B, K, th, tw)
         samples = samples.float()

@@ -22,7 +22,7 @@ import torch
 
 from .config import ModelConfig, TrainConfig
 from .consistency import ConsistencyTerm
-from .device import autocast, choose_device, empty_cache, is_oom
+from .device import autocast, choose_device, empty_cache, is_oom, to_device
 from .losses import dice_score, segmentation_loss
 from .model import UNet
 
@@ -464,10 +464,9 @@ class Trainer:
 
     @staticmethod
     def _step(model, opt, scaler, device, x, y, ign, weights, extra=None) -> float:
-        xt = torch.from_numpy(x).to(device, non_blocking=True) \
-            .contiguous(memory_format=torch.channels_last)
-        yt = torch.from_numpy(y).to(device, non_blocking=True)
-        it = torch.from_numpy(ign).to(device, non_blocking=True)
+        # on CUDA through pinned memory, without blocking; on the CPU the arrays themselves
+        xt = to_device(x, device).contiguous(memory_format=torch.channels_last)
+        yt, it = to_device(y, device), to_device(ign, device)
         opt.zero_grad(set_to_none=True)
         with autocast(device, scaler.is_enabled()):
             logits = model(xt)

@@ -74,12 +74,16 @@ class SessionBase:
         self._desk = Annotations(project)
         self._auto = AutoTrainCounter(project)
 
+        # a project's first session sizes the defaults for this machine's device (a GPU gets
+        # a wider network and larger batches; a CPU the configurations' own defaults)
         self.model_config = model_config or settings.saved_config(
-            project, ModelConfig, "model_config") or settings.default_model_config(project)
+            project, ModelConfig, "model_config") or settings.for_device(
+            settings.default_model_config(project))
         self.train_config = train_config or settings.saved_config(
-            project, TrainConfig, "train_config") or TrainConfig()
+            project, TrainConfig, "train_config") or settings.for_device(TrainConfig())
         self.inference_config = inference_config or settings.saved_config(
-            project, InferenceConfig, "inference_config") or InferenceConfig()
+            project, InferenceConfig, "inference_config") or settings.for_device(
+            InferenceConfig())
         if self.model_config.n_classes != project.n_classes:
             raise ValueError(
                 f"The model has n_classes={self.model_config.n_classes} but the project has "

@@ -46,6 +46,21 @@ def with_object_classes(project: Project, config: ModelConfig) -> ModelConfig:
         boundary_classes=wanted)
 
 
+def for_device(config):
+    """A default configuration sized for the device ``"auto"`` resolves to here
+    (:func:`~..device.device_plan`): the U-Net width of a :class:`ModelConfig`, the batch of a
+    :class:`TrainConfig`, the tile batch of an :class:`InferenceConfig`. On a CPU the plan is
+    the configurations' own defaults, so nothing changes."""
+    from ..device import device_plan
+
+    plan = device_plan(getattr(config, "device", "auto"))
+    if isinstance(config, ModelConfig):
+        return config.replace(width=plan.width)
+    if isinstance(config, TrainConfig):
+        return config.replace(batch_size=plan.batch_size)
+    return config.replace(batch_size=plan.tile_batch)
+
+
 def decided(project: Project, config: ModelConfig) -> ModelConfig:
     """``config`` with a polarity of "pool" replaced by the project's decided rule."""
     if config.polarity != "pool":

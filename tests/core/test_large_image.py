@@ -215,3 +215,18 @@ def test_a_strategy_that_needs_images_ranks_the_most_uncertain_windows_of_a_larg
         assert not any("not kept" in p.reason for p in picks[:3])
         with pytest.raises(ValueError, match="Suggest boxes"):
             s.suggest(1)  # whole images: it would need the whole image
+
+
+def test_the_project_polarity_is_decided_from_a_large_image_without_reading_it_whole(tmp_path):
+    from napari_activeseg.core.imageio import normalize_image
+    from napari_activeseg.core.preprocess import background_level, decide_project_polarity
+
+    raw = 255 - np.tile(_raw((250, 250)), (3, 4))  # a bright background: 750 x 1000
+    assert background_level(LazyPrepared(raw, polarity="none").level_sample) == \
+        background_level(normalize_image(raw))
+    path = tmp_path / "bright.tif"
+    tifffile.imwrite(path, raw, tile=(256, 256))
+    with Project.create(tmp_path / "p", classes=("bg", "fg"),
+                        settings={LARGE_SETTING: 1000}) as project:
+        project.add_images([path])
+        assert decide_project_polarity(project) == "invert"

@@ -149,11 +149,12 @@ class LazyPrepared:
                 sample[c], low, high, lambda ch=channel: (np.asarray(ch.min()), np.asarray(ch.max()))))
         # the polarity decision, on the sample background_level takes
         lstep = max(1, int(np.sqrt(w * h / LEVEL_SAMPLE_PIXELS)))
-        level_sample = self._prepare(self._raw_rows(slice(None, None, lstep),
-                                                    slice(None, None, lstep)), invert=False)
-        # background_level strides what it is given by int(sqrt(h * w / 250000)): 1 for this
-        # sample, which is already that stride of the whole image -- the same pixels
-        self._invert = inverts(level_sample, polarity, polarity_margin)
+        #: the normalised pixels :func:`.preprocess.background_level` looks at (its stride of
+        #: the whole image); it strides what it is given by int(sqrt(h * w / 250000)), 1 for
+        #: this sample, so the level of this sample is the whole image's
+        self.level_sample = self._prepare(self._raw_rows(slice(None, None, lstep),
+                                                         slice(None, None, lstep)), invert=False)
+        self._invert = inverts(self.level_sample, polarity, polarity_margin)
 
     def _raw_rows(self, ys: slice, xs: slice) -> np.ndarray:
         """(C_in, h, w) raw pixels of a selection."""

@@ -134,11 +134,19 @@ def decide_project_polarity(project: Any, *, max_images: int = DECIDE_MAX_IMAGES
     -------
     polarity : {"invert", "none"}
     """
-    ids = [r.id for r in project.images()]
+    from .largeimage import LazyPrepared, is_large, large_threshold
+
+    records = list(project.images())
+    lazy = hasattr(project, "open_lazy")  # a project: a large image is never read whole
     sample = []
-    for i in polarity_sample(len(ids), max_images):
+    for i in polarity_sample(len(records), max_images):
         try:
-            raw = project.load_image(ids[i])
+            if lazy and is_large(records[i].shape, large_threshold(project)):
+                # the pixels background_level would look at, already strided
+                sample.append(LazyPrepared(project.open_lazy(records[i].id),
+                                           polarity="none").level_sample)
+                continue
+            raw = project.load_image(records[i].id)
             sample.append(normalize_image(raw, channel_axis=-1 if raw.ndim == 3 else None))
         except (ValueError, OSError):  # a moved or damaged file does not decide the project
             continue

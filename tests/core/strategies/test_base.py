@@ -24,7 +24,8 @@ from napari_activeseg.core.strategies import (
 from napari_activeseg.core.strategies import diversity as div
 
 ALL = ["random", "entropy", "margin", "least_confidence", "bald", "variance", "tta", "ensemble",
-       "coreset", "badge", "alges", "suggestive", "stratified", "task_similarity"]
+       "coreset", "badge", "alges", "suggestive", "stratified", "task_similarity",
+       "objects"]
 
 
 # -- aggregation ------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ One interface (:class:`QueryStrategy`: override ``score``, declare ``needs_*``),
 
 Registered names: ``random``, ``entropy``, ``margin``, ``least_confidence``, ``bald``,
 ``variance``, ``tta``, ``ensemble``, ``coreset``, ``badge``, ``alges``, ``suggestive``,
-``task_similarity``. Candidates for a strategy are built by :func:`build_candidates` (or by
-hand, see :class:`Candidate`); regions by :func:`region_candidates`; CEAL pseudo-labels live in
+``task_similarity``, ``objects``. Candidates for a strategy are built by
+:func:`build_candidates` (or by hand, see :class:`Candidate`); regions by :func:`region_candidates`; CEAL pseudo-labels live in
 :mod:`.pseudo`.
 
 Inside the package, from the bottom up: :mod:`.datatypes` (Candidate, Pick, StrategyContext);
@@ -29,7 +29,7 @@ it that way.
 
 from __future__ import annotations
 
-from . import ensemble, gradient, heuristics, representative, task_similarity  # noqa: F401
+from . import ensemble, gradient, heuristics, objects, representative, task_similarity  # noqa: F401
 from .aggregation import AGGREGATIONS, aggregate, restriction_mask
 from .base import QueryStrategy
 from .batch import DIVERSITIES

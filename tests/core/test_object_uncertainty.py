@@ -1,0 +1,104 @@
+"""Per-object uncertainty, the object-level effort estimate and the ``objects`` strategy, on
+hand-made probabilities with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_activeseg.core.object_uncertainty import (
+    ADD_MIN_PIXELS,
+    boundary_ring,
+    estimate_object_effort,
+    object_score,
+    object_uncertainty,
+)
+from napari_activeseg.core.strategies import Candidate, get_strategy
+
+
+def _probs(fg: np.ndarray) -> np.ndarray:
+    """(2, H, W) probabilities from a foreground probability map."""
+    fg = np.asarray(fg, np.float32)
+    return np.stack([1 - fg, fg])
+
+
+def test_boundary_ring_is_the_objects_inner_edge():
+    ids = np.zeros((8, 8), np.uint16)
+    ids[2:6, 2:6] = 3
+    ring = boundary_ring(ids, ring=1)
+    assert np.count_nonzero(ring) == 12  # a 4 x 4 square's perimeter
+    assert set(np.unique(ring)) == {0, 3} and ring[3:5, 3:5].sum() == 0
+    two = np.zeros((6, 8), np.uint16)  # two touching objects: both sides of the contact
+    two[1:5, 1:4], two[1:5, 4:7] = 1, 2
+    ring = boundary_ring(two, ring=1)
+    assert (ring[2:4, 3] == 1).all() and (ring[2:4, 4] == 2).all()
+    with pytest.raises(ValueError, match="ring"):
+        boundary_ring(ids, ring=0)
+
+
+def test_object_uncertainty_known_answers():
+    ids = np.zeros((10, 20), np.uint16)
+    ids[2:8, 2:8] = 1      # confident everywhere
+    ids[2:8, 12:18] = 5    # its left edge column is a coin flip
+    fg = (ids > 0).astype(np.float32)
+    fg[2:8, 12] = 0.5
+    ou = object_uncertainty(ids, _probs(fg), ring=1)
+    assert ou.ids.tolist() == [1, 5] and ou.area.tolist() == [36, 36]
+    np.testing.assert_allclose(ou.inside, [0, 6 / 36], atol=1e-5)
+    np.testing.assert_allclose(ou.boundary, [0, 6 / 20], atol=1e-5)  # 6 of the 20 ring px
+    np.testing.assert_allclose(ou.objectness, [1, 33 / 36], atol=1e-5)
+    np.testing.assert_allclose(ou.doubt, [0, 0.3], atol=1e-5)
+    lut = ou.lookup()
+    assert lut[5] == pytest.approx(0.3, abs=1e-5) and lut[0] == 0
+    assert lut[1] == pytest.approx(0, abs=1e-5)
+    assert set(ou.table()) >= {"label", "uncertainty", "boundary_uncertainty", "doubt"}
+
+
+def test_object_uncertainty_refuses_mismatched_input():
+    ids = np.zeros((4, 4), np.uint16)
+    with pytest.raises(ValueError, match="probs must be"):
+        object_uncertainty(ids, np.zeros((2, 5, 4)))
+    with pytest.raises(ValueError, match="integer ids"):
+        object_uncertainty(ids.astype(float), np.zeros((2, 4, 4)))
+
+
+def test_effort_estimate_counts_removals_splits_and_additions():
+    ids = np.zeros((40, 40), np.uint16)
+    fg = np.zeros((40, 40), np.float32)
+    ids[2:8, 2:8], fg[2:8, 2:8] = 1, 1.0          # sure: nothing to do
+    ids[2:8, 12:18], fg[2:8, 12:18] = 2, 0.6      # barely believed: likely removed
+    ids[12:24, 2:14], fg[12:24, 2:14] = 3, 1.0    # outline in doubt: likely split / merged
+    fg[boundary_ring(ids, ring=2) == 3] = 0.65
+    fg[30:35, 30:35] = 0.45                       # 25 px the model half sees: likely added
+    fg[30:31, 20:23] = 0.45                       # 3 px: too small to count
+    est = estimate_object_effort(ids, _probs(fg))
+    assert est.remove == (2,) and est.split_merge == (3,) and est.add == 1
+    assert est.total == 3 and est.to_dict() == {"add": 1, "remove": 1, "split_merge": 1,
+                                                "total": 3}
+    assert 25 >= ADD_MIN_PIXELS > 3
+
+
+def test_objects_strategy_ranks_the_window_with_doubtful_objects_first():
+    sure = np.zeros((32, 32), np.float32)
+    for y, x in ((4, 4), (4, 20), (20, 4)):
+        sure[y:y + 8, x:x + 8] = 1.0  # three confident objects
+    doubtful = np.zeros((32, 32), np.float32)
+    doubtful[8:20, 8:20] = 1.0
+    doubtful[8:20, 8:10] = 0.6  # one object whose outline the model doubts
+    cands = [Candidate("sure", "sure", probs=_probs(sure)),
+             Candidate("doubtful", "doubtful", probs=_probs(doubtful)),
+             Candidate("given", "given", scores={"objects": 0.2})]
+    strategy = get_strategy("objects")
+    assert strategy.candidate_score(cands[0]) == pytest.approx(0.0, abs=1e-4)
+    picks = strategy.select(cands, k=3)
+    assert [p.key for p in picks] == ["doubtful", "given", "sure"]
+    assert "expected object edits" in picks[0].reason
+    assert object_score(np.zeros((4, 4), np.uint16), _probs(np.zeros((4, 4)))) == 0.0
+    assert strategy.estimate_cost(10) > get_strategy("entropy").estimate_cost(10)
+
+
+def test_objects_strategy_says_what_is_missing():
+    with pytest.raises(ValueError, match="object_classes"):
+        get_strategy("objects", object_classes=(0,))
+    with pytest.raises(ValueError, match="probs"):
+        get_strategy("objects").select([Candidate("a", "a")], k=1)

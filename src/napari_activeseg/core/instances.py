@@ -19,8 +19,8 @@ Two formulations turn a network into objects (:data:`FORMULATIONS`, the project 
     The network learns it with the ordinary losses; everything semantic (uncertainty,
     strategies, class-map exports) sees the boundary folded back into its class
     (:func:`napari_activeseg.core.model.fold_logits`, :func:`fold_probabilities`), so nothing
-    downstream changes. Objects: seeds = connected components of confident interior,
-    watershed over the class's foreground (:func:`instances_from_boundary`).
+    downstream changes. Objects: the interior (boundaries carved out) split into cores,
+    grown back over the class's foreground by a watershed (:func:`instances_from_boundary`).
 ``"distance"``
     No extra output: the semantic prediction, split by a watershed on its distance
     transform (:func:`instances_from_distance`).
@@ -134,16 +134,33 @@ def _drop_small(ids: np.ndarray, min_size: float | None) -> np.ndarray:
     return lut[ids]
 
 
-def _seeded(foreground: np.ndarray, seeds: np.ndarray, elevation: np.ndarray) -> np.ndarray:
-    """Watershed of `seeds` over `foreground`; a foreground component no seed reaches
-    becomes an object of its own."""
-    markers, n = ndi.label(seeds)
-    ids = watershed(elevation, markers, mask=foreground) if n else np.zeros(seeds.shape, int)
-    rest = foreground & (ids == 0)
-    if rest.any():
-        extra = ndi.label(rest)[0]
-        ids = np.where(rest, extra + n, ids)
-    return ids
+def _split(mask: np.ndarray) -> np.ndarray:
+    """`mask`'s connected regions split by a watershed on their distance transform, seeded at
+    its maxima at least half the typical object radius apart (the median over regions of
+    their largest inscribed radius, so the spacing follows the data); ids > 0, not
+    consecutive."""
+    comps, n = ndi.label(mask)
+    if not n:
+        return comps
+    dist = ndi.distance_transform_edt(mask).astype(np.float32)
+    inscribed = np.zeros(n + 1, np.float32)
+    np.maximum.at(inscribed, comps.ravel(), dist.ravel())
+    radius = float(np.median(inscribed[1:]))
+    smooth = ndi.gaussian_filter(dist, sigma=max(1.0, radius / 4))
+    # one pass over the whole image (a per-region peak search is ~5x slower)
+    peaks = peak_local_max(np.where(mask, smooth, 0), min_distance=max(2, round(radius / 2)),
+                           threshold_abs=0.5, exclude_border=False)
+    # only the regions with several maxima are flooded (the watershed's cost is the pixels it
+    # floods, and the boundary output has usually separated the objects already)
+    multi = np.bincount(comps[tuple(peaks.T)], minlength=n + 1) >= 2
+    multi[0] = False
+    if not multi.any():
+        return comps
+    region = multi[comps]
+    seeds = np.zeros(mask.shape, bool)
+    seeds[tuple(peaks.T)] = True
+    parts = watershed(-smooth, ndi.label(seeds & region)[0], mask=region)
+    return np.where(region, parts + n, comps)
 
 
 def _combine(per_class: list[tuple[int, np.ndarray]], shape: tuple[int, ...]
@@ -164,16 +181,23 @@ def _combine(per_class: list[tuple[int, np.ndarray]], shape: tuple[int, ...]
 
 
 def instances_from_boundary(probs: np.ndarray, n_classes: int, boundary_classes: Sequence[int],
-                            *, seed_threshold: float = 0.5, min_size: float | None = None
-                            ) -> tuple[np.ndarray, np.ndarray]:
+                            *, min_size: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Objects from the outputs of a boundary model (module docstring).
+
+    For each object class: its *interior* (the pixels where the class itself, not its
+    boundary or another class, is the most likely output), where the predicted boundaries
+    have carved touching objects apart, is split into cores (:func:`_split`, for objects the
+    boundary did not fully separate), and the cores grow back over the class's whole
+    foreground (interior + boundary) by a watershed on the boundary probability. A region of
+    boundary alone, with no interior, is no object. Measured on the two nuclei sets
+    (``benchmarks/instances.py``): seeding from the connected interior alone merged the
+    nuclei whose boundary was faint (F1 at IoU 0.5 0.59 on DSB 2018 after 200 steps; 0.78
+    with the split cores).
 
     Parameters
     ----------
     probs : (n_outputs, H, W) float ndarray
         Probabilities of every output (classes, then one boundary per object class).
-    seed_threshold : float
-        An interior pixel is a seed where its probability is at least this.
     min_size : float, optional
         Smallest object kept, in pixels; default :data:`MIN_SIZE_FRACTION` of the median.
 
@@ -190,41 +214,36 @@ def instances_from_boundary(probs: np.ndarray, n_classes: int, boundary_classes:
                          f"classes and {len(boundary_classes)} boundary output(s) gives "
                          f"{n_classes + len(boundary_classes)}.")
     folded = fold_probabilities(probs, n_classes, boundary_classes)
-    winner = folded.argmax(axis=0)
+    best = folded.max(axis=0)
     per_class = []
     for j, c in enumerate(boundary_classes):
-        fg = winner == c
-        interior, edge = probs[c], probs[n_classes + j]
-        seeds = fg & (interior >= seed_threshold) & (interior > edge)
-        per_class.append((c, _drop_small(_seeded(fg, seeds, edge), min_size)))
-    return _combine(per_class, winner.shape)
+        fg = folded[c] >= best  # the folded class map says c (ties: as argmax, rare)
+        interior = fg & (probs[c] >= probs[n_classes + j]) & (probs[c] >= probs[:n_classes].max(0))
+        cores = _split(interior)
+        per_class.append((c, _drop_small(_grow(cores, fg, probs[n_classes + j]), min_size)))
+    return _combine(per_class, fg.shape)
+
+
+def _grow(cores: np.ndarray, foreground: np.ndarray, elevation: np.ndarray) -> np.ndarray:
+    """`cores` grown over `foreground` by a watershed on `elevation`, flooding only the ring
+    around them (a watershed queues every marker pixel: seeding it with whole cores costs
+    ~7x more on a 1024² image); foreground no core reaches is dropped."""
+    inside = cores > 0
+    if not inside.any():
+        return cores
+    border = find_boundaries(cores, mode="inner") & inside
+    ring = foreground & ~(inside & ~border)
+    grown = watershed(elevation, np.where(border, cores, 0), mask=ring)
+    return np.where(inside, cores, grown)
 
 
 def instances_from_distance(labels: np.ndarray, object_classes: Sequence[int], *,
                             min_size: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Objects from a class map alone: each object class's connected foreground split by a
-    watershed on its distance transform, seeded at its maxima at least half the typical
-    object radius apart (the median over components of their largest inscribed radius, so
-    the spacing follows the data). Returns like :func:`instances_from_boundary`."""
+    """Objects from a class map alone: each object class's foreground split by a watershed
+    on its distance transform (:func:`_split`). Returns like
+    :func:`instances_from_boundary`."""
     labels = np.asarray(labels)
-    per_class = []
-    for c in object_classes:
-        fg = labels == c
-        comps, n = ndi.label(fg)
-        if not n:
-            per_class.append((c, comps))
-            continue
-        dist = ndi.distance_transform_edt(fg).astype(np.float32)
-        inscribed = np.zeros(n + 1, np.float32)
-        np.maximum.at(inscribed, comps.ravel(), dist.ravel())
-        radius = float(np.median(inscribed[1:]))
-        smooth = ndi.gaussian_filter(dist, sigma=max(1.0, radius / 4))
-        # one pass over the whole image (per-component peak search is ~5x slower)
-        peaks = peak_local_max(np.where(fg, smooth, 0), min_distance=max(2, round(radius / 2)),
-                               threshold_abs=0.5, exclude_border=False)
-        seeds = np.zeros(fg.shape, bool)
-        seeds[tuple(peaks.T)] = True
-        per_class.append((c, _drop_small(_seeded(fg, seeds, -smooth), min_size)))
+    per_class = [(c, _drop_small(_split(labels == c), min_size)) for c in object_classes]
     return _combine(per_class, labels.shape)
 
 

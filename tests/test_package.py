@@ -85,3 +85,5 @@ def test_cli_info_runs():
     out = subprocess.run([sys.executable, "-m", "napari_activeseg.cli", "info"],
                          capture_output=True, text=True, check=True)
     assert "napari-activeseg" in out.stdout and "device" in out.stdout
+    # the defaults a new project gets on this machine's device (a CPU here: its own)
+    assert "U-Net width 8, batch 16" in out.stdout and "mixed precision off" in out.stdout

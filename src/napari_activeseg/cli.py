@@ -19,12 +19,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import torch
 
     from . import __version__
-    from .core.device import choose_device
+    from .core.device import choose_device, device_plan
 
     print(f"napari-activeseg {__version__}")
     print(f"python {platform.python_version()} on {platform.platform()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print(f"device (auto): {choose_device('auto')}")
+    plan = device_plan("auto")
+    print(f"a new project there: {plan.name}, U-Net width {plan.width}, batch "
+          f"{plan.batch_size}, {plan.tile_batch} tiles per prediction batch, mixed precision "
+          f"{'on' if plan.amp else 'off'}")
     return 0
 
 

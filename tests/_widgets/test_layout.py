@@ -27,6 +27,7 @@ def docked(make_napari_viewer, tmp_path, qtbot):
 
 
 def test_canvas_keeps_60_percent_of_a_1600_px_window(docked, qtbot):
+    suggest(docked, qtbot)  # the annotation layer selected: napari's layer controls widen
     win = docked.window()
     assert isinstance(win, QMainWindow)
     win.resize(1600, 1000)

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QSize, QTimer, Signal
-from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QAbstractScrollArea,
+    QFrame,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ._common import (
     ANNOTATION,
@@ -64,9 +71,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ANNOTATION", "NOT_REVIEWED", "REGIONS", "REVIEWED", "SCRIBBLES", "UNCERTAINTY",
            "ActiveSegWidget"]
 
-#: The dock's width: on a 1600 px wide window napari's layer controls take ~280 px, and this
-#: leaves the canvas over 60 % of it (tests/_widgets/test_layout.py).
-DOCK_WIDTH = 320
+#: The dock's width: on a 1600 px wide window napari's layer controls take ~330 px once a
+#: labels layer is selected, and this leaves the canvas 60 % of it (tests/_widgets/test_layout.py).
+DOCK_WIDTH = 290
 
 
 class ActiveSegWidget(QWidget):
@@ -120,7 +127,7 @@ class ActiveSegWidget(QWidget):
             self.add_tab(w, name)
         self.measure_panel = MeasurePanel(self)  # follows the dock's signals by itself
         self.add_tab(self.measure_panel, "Measure")
-        self.tabs.setCurrentWidget(self.project_panel)  # nothing open yet: create or open
+        self.show_tab(self.project_panel)  # nothing open yet: create or open
         layout.addWidget(self.tabs, 1)
 
         p = self.project_panel
@@ -151,8 +158,22 @@ class ActiveSegWidget(QWidget):
         e.refresh_layers(self.viewer)
 
     def add_tab(self, widget: QWidget, name: str) -> None:
-        """Put a panel in a tab of its own (what is not needed at every step)."""
+        """Put a panel in a tab of its own (what is not needed at every step), in a scroll
+        area: a panel wider or taller than the dock scrolls instead of widening the dock."""
+        if not isinstance(widget, QAbstractScrollArea):
+            area = QScrollArea()
+            area.setWidgetResizable(True)
+            area.setFrameShape(QFrame.Shape.NoFrame)
+            area.setWidget(widget)
+            widget = area
         self.tabs.addTab(widget, name)
+
+    def show_tab(self, panel: QWidget) -> None:
+        """Bring the tab holding ``panel`` to the front."""
+        for i in range(self.tabs.count()):
+            page = self.tabs.widget(i)
+            if page is panel or (isinstance(page, QScrollArea) and page.widget() is panel):
+                self.tabs.setCurrentIndex(i)
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(DOCK_WIDTH, super().sizeHint().height())
@@ -269,7 +290,7 @@ class ActiveSegWidget(QWidget):
                             "continue.")
         self.refresh_table()
         self._update_enabled()
-        self.tabs.setCurrentWidget(self.pool)
+        self.show_tab(self.pool)
         self.session_changed.emit()
         return self.session
 

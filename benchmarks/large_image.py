@@ -75,7 +75,9 @@ def child(path: str, folder: str, threshold: int = LARGE_IMAGE_PIXELS,
     session.adopt_model(UNet(config).state_dict())
     intake_s = time.perf_counter() - t0
     if limit_s > 0:
-        threading.Timer(limit_s, session.request_stop).start()
+        timer = threading.Timer(limit_s, session.request_stop)
+        timer.daemon = True
+        timer.start()
     t1 = time.perf_counter()
     tiles = (0, 0)
     for rec in session.score_pool(regions=True):
@@ -103,6 +105,7 @@ def child(path: str, folder: str, threshold: int = LARGE_IMAGE_PIXELS,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--side", type=int, default=20000)
+    parser.add_argument("--image", help="score this TIFF instead of writing one")
     parser.add_argument("--threshold", type=int, default=LARGE_IMAGE_PIXELS,
                         help="large_image_pixels (default 4096^2)")
     parser.add_argument("--limit-s", type=float, default=0.0,
@@ -114,9 +117,10 @@ def main() -> None:
         print(json.dumps(child(path, folder, int(threshold), float(limit))))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "large.tif"
+        path = Path(args.image) if args.image else Path(tmp) / "large.tif"
         t0 = time.perf_counter()
-        write_image(path, args.side)
+        if not args.image:
+            write_image(path, args.side)
         write_s = time.perf_counter() - t0
         out = subprocess.run([sys.executable, __file__, "--child", str(path),
                               str(Path(tmp) / "project"), str(args.threshold),

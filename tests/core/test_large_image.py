@@ -90,20 +90,21 @@ def _collect(gen):
             out.append(item)
 
 
-@pytest.mark.parametrize("name, options", [
-    ("entropy", {}), ("bald", {}), ("margin", {"cost_aware": True, "foreground_only": True}),
-    ("coreset", {}),
+@pytest.mark.parametrize("name, options, size", [
+    ("entropy", {}, 96), ("bald", {}, 96),
+    ("margin", {"cost_aware": True, "foreground_only": True}, 96), ("coreset", {}, 96),
+    ("entropy", {}, 112),  # windows ending where the rows of a tile strip do
 ])
-def test_streamed_window_scores_equal_the_in_memory_ones(name, options):
+def test_streamed_window_scores_equal_the_in_memory_ones(name, options, size):
     raw = _raw()
     model = _model()
     strategy = get_strategy(name, **options)
     img = prepare_image(raw, polarity="none", channels=1)
-    want = build_candidates(strategy, "7", img, model, inference_config=INFER, region_size=96)
+    want = build_candidates(strategy, "7", img, model, inference_config=INFER, region_size=size)
     src = LazyPrepared(da.from_array(raw, chunks=(50, 50)), polarity="none", channels=1)
     got, overview = run_to_end(stream_candidates(strategy, "7", src, model,
-                                                 inference_config=INFER, region_size=96))
-    assert [c.box for c in got] == region_boxes(raw.shape, size=96)  # the whole image
+                                                 inference_config=INFER, region_size=size))
+    assert [c.box for c in got] == region_boxes(raw.shape, size=size)  # the whole image
     assert all(c.probs is None and not c.maps for c in got)  # no arrays kept
     a, b = strategy.rank(want), strategy.rank(got)
     assert [(p.key, p.score) for p in a] == [(p.key, p.score) for p in b]

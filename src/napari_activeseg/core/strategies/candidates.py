@@ -193,7 +193,7 @@ def stream_candidates(
         shown = item.maps[req["maps"][0]] if req["maps"] else unc.entropy(item.probs)
         overview.add(item.y0, item.probs, shown)
         held.append(item)
-        while spans and held[-1].y1 >= spans[0][1]:
+        while spans and held and held[-1].y1 >= spans[0][1]:
             y0, y1 = spans.pop(0)
             probs, maps = _rows(held, y0, y1)
             windows += [_scored_window(strategy, model, source, image_id, b, probs, maps, keep)

@@ -13,7 +13,7 @@ from napari_activeseg.core import instances as ins
 from napari_activeseg.core.config import ModelConfig, TrainConfig
 from napari_activeseg.core.model import UNet, fold_logits
 from napari_activeseg.core.progress import run_to_end
-from napari_activeseg.core.project import Project
+from napari_activeseg.core.project import Project, ProjectError
 from napari_activeseg.core.session import ActiveLearningSession
 
 
@@ -150,3 +150,22 @@ def test_short_training_separates_touching_discs_better_than_components(tmp_path
         assert session.model_config.boundary_classes == () and session.model is None
         with pytest.raises(ValueError, match="objects"):
             session.predict_instances(records[4].id)
+
+
+def test_distance_formulation_keeps_a_semantic_model(tmp_path):
+    image = _scene(0)[0]
+    with pytest.raises(ProjectError, match="instance_formulation"):
+        Project.create(tmp_path / "bad", arrays={"a": image},
+                       settings={"instance_formulation": "flows"})
+    with Project.create(tmp_path / "p", arrays={"a": image}, classes=["background", "nucleus"],
+                        class_modes={"nucleus": "objects"},
+                        settings={"instance_formulation": "distance"}) as project:
+        session = ActiveLearningSession(
+            project, model_config=ModelConfig(in_channels=1, n_classes=2, width=4, depth=2))
+        assert session.model_config.boundary_classes == ()
+        pred = ins.predict_instances(UNet(session.model_config).eval(), image[None],
+                                     object_classes=project.object_classes)
+        assert pred.instances.dtype == np.uint16 and pred.probs.shape == (2, *image.shape)
+        assert pred.count == len(pred.object_class) - 1
+        with pytest.raises(ValueError, match="object_classes"):
+            ins.predict_instances(UNet(session.model_config).eval(), image[None])

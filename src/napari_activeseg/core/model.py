@@ -44,10 +44,12 @@ def fold_logits(logits: torch.Tensor, n_classes: int, boundary_classes: tuple[in
     softmax gives the class the sum of its interior and boundary probabilities (exact)."""
     if not boundary_classes:
         return logits
-    main = logits.narrow(dim, 0, n_classes)
-    extra = logits.narrow(dim, n_classes, len(boundary_classes))
-    idx = torch.tensor(boundary_classes, device=logits.device)
-    return main.index_copy(dim, idx, torch.logaddexp(main.index_select(dim, idx), extra))
+    # slices, elementwise ops and one concatenation: what TorchScript and ONNX export as is
+    channels = [logits.narrow(dim, k, 1) for k in range(n_classes)]
+    for j, c in enumerate(boundary_classes):
+        a, b = channels[c], logits.narrow(dim, n_classes + j, 1)
+        channels[c] = torch.maximum(a, b) + torch.log1p(torch.exp(-(a - b).abs()))
+    return torch.cat(channels, dim)
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:

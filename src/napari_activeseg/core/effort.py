@@ -81,12 +81,36 @@ def correction_effort(
         if k == 0:
             continue
         f_lab, n_f = _objects(final == k)
-        p_lab, n_p = _objects(pre == k)
+        p_lab, _ = _objects(pre == k)
         from_scratch_objects += n_f
-        if n_f:
-            touched = np.unique(f_lab[(f_lab > 0) & (p_lab > 0)])
-            added += n_f - touched.size
-        if n_p:
-            kept = np.unique(p_lab[(p_lab > 0) & (f_lab > 0)])
-            removed += n_p - kept.size
+        a, r = _added_removed(p_lab, f_lab)
+        added, removed = added + a, removed + r
     return Effort(changed, added, removed, int(np.count_nonzero(final)), from_scratch_objects)
+
+
+def _added_removed(pre_ids: np.ndarray, final_ids: np.ndarray) -> tuple[int, int]:
+    """Final objects touching no pre-annotated one (added), and pre-annotated objects
+    touching no final one (removed); 0 = no object."""
+    both = (pre_ids > 0) & (final_ids > 0)
+    n_f = np.unique(final_ids[final_ids > 0]).size
+    n_p = np.unique(pre_ids[pre_ids > 0]).size
+    return (n_f - np.unique(final_ids[both]).size, n_p - np.unique(pre_ids[both]).size)
+
+
+def instance_effort(
+    pre: np.ndarray | None, final: np.ndarray, reviewed: np.ndarray | None = None
+) -> Effort:
+    """:func:`correction_effort` in objects: ``pre`` (the objects shown, or None) and
+    ``final`` (the objects submitted) are instance images (one id per object, 0 = none), so
+    touching objects count one by one. ``pixels_changed``: reviewed pixels that became, or
+    stopped being, part of an object."""
+    final = np.asarray(final)
+    pre = np.zeros_like(final) if pre is None else np.asarray(pre)
+    if pre.shape != final.shape:
+        raise ValueError(f"Shown objects' shape {pre.shape} differs from {final.shape}.")
+    if reviewed is not None:
+        reviewed = np.asarray(reviewed, bool)
+        pre, final = np.where(reviewed, pre, 0), np.where(reviewed, final, 0)
+    added, removed = _added_removed(pre, final)
+    return Effort(int(np.count_nonzero((pre > 0) != (final > 0))), added, removed,
+                  int(np.count_nonzero(final)), int(np.unique(final[final > 0]).size))

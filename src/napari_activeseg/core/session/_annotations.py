@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..effort import correction_effort
+from ..effort import correction_effort, instance_effort
 from ..inference import Prediction
 from ..project import Project
 from ..review import compose_review
@@ -29,6 +29,12 @@ class Annotations:
         self._shown: dict[int, tuple[float, np.ndarray | None, int | None]] = {}
         self._views: dict[int, ImageView] = {}  # the last view handed out per image
         self._focus: dict[int, np.ndarray] = {}  # image id -> hard pixels
+        self._shown_objects: dict[int, np.ndarray] = {}  # image id -> the objects shown
+
+    def mark_objects_shown(self, image_id: int, instances: np.ndarray) -> None:
+        """The objects shown for correcting an image: its effort is then counted in
+        objects (added / removed against them, touching objects one by one)."""
+        self._shown_objects[image_id] = np.array(instances, copy=True)
 
     def focus(self, image_id: int) -> np.ndarray | None:
         """The hard pixels of the image's last submission, or None."""
@@ -76,15 +82,26 @@ class Annotations:
         self._shown[image_id] = (time.monotonic(), None if pre_annotation is None
                                  else np.array(pre_annotation, copy=True), suggestion_id)
 
+    def shown_objects(self, image_id: int) -> np.ndarray | None:
+        """The objects last shown for the image (:meth:`mark_objects_shown`), or None."""
+        return self._shown_objects.get(image_id)
+
     def review(self, image_id: int, labels: np.ndarray, *, scribbles: np.ndarray | None = None,
-               whole: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """See :meth:`ActiveLearningSession.review`."""
+               whole: bool = False, shown: np.ndarray | None = None,
+               edited: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """See :meth:`ActiveLearningSession.review` (``shown``: the class map to count edits
+        against, instead of the view's; ``edited``: pixels reviewed besides, e.g. where an
+        object was split or merged without a change of class)."""
         view = self._views.get(image_id)
+        if shown is None and view is not None:
+            shown = view.labels
+        pending = None if view is None else view.pending
+        if edited is not None:
+            pending = edited if pending is None else pending | edited
         return compose_review(
             labels, n_classes=self.project.n_classes,
             boxes=() if view is None else view.boxes, scribbles=scribbles,
-            shown=None if view is None else view.labels,
-            reviewed=None if view is None else view.pending, whole=whole)
+            shown=shown, reviewed=pending, whole=whole)
 
     def save_draft(self, image_id: int, labels: np.ndarray, *,
                    scribbles: np.ndarray | None = None) -> None:
@@ -102,8 +119,9 @@ class Annotations:
         :meth:`ActiveLearningSession.submit`); ``cached``: the current model's cached
         prediction of the image, if any (for the hard pixels, when ``focus_p`` > 0).
         With ``instances`` the objects are submitted (``Project.submit_instances``; `labels`
-        then holds the "area" classes, or is None) and the effort is counted on the class map
-        they make with the first object class."""
+        then holds the "area" classes, or is None) and the effort is counted against the
+        objects shown (:meth:`mark_objects_shown`), else on the class map they make with the
+        first object class."""
         given = labels
         if instances is not None:
             objects, ids = self.project.object_classes, np.asarray(instances)
@@ -121,6 +139,9 @@ class Annotations:
         if pre is not None and pre.shape != labels.shape:
             pre = None
         effort = correction_effort(pre, labels, reviewed)
+        shown_ids = self._shown_objects.get(image_id)
+        if instances is not None and shown_ids is not None and shown_ids.shape == labels.shape:
+            effort = instance_effort(shown_ids, np.asarray(instances), reviewed)
         self._record_focus(image_id, pre, labels, focus_p, cached)
         record = {"seconds": seconds, "pixels_changed": effort.pixels_changed,
                   "objects_added": effort.objects_added,
@@ -132,6 +153,7 @@ class Annotations:
         else:
             sub = self.project.submit(image_id, labels, reviewed, **record)
         self._shown.pop(image_id, None)
+        self._shown_objects.pop(image_id, None)
         self._views.pop(image_id, None)
         return sub
 

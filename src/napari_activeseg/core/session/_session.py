@@ -31,6 +31,7 @@ from . import _settings as settings
 from ._annotations import Annotations
 from ._autotrain import AutoTrainCounter
 from ._cache import PredictionCache
+from ._objects import ObjectsCalls
 from ._records import ImageView, RegionView, RoundSummary, ScoreProgress, Suggestion
 from ._scoring import LargeImages, PoolScorer, ScoringInputs
 from ._training import RoundRunner
@@ -255,7 +256,7 @@ class SessionBase:
         return len(self.project.labelled_ids())
 
 
-class ActiveLearningSession(SessionBase):
+class ActiveLearningSession(ObjectsCalls, SessionBase):
     """The loop over one project.
 
     It announces what changes (psygnal signals, emitted in the thread that made the change;
@@ -520,19 +521,22 @@ class ActiveLearningSession(SessionBase):
         """Remember when an image was shown and with which pre-annotation (effort + time)."""
         self._desk.mark_shown(image_id, pre_annotation, suggestion_id)
 
-    def submit(self, image_id: int, labels: np.ndarray, reviewed: np.ndarray | None = None,
-               *, suggestion_id: int | None = None, merge: bool = True) -> int:
+    def submit(self, image_id: int, labels: np.ndarray | None,
+               reviewed: np.ndarray | None = None, *, suggestion_id: int | None = None,
+               merge: bool = True, instances: np.ndarray | None = None) -> int:
         """Save corrected labels at once; returns the submission id.
 
         The time spent (since :meth:`mark_shown`) and the correction effort against the
         pre-annotation shown are recorded with it. A partial ``reviewed`` mask adds to what
         earlier submissions of the image reviewed (``merge=False`` replaces them; see
-        :meth:`~.project.Project.submit`).
+        :meth:`~.project.Project.submit`). ``instances``: the objects of the project's
+        object class, one id per object (:meth:`~.project.Project.submit_instances`, which
+        derives the class map; ``labels`` then holds only the "area" classes, or is None).
         """
         sub = self._desk.submit(
             image_id, labels, reviewed, suggestion_id=suggestion_id, merge=merge,
             model_version=self.model_version, strategy=self._strategy_spec["name"],
-            focus_p=self.train_config.focus_p,
+            focus_p=self.train_config.focus_p, instances=instances,
             cached=lambda: self._cache.latest(image_id, self.model_version))
         # its candidates stay: same model, same scores; the queue passes over what is reviewed
         self.project.discard_draft(image_id)

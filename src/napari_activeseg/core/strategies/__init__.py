@@ -13,8 +13,8 @@ One interface (:class:`QueryStrategy`: override ``score``, declare ``needs_*``),
 Registered names: ``random``, ``entropy``, ``margin``, ``least_confidence``, ``bald``,
 ``variance``, ``tta``, ``ensemble``, ``coreset``, ``badge``, ``alges``, ``suggestive``,
 ``task_similarity``, ``objects``. Candidates for a strategy are built by
-:func:`build_candidates` (or by hand, see :class:`Candidate`); regions by :func:`region_candidates`; CEAL pseudo-labels live in
-:mod:`.pseudo`.
+:func:`build_candidates` (or by hand, see :class:`Candidate`); regions by
+:func:`region_candidates`; CEAL pseudo-labels live in :mod:`.pseudo`.
 
 Inside the package, from the bottom up: :mod:`.datatypes` (Candidate, Pick, StrategyContext);
 :mod:`.reasons` (the wording of the reasons), :mod:`.diversity` (distances, k-center, k-means++,

@@ -22,9 +22,16 @@ Medians of repeated runs (the machines are shared and noisy). Writes a JSON with
   variance, with the model trained for ``round_s``; ``mc_rank_spearman_mask_sets`` compares
   the fast scores of two different sets of T masks (how much the ranking depends on the draw),
   and ``..._t32`` the same with T = 32;
-- ``gui_max_stall_ms``: the longest gap of a 10 ms QTimer in a real napari viewer while a
-  training round and pool scoring run in the widget's workers (``benchmarks/gui_stall.py`` in a
-  subprocess; under ``xvfb-run`` when there is no display). Skipped with ``--no-gui``;
+- ``device``: the device the figures were taken on and the settings it gets by default
+  (``core.device.device_plan``: name, AMP on/off, training batch, U-Net width, tile batch,
+  pinned copies, free memory on CUDA); the model and batches measured here use them;
+- ``gui_max_stall_ms``: the longest gap of a 10 ms QTimer in a real napari viewer with
+  continuous training on: the dock trains by itself, re-scores the pool for each published
+  model in the background, and a submission made during the first round is learnt by the next
+  (``benchmarks/gui_stall.py`` in a subprocess; under ``xvfb-run`` when there is no display);
+  ``model_lag_s`` from the same runs: that submission -> the first published model trained on
+  it (``ContinuousTrainer.model_lag_s``; the rounds' budget is in ``gui_detail``). Skipped
+  with ``--no-gui``;
 - ``submit_to_next_ms``: Submit pressed -> the next suggestion's layers on screen in a real
   viewer, on pools of 40 and 500 images of 256x256 (median and max over 5 submissions each;
   ``benchmarks/submit_next.py`` in a subprocess, the default strategy in box mode; one small
@@ -62,6 +69,7 @@ import numpy as np
 import torch
 
 from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_activeseg.core.device import device_plan
 from napari_activeseg.core.inference import predict
 from napari_activeseg.core.model import UNet, unet_gflops
 from napari_activeseg.core.training import Trainer
@@ -273,10 +281,12 @@ def gui_stall(tiny: bool, repeats: int = 3) -> dict:
     for _ in range(1 if tiny else repeats):
         run, note = _gui_script("gui_stall.py", ["--tiny"] if tiny else [])
         if run is None:
-            return {"gui_max_stall_ms": None, "gui_note": note}
+            return {"gui_max_stall_ms": None, "model_lag_s": None, "gui_note": note}
         runs.append(run)
     stalls = [r["gui_max_stall_ms"] for r in runs]
+    lags = [lag for r in runs for lag in r["model_lag_s"]]
     return {"gui_max_stall_ms": statistics.median(stalls), "gui_max_stall_runs_ms": stalls,
+            "model_lag_s": statistics.median(lags) if lags else None, "model_lag_runs_s": lags,
             "gui_detail": runs}
 
 
@@ -344,13 +354,15 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
 
-    mcfg = ModelConfig(in_channels=3)
+    plan = device_plan()  # what a new project gets here: the CPU's defaults, or a GPU's
+    mcfg = ModelConfig(in_channels=3, width=plan.width)
     model = UNet(mcfg).eval()
     img = rng.random((3, size, size), dtype=np.float32)
-    icfg = InferenceConfig()
+    icfg = InferenceConfig(batch_size=plan.tile_batch)
     out: dict = {
         "machine": f"{platform.node()}, {platform.machine()}, {torch.get_num_threads()} torch "
-                   f"threads, torch {torch.__version__}, device cpu",
+                   f"threads, torch {torch.__version__}, device {plan.device}",
+        "device": {**plan.to_dict(), "amp": plan.amp and TrainConfig().amp},
         "model": mcfg.to_dict(),
         "tiny": tiny,
     }
@@ -364,7 +376,7 @@ def main(argv=None) -> int:
         model.mc_dropout = True
         try:
             with torch.inference_mode():
-                x = torch.from_numpy(img)[None]
+                x = torch.from_numpy(img)[None].to(next(model.parameters()).device)
                 torch.stack([torch.softmax(model(x), 1) for _ in range(icfg.mc_samples)])
         finally:
             model.mc_dropout = False
@@ -385,7 +397,7 @@ def main(argv=None) -> int:
     steps = 2 if tiny else 10
     sps = train_throughput(mcfg, TrainConfig(patch_size=256, batch_size=8), timgs, tlabs, steps)
     out["train_patches_per_s"] = round(sps * 8, 2)
-    default = TrainConfig()
+    default = TrainConfig(batch_size=plan.batch_size)
     sps_d = train_throughput(mcfg, default, timgs, tlabs, steps * 3)
     out["train_default_steps_per_s"] = round(sps_d, 2)
     out["train_default_patches256_per_s"] = round(
@@ -398,7 +410,7 @@ def main(argv=None) -> int:
 
     gflop = unet_gflops(mcfg, size, size)
     with torch.inference_mode():
-        x = torch.from_numpy(img)[None]
+        x = torch.from_numpy(img)[None].to(next(model.parameters()).device)
         fwd = _median_time(lambda: model(x), reps)
     achieved = gflop / fwd
     peak = matmul_gflops(256 if tiny else 1024, reps)

@@ -14,7 +14,7 @@ SPEED_KEYS = {
     "predict_512_ms", "mc8_cost_ratio", "mc8_naive_ratio", "score_pool_images_per_s",
     "train_patches_per_s", "predict_4096_peak_mb", "cpu_efficiency", "round_s",
     "round_rescore_s", "mc_rank_spearman", "mc_rank_spearman_mask_sets", "gui_max_stall_ms",
-    "submit_to_next_ms",
+    "submit_to_next_ms", "model_lag_s", "device",
 }
 
 
@@ -43,6 +43,14 @@ def test_speed_script_writes_its_keys(tmp_path, monkeypatch):
     assert [r["finished"] for r in data["gui_detail"]] == [True]  # --tiny: one run
     assert data["gui_max_stall_runs_ms"] == [data["gui_max_stall_ms"]]
     assert "gui_idle_max_stall_ms" in data["gui_detail"][0]
+    # with continuous training: the submission made during the first round was learnt by a
+    # published model, and its wait is the figure
+    assert data["model_lag_s"] == data["model_lag_runs_s"][0] > 0
+    assert len(data["gui_detail"][0]["rounds"]) >= 2
+    # the device and the settings the figures were taken with (this machine: a CPU)
+    dev = data["device"]
+    assert (dev["device"], dev["amp"], dev["batch_size"], dev["width"]) == ("cpu", False, 16, 8)
+    assert data["model"]["width"] == dev["width"]
     # Submit -> next suggestion was measured in a real viewer, on the one tiny pool
     assert data["submit_to_next_ms"] is not None, data.get("submit_to_next_note")
     assert set(data["submit_to_next_ms"]) == {"tiny"}

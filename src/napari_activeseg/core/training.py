@@ -23,6 +23,7 @@ import torch
 from .config import ModelConfig, TrainConfig
 from .consistency import ConsistencyTerm
 from .device import autocast, choose_device, empty_cache, is_oom, to_device
+from .instances import fold_labels
 from .losses import dice_score, segmentation_loss
 from .model import UNet
 
@@ -469,7 +470,7 @@ class Trainer:
         yt, it = to_device(y, device), to_device(ign, device)
         opt.zero_grad(set_to_none=True)
         with autocast(device, scaler.is_enabled()):
-            logits = model(xt)
+            logits = model.forward_full(xt)  # with the boundary outputs of object classes
         loss = segmentation_loss(logits.float(), yt, ignore=it, class_weights=weights)
         term = None if extra is None else extra(model)  # e.g. consistency on unlabelled crops
         if term is not None:

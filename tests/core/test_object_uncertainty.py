@@ -32,6 +32,8 @@ def test_boundary_ring_is_the_objects_inner_edge():
     two[1:5, 1:4], two[1:5, 4:7] = 1, 2
     ring = boundary_ring(two, ring=1)
     assert (ring[2:4, 3] == 1).all() and (ring[2:4, 4] == 2).all()
+    contact = boundary_ring(two, ring=1, contact=True)  # only along the shared edge
+    assert set(zip(*np.nonzero(contact))) == {(y, x) for y in range(1, 5) for x in (3, 4)}
     with pytest.raises(ValueError, match="ring"):
         boundary_ring(ids, ring=0)
 
@@ -46,10 +48,12 @@ def test_object_uncertainty_known_answers():
     assert ou.ids.tolist() == [1, 5] and ou.area.tolist() == [36, 36]
     np.testing.assert_allclose(ou.inside, [0, 6 / 36], atol=1e-5)
     np.testing.assert_allclose(ou.boundary, [0, 6 / 20], atol=1e-5)  # 6 of the 20 ring px
+    np.testing.assert_allclose(ou.core, [0, 0], atol=1e-5)  # the 4 x 4 cores are sure
+    np.testing.assert_allclose(ou.contact, [0, 0])  # no neighbours
     np.testing.assert_allclose(ou.objectness, [1, 33 / 36], atol=1e-5)
-    np.testing.assert_allclose(ou.doubt, [0, 0.3], atol=1e-5)
+    np.testing.assert_allclose(ou.doubt, [0, 3 / 36], atol=1e-5)  # 1 - objectness
     lut = ou.lookup()
-    assert lut[5] == pytest.approx(0.3, abs=1e-5) and lut[0] == 0
+    assert lut[5] == pytest.approx(3 / 36, abs=1e-5) and lut[0] == 0
     assert lut[1] == pytest.approx(0, abs=1e-5)
     assert set(ou.table()) >= {"label", "uncertainty", "boundary_uncertainty", "doubt"}
 
@@ -67,14 +71,17 @@ def test_effort_estimate_counts_removals_splits_and_additions():
     fg = np.zeros((40, 40), np.float32)
     ids[2:8, 2:8], fg[2:8, 2:8] = 1, 1.0          # sure: nothing to do
     ids[2:8, 12:18], fg[2:8, 12:18] = 2, 0.6      # barely believed: likely removed
-    ids[12:24, 2:14], fg[12:24, 2:14] = 3, 1.0    # outline in doubt: likely split / merged
-    fg[boundary_ring(ids, ring=2) == 3] = 0.65
-    fg[30:35, 30:35] = 0.45                       # 25 px the model half sees: likely added
+    ids[12:24, 2:14], fg[12:24, 2:14] = 3, 1.0    # two touching objects whose shared edge
+    ids[12:24, 14:26], fg[12:24, 14:26] = 4, 1.0  # is in doubt: likely split / merged
+    fg[12:24, 12:16] = 0.65
+    fg[30:35, 0:5] = 0.45                         # 25 px the model half sees: likely added
+    ids[2:8, 30:36], fg[1:9, 29:37] = 6, 0.7      # sure, with a soft halo: no object to add
+    fg[2:8, 30:36] = 1.0
     fg[30:31, 20:23] = 0.45                       # 3 px: too small to count
     est = estimate_object_effort(ids, _probs(fg))
-    assert est.remove == (2,) and est.split_merge == (3,) and est.add == 1
-    assert est.total == 3 and est.to_dict() == {"add": 1, "remove": 1, "split_merge": 1,
-                                                "total": 3}
+    assert est.remove == (2,) and est.split_merge == (3, 4) and est.add == 1
+    assert est.total == 4 and est.to_dict() == {"add": 1, "remove": 1, "split_merge": 2,
+                                                "total": 4}
     assert 25 >= ADD_MIN_PIXELS > 3
 
 
@@ -83,8 +90,8 @@ def test_objects_strategy_ranks_the_window_with_doubtful_objects_first():
     for y, x in ((4, 4), (4, 20), (20, 4)):
         sure[y:y + 8, x:x + 8] = 1.0  # three confident objects
     doubtful = np.zeros((32, 32), np.float32)
-    doubtful[8:20, 8:20] = 1.0
-    doubtful[8:20, 8:10] = 0.6  # one object whose outline the model doubts
+    doubtful[8:20, 4:28] = 1.0
+    doubtful[8:20, 14:18] = 0.55  # two touching objects, or one? the model doubts
     cands = [Candidate("sure", "sure", probs=_probs(sure)),
              Candidate("doubtful", "doubtful", probs=_probs(doubtful)),
              Candidate("given", "given", scores={"objects": 0.2})]
@@ -102,3 +109,13 @@ def test_objects_strategy_says_what_is_missing():
         get_strategy("objects", object_classes=(0,))
     with pytest.raises(ValueError, match="probs"):
         get_strategy("objects").select([Candidate("a", "a")], k=1)
+
+
+def test_an_uncertain_seam_through_one_object_flags_it_as_a_likely_split():
+    ids = np.zeros((20, 30), np.uint16)
+    ids[2:18, 2:28] = 1  # found as one object; the model doubts a seam down its middle
+    fg = (ids > 0).astype(np.float32)
+    fg[2:18, 13:17] = 0.65  # 4 of the core's 22 columns: a mean would dilute it
+    ou = object_uncertainty(ids, _probs(fg))
+    assert ou.core[0] > 0.9 and ou.inside[0] < 0.3 and ou.contact[0] == 0
+    assert estimate_object_effort(ids, _probs(fg)).split_merge == (1,)

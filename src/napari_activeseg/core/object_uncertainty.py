@@ -6,13 +6,20 @@ probabilities ``probs`` (K, H, W), every object gets
 ``inside``
     the mean uncertainty of its pixels;
 ``boundary``
-    the mean uncertainty on its boundary ring (its pixels within ``ring`` px of its edge, to
-    the background or to a touching object): where the model hesitates between "one object"
-    and "two", or about the outline;
+    the mean uncertainty on its boundary ring (its pixels within ``ring`` px of its edge);
+``core``
+    the 90th percentile (``CORE_QUANTILE``) of the uncertainty of its pixels beyond the ring
+    (all of them for an object too small to have a core): high when an uncertain seam runs
+    through it (two objects found as one), which a mean would dilute;
+``contact``
+    the mean uncertainty of the ring pixels next to another object (0 without a neighbour):
+    where the model hesitates between "one object" and "two";
 ``objectness``
     the mean foreground probability ``1 - p(background)`` of its pixels;
 ``doubt``
-    ``max(inside, boundary)``, in [0, 1]: one number per object to colour it by and to rank by.
+    ``max(core, contact, 1 - objectness)``, in [0, 1]: one number per object to colour it by
+    and to rank by. The outline to the background is left out: it is soft for every object,
+    however right.
 
 The uncertainty is the normalised entropy of ``probs`` (``H / log K``, in [0, 1]) unless a map
 is given (then it should lie in [0, 1] too, e.g. ``least_confidence``).
@@ -20,9 +27,9 @@ is given (then it should lie in [0, 1] too, e.g. ``least_confidence``).
 The object-level effort estimate (:func:`estimate_object_effort`) counts, with fixed
 thresholds (not fitted to a dataset): objects likely to *remove* (objectness below
 ``REMOVE_BELOW``: the model barely believes in them), objects likely to *split or merge*
-(boundary uncertainty above ``SPLIT_ABOVE``: the outline between touching objects is in
-doubt), and regions likely to *add* (uncertain blobs of at least ``ADD_MIN_PIXELS`` outside
-every object). :func:`object_score` turns it into one score per window for the ``objects``
+(core or contact uncertainty above ``SPLIT_ABOVE``), and regions likely to *add* (uncertain
+blobs of at least ``ADD_MIN_PIXELS`` more than ``ring`` px away from every object, so the
+soft halo around an object is no object to add). :func:`object_score` turns it into one score per window for the ``objects``
 query strategy: the expected number of object edits, ``sum(doubt) + add``.
 """
 
@@ -35,6 +42,7 @@ import numpy as np
 
 __all__ = [
     "ADD_MIN_PIXELS",
+    "CORE_QUANTILE",
     "REMOVE_BELOW",
     "RING",
     "SPLIT_ABOVE",
@@ -48,9 +56,10 @@ __all__ = [
     "object_uncertainty",
 ]
 
-RING = 2  #: width in pixels of an object's boundary ring
+CORE_QUANTILE = 0.9  #: the quantile of an object's core uncertainty that is its ``core``
+RING = 2  #: width in pixels of an object's boundary ring (and of the halo around it)
 REMOVE_BELOW = 0.75  #: mean objectness below this: an object likely to remove
-SPLIT_ABOVE = 0.5  #: mean boundary uncertainty above this: likely to split or merge
+SPLIT_ABOVE = 0.5  #: core or contact uncertainty above this: likely to split or merge
 UNSURE_ABOVE = 0.5  #: pixel uncertainty above this outside objects: maybe a missed object
 ADD_MIN_PIXELS = 16  #: the smallest uncertain blob counted as an object likely to add
 
@@ -64,16 +73,22 @@ def normalized_entropy(probs: np.ndarray) -> np.ndarray:
     return (-(p * np.log(p)).sum(0) / math.log(k)).astype(np.float32)
 
 
-def boundary_ring(instances: np.ndarray, ring: int = RING) -> np.ndarray:
-    """The ids of the pixels within ``ring`` px of their object's edge (0 elsewhere)."""
+def boundary_ring(instances: np.ndarray, ring: int = RING, *, contact: bool = False
+                  ) -> np.ndarray:
+    """The ids of the pixels within ``ring`` px of their object's edge (0 elsewhere);
+    ``contact``: only those within ``ring`` px of another object."""
     from scipy import ndimage as ndi
 
     ids = np.asarray(instances)
     if ring < 1:
         raise ValueError(f"ring must be at least 1 pixel, got {ring}.")
     size = 2 * ring + 1
-    edge = (ndi.minimum_filter(ids, size=size, mode="nearest") != ids) | \
-        (ndi.maximum_filter(ids, size=size, mode="nearest") != ids)
+    larger = ndi.maximum_filter(ids, size=size, mode="nearest") > ids
+    if contact:  # the background counts as no neighbour
+        others = np.where(ids == 0, ids.max(initial=0) + 1, ids)
+        edge = larger | (ndi.minimum_filter(others, size=size, mode="nearest") < ids)
+    else:
+        edge = larger | (ndi.minimum_filter(ids, size=size, mode="nearest") < ids)
     return np.where(edge & (ids > 0), ids, 0)
 
 
@@ -85,6 +100,18 @@ def _means(ids: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def _quantiles(ids: np.ndarray, values: np.ndarray, n: int, q: float) -> np.ndarray:
+    """The ``q`` quantile (lower) of ``values`` per id 1..n (nan for an id without pixels),
+    from one sort of all pixels by (id, value)."""
+    flat, vals = ids.ravel(), values.ravel()
+    order = np.lexsort((vals, flat))
+    count = np.bincount(flat, minlength=n + 1)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    pos = start[1:] + np.floor(q * np.maximum(count[1:] - 1, 0)).astype(np.int64)
+    out = vals[order][np.minimum(pos, flat.size - 1)].astype(np.float64)
+    return np.where(count[1:] > 0, out, np.nan)
+
+
 @dataclass(frozen=True)
 class ObjectUncertainty:
     """Per-object uncertainty (module doc); arrays of one row per id in ``ids``."""
@@ -93,12 +120,14 @@ class ObjectUncertainty:
     area: np.ndarray
     inside: np.ndarray
     boundary: np.ndarray
+    core: np.ndarray
+    contact: np.ndarray
     objectness: np.ndarray
 
     @property
     def doubt(self) -> np.ndarray:
-        """``max(inside, boundary)`` per object, in [0, 1]."""
-        return np.fmax(self.inside, self.boundary)
+        """``max(core, contact, 1 - objectness)`` per object, in [0, 1]."""
+        return np.fmax(np.fmax(self.core, self.contact), 1.0 - self.objectness)
 
     def lookup(self, values: np.ndarray | None = None) -> np.ndarray:
         """``values`` (default :attr:`doubt`) indexed by id: ``lut[instances]`` paints each
@@ -114,6 +143,7 @@ class ObjectUncertainty:
         return {"label": self.ids, "area_px": self.area,
                 "uncertainty": np.round(self.inside, 4),
                 "boundary_uncertainty": np.round(self.boundary, 4),
+                "contact_uncertainty": np.round(self.contact, 4),
                 "objectness": np.round(self.objectness, 4),
                 "doubt": np.round(self.doubt, 4)}
 
@@ -139,11 +169,15 @@ def object_uncertainty(instances: np.ndarray, probs: np.ndarray, *,
     n = int(present.max()) if present.size else 0
     area = np.bincount(ids.ravel(), minlength=n + 1)[1:]
     inside = _means(ids, u, n)
-    boundary = _means(boundary_ring(ids, ring), u, n)
+    edge = boundary_ring(ids, ring)
+    boundary = _means(edge, u, n)
+    core = _quantiles(np.where(edge > 0, 0, ids), u, n, CORE_QUANTILE)
+    core = np.where(np.isnan(core), inside, core)  # too small to have a core
+    contact = np.nan_to_num(_means(boundary_ring(ids, ring, contact=True), u, n), nan=0.0)
     objectness = _means(ids, 1.0 - probs[0].astype(np.float64), n)
     pick = present - 1
-    return ObjectUncertainty(present, area[pick], inside[pick], boundary[pick],
-                             objectness[pick])
+    return ObjectUncertainty(present, area[pick], inside[pick], boundary[pick], core[pick],
+                             contact[pick], objectness[pick])
 
 
 @dataclass(frozen=True)
@@ -174,9 +208,11 @@ def estimate_object_effort(instances: np.ndarray, probs: np.ndarray, *,
     ids = np.asarray(instances)
     ou = per_object or object_uncertainty(ids, probs, uncertainty=uncertainty)
     remove = ou.ids[ou.objectness < REMOVE_BELOW]
-    split = ou.ids[(ou.boundary > SPLIT_ABOVE) & ~np.isin(ou.ids, remove)]
+    unsure = np.fmax(ou.core, ou.contact) > SPLIT_ABOVE
+    split = ou.ids[unsure & ~np.isin(ou.ids, remove)]
     u = normalized_entropy(probs) if uncertainty is None else np.asarray(uncertainty)
-    blobs, n = ndi.label((u > UNSURE_ABOVE) & (ids == 0))
+    near = ndi.binary_dilation(ids > 0, iterations=RING + 1)  # an object's soft halo
+    blobs, n = ndi.label((u > UNSURE_ABOVE) & ~near)
     sizes = np.bincount(blobs.ravel(), minlength=n + 1)[1:]
     add = int(np.count_nonzero(sizes >= ADD_MIN_PIXELS))
     return ObjectEffortEstimate(tuple(int(i) for i in remove), tuple(int(i) for i in split),

@@ -270,8 +270,8 @@ class Trainer:
                                  f"{lab.shape}.")
             if lab.size and int(lab.max()) >= mc.n_outputs:  # boundary targets: core.instances
                 raise ValueError(f"Labels {i} contain class {int(lab.max())} but the model has "
-                                 f"{mc.n_outputs} outputs (0..{mc.n_outputs - 1}); raise "
-                                 "n_classes or fix the labels.")
+                                 f"n_classes={mc.n_classes} and {mc.n_outputs} outputs "
+                                 f"(0..{mc.n_outputs - 1}); raise n_classes or fix the labels.")
             imgs.append(img)
             labs.append(lab.astype(np.int64, copy=False))
         return imgs, labs, [None if r is None else np.asarray(r, bool) for r in reviewed]

@@ -78,6 +78,7 @@ def test_effort_estimate_counts_removals_splits_and_additions():
     ids[2:8, 30:36], fg[1:9, 29:37] = 6, 0.7      # sure, with a soft halo: no object to add
     fg[2:8, 30:36] = 1.0
     fg[30:31, 20:23] = 0.45                       # 3 px: too small to count
+    fg[36:40, 10:40] = 0.15                       # hazy background: not an object
     est = estimate_object_effort(ids, _probs(fg))
     assert est.remove == (2,) and est.split_merge == (3, 4) and est.add == 1
     assert est.total == 4 and est.to_dict() == {"add": 1, "remove": 1, "split_merge": 2,

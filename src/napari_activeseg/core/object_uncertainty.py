@@ -27,9 +27,10 @@ is given (then it should lie in [0, 1] too, e.g. ``least_confidence``).
 The object-level effort estimate (:func:`estimate_object_effort`) counts, with fixed
 thresholds (not fitted to a dataset): objects likely to *remove* (objectness below
 ``REMOVE_BELOW``: the model barely believes in them), objects likely to *split or merge*
-(core or contact uncertainty above ``SPLIT_ABOVE``), and regions likely to *add* (uncertain
-blobs of at least ``ADD_MIN_PIXELS`` more than ``ring`` px away from every object, so the
-soft halo around an object is no object to add). :func:`object_score` turns it into one score per window for the ``objects``
+(core or contact uncertainty above ``SPLIT_ABOVE``), and regions likely to *add*: blobs of
+at least ``ADD_MIN_PIXELS`` that the model half sees (foreground probability from
+``ADD_ABOVE`` to 0.5, not predicted as objects) more than ``ring`` px away from every object,
+so neither the soft halo around an object nor a weak model's hazy background counts. :func:`object_score` turns it into one score per window for the ``objects``
 query strategy: the expected number of object edits, ``sum(doubt) + add``.
 """
 
@@ -41,12 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "ADD_ABOVE",
     "ADD_MIN_PIXELS",
     "CORE_QUANTILE",
     "REMOVE_BELOW",
     "RING",
     "SPLIT_ABOVE",
-    "UNSURE_ABOVE",
     "ObjectEffortEstimate",
     "ObjectUncertainty",
     "boundary_ring",
@@ -60,7 +61,7 @@ CORE_QUANTILE = 0.9  #: the quantile of an object's core uncertainty that is its
 RING = 2  #: width in pixels of an object's boundary ring (and of the halo around it)
 REMOVE_BELOW = 0.75  #: mean objectness below this: an object likely to remove
 SPLIT_ABOVE = 0.5  #: core or contact uncertainty above this: likely to split or merge
-UNSURE_ABOVE = 0.5  #: pixel uncertainty above this outside objects: maybe a missed object
+ADD_ABOVE = 0.3  #: foreground probability from this to 0.5 outside objects: maybe missed
 ADD_MIN_PIXELS = 16  #: the smallest uncertain blob counted as an object likely to add
 
 
@@ -210,9 +211,9 @@ def estimate_object_effort(instances: np.ndarray, probs: np.ndarray, *,
     remove = ou.ids[ou.objectness < REMOVE_BELOW]
     unsure = np.fmax(ou.core, ou.contact) > SPLIT_ABOVE
     split = ou.ids[unsure & ~np.isin(ou.ids, remove)]
-    u = normalized_entropy(probs) if uncertainty is None else np.asarray(uncertainty)
     near = ndi.binary_dilation(ids > 0, iterations=RING + 1)  # an object's soft halo
-    blobs, n = ndi.label((u > UNSURE_ABOVE) & ~near)
+    fg = 1.0 - np.asarray(probs)[0]
+    blobs, n = ndi.label((fg >= ADD_ABOVE) & (fg <= 0.5) & ~near)
     sizes = np.bincount(blobs.ravel(), minlength=n + 1)[1:]
     add = int(np.count_nonzero(sizes >= ADD_MIN_PIXELS))
     return ObjectEffortEstimate(tuple(int(i) for i in remove), tuple(int(i) for i in split),
@@ -222,7 +223,7 @@ def estimate_object_effort(instances: np.ndarray, probs: np.ndarray, *,
 def object_score(instances: np.ndarray, probs: np.ndarray, *,
                  uncertainty: np.ndarray | None = None) -> float:
     """One window's expected object edits: the summed doubt of its objects plus the
-    uncertain blobs likely to be added (higher = review first)."""
+    blobs likely to be added (higher = review first)."""
     ou = object_uncertainty(instances, probs, uncertainty=uncertainty)
     effort = estimate_object_effort(instances, probs, per_object=ou, uncertainty=uncertainty)
     return float(np.nansum(ou.doubt)) + effort.add

@@ -46,6 +46,7 @@ from ._common import notify as _notify
 from ._continuous import ContinuousDriver
 from ._export_panel import ExportPanel
 from ._measure_panel import MeasurePanel
+from ._objects import ClassModes, ObjectsReview
 from ._layers import (
     is_edited,
     layer_data,
@@ -127,6 +128,9 @@ class ActiveSegWidget(QWidget):
             self.add_tab(w, name)
         self.measure_panel = MeasurePanel(self)  # follows the dock's signals by itself
         self.add_tab(self.measure_panel, "Measure")
+        self.objects = ObjectsReview(self)  # an object class's layer of ids, under Submit
+        self.review.layout().addWidget(self.objects)
+        self.project_panel.layout().addWidget(ClassModes(self))
         self.show_tab(self.project_panel)  # nothing open yet: create or open
         layout.addWidget(self.tabs, 1)
 
@@ -394,6 +398,7 @@ class ActiveSegWidget(QWidget):
         self.current_view = view
         self.review.show_view(view, self.session.model_version)
         show_view(self.viewer, view, self.session.project.colors, veil=self.review.boxes_mode)
+        self.objects.open(view)
         self._update_enabled()
         self.image_opened.emit(view.image_id)
 
@@ -414,8 +419,11 @@ class ActiveSegWidget(QWidget):
         try:
             # only what the user reviewed counts (boxes, scribbles, edits, a restored draft's)
             # -- or the whole image in whole-image mode; the core builds the reviewed mask
-            self.session.submit_correction(self.current_id, labels, scribbles=layer_data(self.viewer, SCRIBBLES),
-                                           whole=not self.review.boxes_mode)
+            if self.objects.active:  # the objects layer's ids, the class map derived
+                self.objects.submit(self.current_id, whole=not self.review.boxes_mode)
+            else:
+                self.session.submit_correction(self.current_id, labels, scribbles=layer_data(self.viewer, SCRIBBLES),
+                                               whole=not self.review.boxes_mode)
         except (ValueError, OSError) as exc:
             _notify("error", f"Not saved: {exc}")
             return

@@ -26,8 +26,9 @@ LAYER = OBJECTS_PREFIX + "nucleus"
 def widget(make_napari_viewer, tmp_path, qtbot):
     arrays = {f"img{i}": (make_blobs(shape=SHAPE, seed=i)[0] * 200).astype(np.uint8)
               for i in range(3)}
-    Project.create(tmp_path / "proj", arrays=arrays, classes=("background", "nucleus"),
-                   class_modes={"nucleus": "objects"}).close()
+    with Project.create(tmp_path / "proj", arrays=arrays, classes=("background", "nucleus"),
+                        class_modes={"nucleus": "objects"}) as project:
+        project.set_setting("region_size", 32)  # several boxes per image
     viewer = make_napari_viewer()
     w = ActiveSegWidget(viewer)
     viewer.window.add_dock_widget(w)
@@ -82,3 +83,24 @@ def test_class_modes_control_sets_the_projects_modes(widget, qtbot):
     assert w.session.project.class_modes == {"nucleus": "area"}
     assert w.session.model_config.boundary_classes == ()
     assert not w.objects.active
+
+
+def test_in_boxes_mode_only_the_box_and_the_edits_become_truth(widget, qtbot):
+    w, v = widget, widget.viewer
+    assert w.review.boxes_mode
+    image_id = suggest(w, qtbot)
+    qtbot.waitUntil(lambda: LAYER in v.layers, timeout=30_000)
+    layer = v.layers[LAYER]
+    y0, x0, y1, x1 = w.current_boxes[0]
+    assert not w.objects.is_edited()
+    data = np.asarray(layer.data).copy()
+    data[y0 + 2:y0 + 8, x0 + 2:x0 + 8] = layer.selected_label  # a new object in the box
+    layer.data = data
+    assert w.objects.is_edited()
+    qtbot.mouseClick(w.review.submit_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.session.project.load_instances(image_id) is not None,
+                    timeout=10_000)
+    ids, reviewed = w.session.project.load_instances(image_id)
+    assert reviewed is not None and reviewed[y0:y1, x0:x1].all() and not reviewed.all()
+    assert ids[y0 + 4, x0 + 4] > 0 and ids.max() == 1
+    qtbot.waitUntil(lambda: w.current_id not in (None, image_id), timeout=60_000)

@@ -491,7 +491,8 @@ class ActiveSegWidget(QWidget):
         """After training: a fresh prediction and uncertainty for the open image, if the user
         has not edited it yet (their edits are never overwritten)."""
         view = self.current_view
-        if self.session is not None and view is not None and not is_edited(self.viewer, view):
+        if self.session is not None and view is not None and not is_edited(self.viewer, view) \
+                and not self.objects.is_edited():
             self.open_image(view.image_id, suggestions=view.suggestions)
 
     def score_pool(self) -> None:

@@ -113,6 +113,12 @@ class ObjectsReview(QWidget):
         else:
             self.hint.setText(HINT)
 
+    def is_edited(self) -> bool:
+        """Whether the user changed the objects shown (a new model must not replace them)."""
+        layer = self.layer()
+        return layer is not None and not np.array_equal(np.asarray(layer.data),
+                                                        self.shown.instances)
+
     def new_object(self) -> None:
         """Select the next unused id in the objects layer (napari's M key)."""
         layer = self.layer()

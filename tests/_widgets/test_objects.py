@@ -104,3 +104,24 @@ def test_in_boxes_mode_only_the_box_and_the_edits_become_truth(widget, qtbot):
     assert reviewed is not None and reviewed[y0:y1, x0:x1].all() and not reviewed.all()
     assert ids[y0 + 4, x0 + 4] > 0 and ids.max() == 1
     qtbot.waitUntil(lambda: w.current_id not in (None, image_id), timeout=60_000)
+
+
+def test_measure_counts_touching_objects_of_the_objects_layer_apart(widget, qtbot):
+    """The Measure panel reads the objects layer in objects mode: two touching objects
+    painted with two ids are two rows (the class map alone would make them one)."""
+    w, v = widget, widget.viewer
+    w.review.regions_check.setChecked(False)
+    suggest(w, qtbot)
+    qtbot.waitUntil(lambda: LAYER in v.layers, timeout=30_000)
+    layer = v.layers[LAYER]
+    data = np.zeros_like(np.asarray(layer.data))
+    data[10:20, 10:20] = 1
+    data[10:20, 20:30] = 2  # touches object 1 along a whole edge
+    layer.data = data
+    annotation = np.zeros(SHAPE, np.uint8)
+    annotation[10:20, 10:30] = 1
+    v.layers[ANNOTATION].data = annotation
+    panel = w.measure_panel
+    with qtbot.waitSignal(panel.measured, timeout=30_000) as blocker:
+        panel.measure_btn.click()
+    assert blocker.args == [2] and panel.table.rowCount() == 2

@@ -2,7 +2,8 @@
 
 "Measure" measures the open image's annotation (what the user sees and edits) in a job of the
 dock (:class:`~._workers.Jobs`): every connected component of each class is an object
-(:func:`~napari_activeseg.core.measure.measure_image`). The objects appear as their own
+(:func:`~napari_activeseg.core.measure.measure_image`), except in an object class's layer of
+ids (objects mode), whose ids are the objects, so touching nuclei stay apart. The objects appear as their own
 labels layer (:data:`OBJECTS`, one id per object) whose ``features`` are the table, so napari's
 status bar shows an object's measurements under the cursor; the table lists them, with the
 image's summary above it. A click on a row selects that object in the layer and centres the
@@ -113,12 +114,16 @@ class MeasurePanel(QGroupBox):
         viewer = self._dock.viewer
         labels = (np.asarray(viewer.layers[ANNOTATION].data) if ANNOTATION in viewer.layers
                   else view.labels)
+        # an object class's layer of ids (objects mode): touching objects stay separate
+        objects = self._dock.objects.layer()
+        instances = None if objects is None else np.asarray(objects.data)
         image, classes = view.image, session.project.classes
         pixel_size = project_pixel_size(session.project)
 
         def job():
             yield None
-            rows, ids = measure_image(image, class_map=labels, classes=classes, name=view.name,
+            rows, ids = measure_image(image, class_map=labels, instances=instances,
+                                      classes=classes, name=view.name,
                                       pixel_size=pixel_size)
             unit = None if pixel_size is None else "um"
             return view.image_id, rows, ids, summarize(rows, classes, name=view.name,

@@ -292,14 +292,14 @@ def _oom() -> torch.OutOfMemoryError:
 
 
 def test_out_of_memory_in_training_halves_the_batch(session, monkeypatch):
-    real = UNet.forward
+    real = UNet.forward_full  # what training calls (every output)
 
     def hungry(self, x):
         if self.training and x.shape[0] > 1:
             raise _oom()
         return real(self, x)
 
-    monkeypatch.setattr(UNet, "forward", hungry)
+    monkeypatch.setattr(UNet, "forward_full", hungry)
     records = []
     summary = run_to_end(session.train(train_config=TINY_TRAIN.replace(batch_size=4,
                                                                        max_steps=3)),
@@ -310,14 +310,14 @@ def test_out_of_memory_in_training_halves_the_batch(session, monkeypatch):
 
 
 def test_out_of_memory_at_batch_one_keeps_the_last_good_model(session, monkeypatch):
-    real, version = UNet.forward, session.model_version
+    real, version = UNet.forward_full, session.model_version
 
     def hungry(self, x):
         if self.training:
             raise _oom()
         return real(self, x)
 
-    monkeypatch.setattr(UNet, "forward", hungry)
+    monkeypatch.setattr(UNet, "forward_full", hungry)
     with unchanged(session.project.folder):
         with pytest.raises(torch.OutOfMemoryError, match="out of memory"):
             run_to_end(session.train())

@@ -22,6 +22,11 @@ The measurement the issue asks for (3 seeds, the product's defaults)::
 
     OMP_NUM_THREADS=4 python benchmarks/objects.py --out bench_out/objects
 
+The U-Net runs first and Cellpose later (on a CPU a Cellpose step costs ~20 U-Net steps)::
+
+    OMP_NUM_THREADS=1 python benchmarks/objects.py --out bench_out/objects --baselines ''
+    OMP_NUM_THREADS=2 python benchmarks/objects.py --out bench_out/objects --runs semantic
+
 A reduced run on a busy CPU (one seed, 35 images, a fifth held out, few steps)::
 
     OMP_NUM_THREADS=1 python benchmarks/objects.py --out bench_out/objects_reduced \
@@ -114,14 +119,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--test-fraction", type=float, default=0.3)
     p.add_argument("--device", default="auto")
+    p.add_argument("--baselines", default="cellpose",
+                   help="baselines of the semantic run ('' = none; added later, they resume "
+                        "into the same folders)")
+    p.add_argument("--runs", default="semantic,objects",
+                   help="which of the two runs to make (both by default)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
     results, meta = {}, {}
     for name in parse_list(args.datasets):
         runs = {}
-        for run, objects, baselines in (("semantic", False, ("cellpose",)),
+        for run, objects, baselines in (("semantic", False, parse_list(args.baselines)),
                                         ("objects", True, ())):
+            if run not in parse_list(args.runs):
+                continue
             cfg = BenchmarkConfig(
                 data=args.data_root / name, out=args.out / (name + ("_objects" * objects)),
                 strategies=("random",), baselines=baselines, objects=objects,

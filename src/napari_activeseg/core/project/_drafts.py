@@ -65,6 +65,8 @@ class DraftStore:
             else:
                 mask_file.unlink(missing_ok=True)
             write_tiff(self._labels.draft_file(row["key"]), labels)
+            # a class map draft replaces a draft of objects (._instances writes it after)
+            self._labels.draft_instances_file(row["key"]).unlink(missing_ok=True)
             if row["status"] in ("unlabelled", "suggested", "skipped"):
                 with self._store.transaction() as conn:
                     conn.execute(

@@ -17,6 +17,12 @@ Conventions (:mod:`napari_activeseg.core.instances`):
   map, or edited by hand) become objects by connected components, so every labelled image of
   an object class has objects to train on.
 - Submitting a class map (``Project.submit``) replaces the image's instance image.
+
+A draft of objects (:meth:`InstanceStore.save_objects_draft`) is the class-map draft of
+:mod:`._drafts` plus ``drafts/<key>.instances.tif`` (its ids), written after it, so a crash
+between the two leaves the class map, whose objects are then derived as above; a submission
+or ``discard_draft`` deletes both. :meth:`InstanceStore.check_instances` is the integrity
+check of ``instances/``.
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential
 
 from .. import _store_files as sf
-from ..imageio import read_labels
+from .. import atomic
+from ..imageio import read_labels, write_tiff
 from ..validation import check_labels, check_mask
 from ._records import ProjectError
+from ._store import INSTANCES_DIR
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._catalog import ImageCatalog
+    from ._drafts import DraftStore
     from ._labels import LabelStore
     from ._settings import Settings
     from ._store import _Store
@@ -50,9 +59,9 @@ class InstanceStore:
     """Submitting and reading instance images (see the module docstring)."""
 
     def __init__(self, store: _Store, settings: Settings, catalog: ImageCatalog,
-                 labels: LabelStore) -> None:
+                 labels: LabelStore, drafts: DraftStore) -> None:
         self._store, self._settings = store, settings
-        self._catalog, self._labels = catalog, labels
+        self._catalog, self._labels, self._drafts = catalog, labels, drafts
 
     def instances_path(self, image_id: int) -> Path:
         """Where the image's instance image is (absent: none submitted as objects)."""
@@ -110,12 +119,8 @@ class InstanceStore:
             non-integer ids, a wrong shape, an object over several classes. Nothing is written.
         """
         with self._store.lock:
-            self._store.check_writable()
-            row = self._catalog.image_row(image_id)
-            shape = tuple(json.loads(row["shape"]))[:2]
-            what = f"image {row['id']} ({row['name']!r})"
-            ids = self._checked_ids(instances, shape, what)
-            class_map = self._class_map(ids, labels, object_class, shape, what)
+            row, shape, what, ids, class_map = self._checked(image_id, instances, labels,
+                                                             object_class, "")
             mask = None
             if reviewed is not None:
                 mask = check_mask(reviewed, shape=shape, name=f"reviewed mask of {what}")
@@ -133,6 +138,17 @@ class InstanceStore:
                 model_version=model_version, strategy=strategy, suggestion_id=suggestion_id,
                 merge=False, _instance_bytes=sf.encode_tiff(ids.astype(np.uint16)),
             )  # fmt: skip
+
+    def _checked(self, image_id: int, instances: npt.ArrayLike, labels: npt.ArrayLike | None,
+                 object_class: str | int | None, prefix: str):
+        """``(row, shape, what, ids, class map)`` of a submission or a draft, checked (the
+        project writable, the ids, the class map)."""
+        self._store.check_writable()
+        row = self._catalog.image_row(image_id)
+        shape = tuple(json.loads(row["shape"]))[:2]
+        what = f"{prefix}image {row['id']} ({row['name']!r})"
+        ids = self._checked_ids(instances, shape, what)
+        return row, shape, what, ids, self._class_map(ids, labels, object_class, shape, what)
 
     def _checked_ids(self, instances: npt.ArrayLike, shape: tuple[int, ...], what: str
                      ) -> np.ndarray:
@@ -252,22 +268,108 @@ class InstanceStore:
             path = self.instances_path(image_id)
             if not path.exists() and not derive:
                 return None
-            ids = np.zeros(class_map.shape, np.int64)
-            if path.exists():
-                try:
-                    ids = read_labels(path).astype(np.int64)
-                except ValueError as err:
-                    raise ProjectError(f"The instance image of image {image_id} cannot be "
-                                       f"used: {err} Submit its objects again.") from err
-                if ids.shape != class_map.shape:
-                    raise ProjectError(f"{str(path)!r} has shape {ids.shape} but the labels of "
-                                       f"image {image_id} are {class_map.shape}; submit its "
-                                       "objects again.")
-        objects = np.isin(class_map, self._settings.object_classes)
-        ids[~objects] = 0
+            ids = _read_ids(path, class_map.shape, f"The instance image of image {image_id} "
+                            "cannot be used ({}); submit its objects again.")
+        return self._on_class_map(ids, class_map, derive=derive), mask
+
+    def _on_class_map(self, ids: np.ndarray, class_map: np.ndarray, *, derive: bool = True
+                      ) -> np.ndarray:
+        """Ids kept on object-class pixels only; with ``derive`` the object-class pixels
+        without one become objects by connected components (module docstring)."""
+        ids = np.where(np.isin(class_map, self._settings.object_classes), ids, 0)
         if derive:
             for c in self._settings.object_classes:
                 rest, n = ndi.label((class_map == c) & (ids == 0))
                 if n:
                     ids = np.where(rest > 0, rest + int(ids.max()), ids)
-        return relabel_sequential(ids)[0].astype(np.uint16), mask
+        return relabel_sequential(ids)[0].astype(np.uint16)
+
+    # ------------------------------------------------------------------ drafts of objects
+    def save_objects_draft(self, image_id: int, instances: npt.ArrayLike,
+                           reviewed: npt.ArrayLike | None = None, *,
+                           labels: npt.ArrayLike | None = None) -> None:
+        """Autosave objects being corrected (atomic; ``save_draft`` for object classes):
+        the class map they make (``labels`` as in :meth:`submit_instances`, carrying each
+        object's class when there are several object classes) is saved as the image's
+        draft, the ids beside it; :meth:`load_objects_draft` reads both back. Bad input
+        raises ProjectError before anything is written."""
+        with self._store.lock:
+            row, _, _, ids, class_map = self._checked(image_id, instances, labels, None,
+                                                      "the draft of ")
+            self._drafts.save_draft(row["id"], class_map, reviewed)  # drops the old ids
+            write_tiff(self._labels.draft_instances_file(row["key"]), ids.astype(np.uint16))
+
+    def load_objects_draft(self, image_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(instances, class map)`` of the image's draft, or None without a draft: the
+        ids saved by :meth:`save_objects_draft`, or, for a class-map draft, its objects by
+        connected components."""
+        draft = self._drafts.load_draft(image_id)
+        if draft is None or not self._settings.object_classes:
+            return None
+        with self._store.lock:
+            path = self._labels.draft_instances_file(
+                self._catalog.image_row(image_id, allow_removed=True)["key"])
+        ids = _read_ids(path, draft.shape, f"The draft of image {image_id} is damaged ({{}}); "
+                        f"discard it with discard_draft({image_id}).")
+        return self._on_class_map(ids, draft), draft
+
+    # ------------------------------------------------------------------ integrity
+    def check_instances(self) -> list[str]:
+        """Problems of ``instances/`` (the integrity check; nothing is changed): an instance
+        image that cannot be read, is not of unsigned integers up to uint16, has another
+        shape than its image, belongs to no image, has no labels file, or is in a project
+        with no class in "objects" mode."""
+        import tifffile
+
+        folder = self._store.folder / INSTANCES_DIR
+        if not folder.is_dir():
+            return []
+        rows = {r["key"]: r for r in self._store.db.execute(
+            "SELECT id, key, name, shape, labels_purged FROM images").fetchall()}
+        problems = []
+        for path in sorted(folder.glob("*.tif")):
+            if path.name.startswith(".") or atomic.is_temp_name(path.name):
+                continue  # staged or temporary: the reconciliation's
+            key, where = path.stem, f"{folder.name}/{path.name}"
+            fix = "delete it, or submit the image's objects again"
+            row = rows.get(key)
+            if row is None:
+                problems.append(f"{where} belongs to no image of the project: delete it")
+                continue
+            if not self._settings.object_classes:
+                problems.append(f"{where}: the project has no class in 'objects' mode, so "
+                                "these objects are never used; delete it, or set a class "
+                                "mode to 'objects' (set_class_modes)")
+                continue
+            if not self._labels.labels_file(key).exists():
+                problems.append(f"{where} has no labels/{key}.tif (image {row['id']}, "
+                                f"{row['name']!r}): {fix}")
+                continue
+            try:
+                array = tifffile.imread(path)
+            except Exception as err:  # noqa: BLE001 - any unreadable file is a problem
+                problems.append(f"{where} cannot be read ({type(err).__name__}: {err}): {fix}")
+                continue
+            if array.dtype.kind != "u" or array.dtype.itemsize > 2:
+                problems.append(f"{where} holds {array.dtype} values, not object ids (uint16): "
+                                f"{fix}")
+            expected = tuple(json.loads(row["shape"]))[:2]
+            if array.shape != expected:
+                problems.append(f"{where} has shape {array.shape} but image {row['id']} "
+                                f"({row['name']!r}) is {expected}: {fix}")
+        return problems
+
+
+def _read_ids(path: Path, shape: tuple[int, ...], message: str) -> np.ndarray:
+    """The ids of an instance file (zeros when it is absent) as int64; ProjectError with
+    ``message`` (its ``{}``: what is wrong) when it cannot be read or has another shape."""
+    if not path.exists():
+        return np.zeros(shape, np.int64)
+    try:
+        ids = read_labels(path).astype(np.int64)
+    except ValueError as err:
+        raise ProjectError(message.format(err)) from err
+    if ids.shape != tuple(shape):
+        raise ProjectError(message.format(f"{str(path)!r} has shape {ids.shape}, its labels "
+                                          f"{tuple(shape)}"))
+    return ids

@@ -9,6 +9,7 @@ Files of one image (``<key>`` is the image's key, see :mod:`._intake`)::
                                 absent when the labels were submitted as a class map
     drafts/<key>.tif            autosaved in-progress edits, restored on reopen
     drafts/<key>.reviewed.tif   the pixels that correction had reviewed (boxes, scribbles, edits)
+    drafts/<key>.instances.tif  the draft's object ids (object classes; uint16)
 
 Atomicity
 ---------
@@ -108,10 +109,15 @@ class LabelStore:
         # keys hold no dot, so "<key>.reviewed" never collides with another image's key
         return self._store.folder / DRAFTS_DIR / f"{key}.reviewed.tif"
 
+    def draft_instances_file(self, key: str) -> Path:
+        """The objects of a draft (object classes; :mod:`._instances`)."""
+        return self._store.folder / DRAFTS_DIR / f"{key}.instances.tif"
+
     def remove_draft(self, key: str) -> bool:
         """Delete an image's draft (labels and mask); True when something was deleted."""
         found = False
-        for path in (self.draft_file(key), self.draft_mask_file(key)):
+        for path in (self.draft_file(key), self.draft_mask_file(key),
+                     self.draft_instances_file(key)):
             if path.exists():
                 path.unlink()
                 found = True
@@ -122,7 +128,8 @@ class LabelStore:
     def unlink_image_files(self, key: str) -> None:
         """Delete every label, mask and draft file of an image (``delete_labels=True``)."""
         for path in (self.labels_file(key), self.reviewed_file(key), self.draft_file(key),
-                     self.draft_mask_file(key), self.instances_file(key)):  # fmt: skip
+                     self.draft_mask_file(key), self.instances_file(key),
+                     self.draft_instances_file(key)):  # fmt: skip
             path.unlink(missing_ok=True)
         for sub in (LABELS_DIR, REVIEWED_DIR, DRAFTS_DIR, INSTANCES_DIR):
             atomic.fsync_dir(self._store.folder / sub)

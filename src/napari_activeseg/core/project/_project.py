@@ -92,7 +92,8 @@ class Project:
         self._intake = ImageIntake(store, self._catalog, self._settings, self._labels)
         self._models = ModelStore(store, self._settings)
         self._import = MaskImport(store, self._settings, self._catalog, self._labels)
-        self._instances = InstanceStore(store, self._settings, self._catalog, self._labels)
+        self._instances = InstanceStore(store, self._settings, self._catalog, self._labels,
+                                        self._drafts)
 
     # ------------------------------------------------------------------ create / open / close
 
@@ -274,13 +275,16 @@ class Project:
         with the catalog (interrupted submissions are finished or adopted, see
         :mod:`~napari_activeseg.core.project._labels`); no leftover temporary files (removed);
         every model version is complete and parses (the weights of an interrupted save,
-        without a JSON, are removed). What was repaired is listed in :attr:`repairs`. Image
+        without a JSON, are removed); every instance image of ``instances/`` is readable, of
+        uint16 ids, of its image's shape, beside a labels file, in a project with an object
+        class (reported, not changed). What was repaired is listed in :attr:`repairs`. Image
         files outside the project are checked by :meth:`check_images`.
         """
         with self._store.lock:
             problems = self._store.check_catalog()
             problems += reconcile(self._labels, full=True)
             problems += self._models.check_models()
+            problems += self._instances.check_instances()
         return problems
 
     # ------------------------------------------------------------------ settings, classes
@@ -330,6 +334,8 @@ class Project:
     submit_instances = _forward("_instances", InstanceStore.submit_instances)
     load_instances = _forward("_instances", InstanceStore.load_instances)
     instances_path = _forward("_instances", InstanceStore.instances_path)
+    save_objects_draft = _forward("_instances", InstanceStore.save_objects_draft)
+    load_objects_draft = _forward("_instances", InstanceStore.load_objects_draft)
 
     # ------------------------------------------------------------------ history and rounds
 

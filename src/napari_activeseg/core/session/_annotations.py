@@ -128,7 +128,8 @@ class Annotations:
             if not objects or (given is not None and np.shape(given) != ids.shape):
                 # bad input: the project says what is wrong, and writes nothing
                 return self.project.submit_instances(image_id, ids, reviewed, labels=given)
-            labels = np.where(ids > 0, objects[0], 0 if given is None else given)
+            base = 0 if given is None else np.asarray(given)  # may carry objects' classes
+            labels = np.where((ids > 0) & ~np.isin(base, objects), objects[0], base)
         labels = np.asarray(labels)
         shown = self._shown.get(image_id)  # popped once saved: a retry still has it
         seconds = pre = None

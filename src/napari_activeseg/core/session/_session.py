@@ -361,10 +361,16 @@ class ActiveLearningSession(ObjectsCalls, SessionBase):
     def predict_instances(self, image_id: int) -> InstancePrediction | None:
         """The current model's objects on an image (:func:`core.instances.predict_instances`:
         ``instances`` uint16 one id per object, ``object_class[id]``, the class map), or
-        None before the first model. Needs a class in "objects" mode."""
+        None before the first model. Needs a class in "objects" mode; refused (ValueError)
+        for an image over ``large_image_pixels``."""
         if not self.project.object_classes:
             raise ValueError("No class is in 'objects' mode: set one with "
                              "set_class_modes({'nucleus': 'objects'}) first.")
+        if self._cache.is_large(self.project, image_id):  # it would be read and predicted whole
+            raise ValueError(
+                f"Image {image_id} is over the project's large_image_pixels setting, so its "
+                "objects are not predicted: that would read and predict it whole. Crop it "
+                "into images under the limit, or raise large_image_pixels if it fits in memory.")
         if self.model is None:
             return None
         return predict_instances(self.model, self.prepared(image_id),

@@ -38,6 +38,8 @@ def main(argv=None) -> int:
                         "display/machine sets")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the training round (default: the widget's choice)")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="cProfile the GUI thread during the measurement, stats to this file")
     p.add_argument("--trace", action="store_true",
                    help="sample the GUI thread's stack during gaps over 60 ms (diagnosis)")
     args = p.parse_args(argv)
@@ -101,7 +103,49 @@ def main(argv=None) -> int:
         app.processEvents()
     stacks: dict[str, int] = {}
     watching = [True]  # the trace's sampler runs until the measurement ends
+    slow: list[tuple[float, str]] = []  # (at_s, what) of slow callbacks and canvas draws
     if args.trace:
+        import logging
+
+        class Slow(logging.Handler):
+            def emit(self, record):
+                slow.append((time.perf_counter(), record.getMessage()))
+
+        log = logging.getLogger("napari_activeseg._widgets._workers")
+        log.setLevel(logging.DEBUG)
+        log.addHandler(Slow())
+        scene = viewer.window._qt_viewer.canvas._scene_canvas  # diagnosis only
+        drawn = [0.0]
+
+        def draw_start(_event):
+            drawn[0] = time.perf_counter()
+
+        def draw_end(_event):
+            dt = time.perf_counter() - drawn[0]
+            if dt > 0.05:
+                slow.append((time.perf_counter(), f"canvas draw: {dt * 1e3:.0f} ms"))
+
+        scene.events.draw.connect(draw_start, position="first")
+        from vispy.gloo import glir
+
+        def timed(cls, name):
+            orig = getattr(cls, name)
+
+            def wrapper(*a, **k):
+                t = time.perf_counter()
+                try:
+                    return orig(*a, **k)
+                finally:
+                    dt = time.perf_counter() - t
+                    if dt > 0.01:
+                        slow.append((time.perf_counter(), f"  {cls.__name__}.{name}: "
+                                     f"{dt * 1e3:.0f} ms"))
+            setattr(cls, name, wrapper)
+
+        timed(glir.GlirProgram, "set_shaders")  # a shader (re)compiled and linked
+        timed(glir.GlirTexture2D, "set_data")  # a texture uploaded
+        timed(glir.GlirTexture2D, "set_size")
+        scene.events.draw.connect(draw_end, position="last")
         import sys
         import threading
         import traceback
@@ -122,6 +166,17 @@ def main(argv=None) -> int:
                         stacks[key] = stacks.get(key, 0) + 1
 
         threading.Thread(target=watch, daemon=True).start()
+    prof = None
+    if args.profile is not None:  # the dock's display of an image (what stalls most)
+        import cProfile
+
+        prof = cProfile.Profile()
+        display = widget._display
+
+        def profiled(*a, **k):
+            return prof.runcall(display, *a, **k)
+
+        widget._display = profiled
     timer.start()
     # the floor: the viewer alone, no worker running
     t_idle = time.perf_counter() + (0.5 if args.tiny else args.idle_seconds)
@@ -150,6 +205,8 @@ def main(argv=None) -> int:
         if submitted and trainer.model_lag_s and done["score"] and not jobs.busy:
             break  # the submission's model is published and the pool re-scored for it
     timer.stop()
+    if prof is not None:
+        prof.dump_stats(str(args.profile))
     watching.clear()
     t_ticks = np.asarray(ticks)
     gaps = np.diff(t_ticks) * 1e3
@@ -177,6 +234,8 @@ def main(argv=None) -> int:
         "finished": bool(submitted and trainer.model_lag_s and done["score"]),
     }
     if args.trace:
+        for at, what in slow:
+            print(f"slow at {at - t0:7.2f} s: {what}")
         for key, n in sorted(stacks.items(), key=lambda kv: -kv[1])[:10]:
             print(f"--- {n} samples (x20 ms) during GUI gaps, {key}")
     widget.session.project.close()

@@ -10,12 +10,18 @@ training or scoring job holds one -- suggesting never waits for them (:func:`sug
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from ._common import background_priority
 
-__all__ = ["Jobs", "suggest_next"]
+__all__ = ["SLOW_CALLBACK_S", "Jobs", "suggest_next"]
+
+_LOG = logging.getLogger(__name__)
+#: a callback on the GUI thread longer than this is logged (DEBUG): what makes the viewer stall
+SLOW_CALLBACK_S = 0.05
 
 
 class Jobs:
@@ -38,11 +44,17 @@ class Jobs:
         return True
 
     def guard(self, fn: Callable) -> Callable:
-        """`fn`, doing nothing once the owner is gone."""
+        """`fn`, doing nothing once the owner is gone; one that holds the GUI thread longer
+        than :data:`SLOW_CALLBACK_S` is logged at DEBUG level (its name and milliseconds)."""
 
         def call(*args):
             if self.alive():
+                t0 = time.perf_counter()
                 fn(*args)
+                dt = time.perf_counter() - t0
+                if dt > SLOW_CALLBACK_S:
+                    _LOG.debug("slow GUI callback %s: %.0f ms",
+                               getattr(fn, "__qualname__", repr(fn)), dt * 1e3)
 
         return call
 

@@ -101,6 +101,11 @@ def show_view(viewer, view, colors: Sequence[str], *, veil: bool) -> None:
     """
     from ..core.review import box_mask
 
+    for name in ("image", UNCERTAINTY, ANNOTATION):  # a large image's box was shown before
+        layer = next((ly for ly in viewer.layers if ly.name == name), None)
+        if layer is not None and (getattr(layer, "multiscale", False) or np.any(layer.translate)
+                                  or np.any(np.asarray(layer.scale) != 1)):
+            viewer.layers.remove(layer)
     _replace_image(viewer, view.image, view.name)
     pred = view.prediction
     unc = next(iter(pred.uncertainty.values())) if pred is not None and pred.uncertainty \
@@ -166,6 +171,26 @@ def show_region_view(viewer, view, colors: Sequence[str]) -> None:
     camera.zoom = 0.5 * max(canvas, 100) / max(y1 - y0, x1 - x0)
 
 
+def is_region(view) -> bool:
+    """Whether a view is a box of a large image (a RegionView) rather than a whole image."""
+    return view is not None and hasattr(view, "box")
+
+
+def drawn_box(viewer, view, shape) -> tuple[int, int, int, int] | None:
+    """The last rectangle the user drew on the boxes layer over a region view (beyond the
+    box shown), clipped to the image ``shape``; None when there is none."""
+    if not is_region(view) or REGIONS not in viewer.layers:
+        return None
+    layer = viewer.layers[REGIONS]
+    if layer.nshapes < 2:
+        return None
+    corners = np.asarray(layer.data[-1])[:, -2:]
+    (y0, x0), (y1, x1) = np.floor(corners.min(0)), np.ceil(corners.max(0))
+    y0, x0 = max(0, int(y0)), max(0, int(x0))
+    y1, x1 = min(int(shape[0]), int(y1)), min(int(shape[1]), int(x1))
+    return (y0, x0, y1, x1) if y0 < y1 and x0 < x1 else None
+
+
 def _channels_first(level):
     import dask.array as da
 
@@ -198,8 +223,9 @@ def reset_annotation(viewer, view) -> None:
     """Put the prediction of `view` back into the annotation (empty without a model)."""
     if ANNOTATION in viewer.layers:
         layer = viewer.layers[ANNOTATION]
-        pred = view.prediction
-        layer.data = pred.labels.copy() if pred is not None else np.zeros_like(layer.data)
+        pred = None if is_region(view) else view.prediction
+        layer.data = view.labels.copy() if is_region(view) else (  # a box: its prediction
+            pred.labels.copy() if pred is not None else np.zeros_like(layer.data))
 
 
 def toggle_visible(viewer, name: str) -> None:

@@ -47,12 +47,15 @@ from ._continuous import ContinuousDriver
 from ._export_panel import ExportPanel
 from ._measure_panel import MeasurePanel
 from ._objects import ClassModes, ObjectsReview
+from ._large import LargeImageOpener
 from ._layers import (
     is_edited,
+    is_region,
     layer_data,
     layer_pool_items,
     paint_scribbles,
     reset_annotation,
+    show_region_view,
     show_view,
     toggle_visible,
 )
@@ -93,6 +96,7 @@ class ActiveSegWidget(QWidget):
         self.session: ActiveLearningSession | None = None
         self.current_view: ImageView | None = None
         self.jobs = Jobs(self, on_change=self._update_enabled, on_error=self._on_worker_error)
+        self.large = LargeImageOpener(self)  # boxes of images over large_image_pixels
         self._sized = False
         self._build_ui()
         self.continuous = ContinuousDriver(self)
@@ -368,11 +372,11 @@ class ActiveSegWidget(QWidget):
 
     def _show_suggestion(self, view) -> None:
         if view is None:
-            _notify("info", "Nothing left to suggest: every image is submitted or skipped.")
+            _notify("info", self.large.nothing_left())
         self._display(view)
         self.scoring_finished.emit(0)
 
-    def open_image(self, image_id: int, *, suggestions=()) -> None:
+    def open_image(self, image_id: int, *, suggestions=(), box=None) -> None:
         """Show an image with the prediction as an editable annotation, and its uncertainty.
 
         ``suggestions``: the picks of this image being answered; their boxes are drawn as
@@ -380,8 +384,9 @@ class ActiveSegWidget(QWidget):
         is dimmed: it is not ground truth. The view comes from the core
         (:meth:`~napari_activeseg.core.session.ActiveLearningSession.view`), built in a
         worker; the layers appear when it returns (:attr:`image_opened` is emitted then).
+        A large image opens one box (``box``, else :class:`~._large.LargeImageOpener`'s).
         """
-        if self.session is None:
+        if self.session is None or self.large.open(image_id, suggestions, box):
             return
         session, suggestions = self.session, list(suggestions)
 
@@ -397,7 +402,11 @@ class ActiveSegWidget(QWidget):
             return
         self.current_view = view
         self.review.show_view(view, self.session.model_version)
-        show_view(self.viewer, view, self.session.project.colors, veil=self.review.boxes_mode)
+        if is_region(view):  # a box of a large image
+            show_region_view(self.viewer, view, self.session.project.colors)
+        else:
+            show_view(self.viewer, view, self.session.project.colors,
+                      veil=self.review.boxes_mode)
         self.objects.open(view)
         self._update_enabled()
         self.image_opened.emit(view.image_id)
@@ -419,7 +428,9 @@ class ActiveSegWidget(QWidget):
         try:
             # only what the user reviewed counts (boxes, scribbles, edits, a restored draft's)
             # -- or the whole image in whole-image mode; the core builds the reviewed mask
-            if self.objects.active:  # the objects layer's ids, the class map derived
+            if self.large.submit(labels):  # a box of a large image: that box alone
+                pass
+            elif self.objects.active:  # the objects layer's ids, the class map derived
                 self.objects.submit(self.current_id, whole=not self.review.boxes_mode)
             else:
                 self.session.submit_correction(self.current_id, labels, scribbles=layer_data(self.viewer, SCRIBBLES),
@@ -449,7 +460,8 @@ class ActiveSegWidget(QWidget):
         annotation is not saved. Runs every 30 s."""
         view = self.current_view
         if self.session is None or view is None or self.session.project.read_only or \
-                ANNOTATION not in self.viewer.layers or not is_edited(self.viewer, view):
+                is_region(view) or ANNOTATION not in self.viewer.layers or \
+                not is_edited(self.viewer, view):
             return
         try:
             self.session.save_draft(view.image_id, layer_data(self.viewer, ANNOTATION),
@@ -493,7 +505,8 @@ class ActiveSegWidget(QWidget):
         view = self.current_view
         if self.session is not None and view is not None and not is_edited(self.viewer, view) \
                 and not self.objects.is_edited():
-            self.open_image(view.image_id, suggestions=view.suggestions)
+            self.open_image(view.image_id, suggestions=view.suggestions,
+                            box=view.box if is_region(view) else None)
 
     def score_pool(self) -> None:
         """Re-score the pool in a worker (the table and the queue follow); nothing is opened.

@@ -14,6 +14,7 @@ Layout::
     instances/<key>.tif       object ids of the "objects" classes (uint16, 0 = none), when
                               submitted as objects (core.instances)
     reviewed/<key>.tif        which pixels are ground truth (0/1 uint8); absent = whole image
+    regions/<key>/*.tif       a large image's reviewed boxes, one (2, h, w) record each
     drafts/<key>.tif          autosaved in-progress edits (and their reviewed pixels)
     models/<version>.safetensors + <version>.json
     backups/                  the catalog as it was before each schema upgrade
@@ -35,6 +36,7 @@ Who owns what (one room per module; :class:`Project` is the only door most code 
     _labels.py     LabelStore and reconcile(): submissions, their files and the
                    reconciliation, i.e. the whole atomicity protocol (read its docstring
                    before touching a write)
+    _regions.py    RegionLabels: a large image's labels as one box-sized record per box
     _drafts.py     DraftStore: autosaved in-progress labels and their reviewed pixels
     _instances.py  InstanceStore: instance label images of the object classes, submitted
                    through the label store's protocol (the class map derived from them)

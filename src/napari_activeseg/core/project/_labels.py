@@ -63,6 +63,7 @@ from ._records import (
     check_text,
     stat_key,
 )
+from ._regions import BOX_MARK, RegionLabels, reconcile_regions
 from ._store import BACKUPS_DIR, DRAFTS_DIR, INSTANCES_DIR, LABELS_DIR, REVIEWED_DIR, SUBDIRS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,6 +91,7 @@ class LabelStore:
     def __init__(self, store: _Store, settings: Settings) -> None:
         self._store = store
         self._settings = settings
+        self.regions = RegionLabels(self)  # large images' labels, box by box (._regions)
 
     # ------------------------------------------------------------------ the files of an image
 
@@ -133,6 +135,7 @@ class LabelStore:
             path.unlink(missing_ok=True)
         for sub in (LABELS_DIR, REVIEWED_DIR, DRAFTS_DIR, INSTANCES_DIR):
             atomic.fsync_dir(self._store.folder / sub)
+        self.regions.unlink(key)
 
     def label_path(self, image_id: int) -> Path:
         """Where the image's label file is (it may not exist)."""
@@ -205,6 +208,9 @@ class LabelStore:
             row = self.catalog.image_row(image_id)
             shape = tuple(json.loads(row["shape"]))
             what = f"labels for image {row['id']} ({row['name']!r})"
+            if self.regions.records(row["key"]):
+                raise ProjectError(f"The {what} are stored box by box (a large image): "
+                                   "submit each box with project.submit_region.")
             labels = check_labels(labels, image_shape=shape, n_classes=self._settings.n_classes,
                                   name=what)  # fmt: skip
             mask = None
@@ -224,14 +230,11 @@ class LabelStore:
                 # outside the reviewed pixels nothing is known: the file holds 0 there, not an
                 # unreviewed prediction that Fiji or an export would show as if it were labels
                 labels = np.where(mask, labels, 0).astype(labels.dtype, copy=False)
-            if seconds is not None:
-                seconds = float(check_positive(seconds, name="seconds", allow_zero=True))
-            effort = [_optional_count(v, n) for v, n in (
-                (pixels_changed, "pixels_changed"), (objects_added, "objects_added"),
-                (objects_removed, "objects_removed"))]  # fmt: skip
-            model_version = check_text(model_version, "model_version")
-            strategy = check_text(strategy, "strategy")
-            sid = self.history.open_suggestion(row["id"], suggestion_id)
+            record = self.checked_record(row, seconds=seconds, pixels_changed=pixels_changed,
+                                         objects_added=objects_added,
+                                         objects_removed=objects_removed,
+                                         model_version=model_version, strategy=strategy,
+                                         suggestion_id=suggestion_id)
 
             label_bytes = sf.encode_tiff(labels)
             label_sha = sf.sha256_bytes(label_bytes)
@@ -243,25 +246,45 @@ class LabelStore:
                                     instance_bytes=_instance_bytes)
             # The draft goes before the commit: from here on a crash adopts the new labels.
             self.remove_draft(key)
-            stamp = self._stamp(key)
-            now = sf.utc_now()
-            with store.transaction() as conn:
-                cur = conn.execute(
-                    "INSERT INTO submissions(image_id, created_at, labels_sha256, reviewed_sha256, "
-                    "seconds, pixels_changed, objects_added, objects_removed, model_version, "
-                    "strategy, stamp, max_label, recovered) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,0)",
-                    (row["id"], now, label_sha, mask_sha, seconds, *effort, model_version,
-                     strategy, stamp, int(labels.max())),
-                )  # fmt: skip
-                submission_id = int(cur.lastrowid)
-                conn.execute("UPDATE images SET status = 'submitted' WHERE id = ?", (row["id"],))
-                if sid is not None:
-                    conn.execute(
-                        "UPDATE suggestions SET action = 'submitted', acted_at = ?, "
-                        "submission_id = ? WHERE id = ?",
-                        (now, submission_id, sid),
-                    )
-            return submission_id
+            return self.commit_submission(row, label_sha, mask_sha, self._stamp(key),
+                                          int(labels.max()), record)
+
+    def checked_record(self, row: sqlite3.Row, *, seconds, pixels_changed, objects_added,
+                       objects_removed, model_version, strategy, suggestion_id) -> dict:
+        """The fields of a submission row, checked (:meth:`submit` says what they are), with
+        the suggestion it answers; raises before anything is written."""
+        if seconds is not None:
+            seconds = float(check_positive(seconds, name="seconds", allow_zero=True))
+        effort = [_optional_count(v, n) for v, n in (
+            (pixels_changed, "pixels_changed"), (objects_added, "objects_added"),
+            (objects_removed, "objects_removed"))]  # fmt: skip
+        return {"seconds": seconds, "effort": effort,
+                "model_version": check_text(model_version, "model_version"),
+                "strategy": check_text(strategy, "strategy"),
+                "sid": self.history.open_suggestion(row["id"], suggestion_id)}
+
+    def commit_submission(self, row: sqlite3.Row, label_sha: str, reviewed_sha: str | None,
+                          stamp: str, max_label: int, record: dict) -> int:
+        """Step 4 of a submission (module docstring): its row, the image's status and the
+        suggestion it answers, in one transaction; returns the submission id."""
+        now = sf.utc_now()
+        with self._store.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO submissions(image_id, created_at, labels_sha256, reviewed_sha256, "
+                "seconds, pixels_changed, objects_added, objects_removed, model_version, "
+                "strategy, stamp, max_label, recovered) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,0)",
+                (row["id"], now, label_sha, reviewed_sha, record["seconds"], *record["effort"],
+                 record["model_version"], record["strategy"], stamp, max_label),
+            )  # fmt: skip
+            submission_id = int(cur.lastrowid)
+            conn.execute("UPDATE images SET status = 'submitted' WHERE id = ?", (row["id"],))
+            if record["sid"] is not None:
+                conn.execute(
+                    "UPDATE suggestions SET action = 'submitted', acted_at = ?, "
+                    "submission_id = ? WHERE id = ?",
+                    (now, submission_id, record["sid"]),
+                )
+        return submission_id
 
     def _merged(self, row: sqlite3.Row, labels: np.ndarray, mask: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -358,14 +381,19 @@ class LabelStore:
         """
         with self._store.lock:  # not while a worker thread is halfway through a submit
             row = self.catalog.image_row(image_id, allow_removed=True)
+            if self.regions.records(row["key"]):  # a large image: built whole from its boxes
+                return self.regions.assemble(row)
             has_row = self.latest_submission(row["id"]) is not None
             return self._read_label_files(row, required=has_row)
 
     def reviewed_mask(self, image_id: int) -> np.ndarray | None:
         """Which pixels of an image are ground truth: (H, W) bool, all False for an image
-        never submitted; None when the whole image is reviewed."""
+        never submitted; None when the whole image is reviewed. A large image's is a
+        :class:`~._regions.RegionMask` read from its boxes window by window."""
         with self._store.lock:
             row = self.catalog.image_row(image_id, allow_removed=True)
+            if self.regions.by_box(row):
+                return self.regions.reviewed_mask(row)
             if self.latest_submission(row["id"]) is None:
                 shape = tuple(json.loads(row["shape"]))[:2]
                 return np.zeros(shape, bool)
@@ -510,6 +538,12 @@ def _reconcile_image(
             labels.unlink_image_files(key)
             return [], [f"Deleted the labels of removed image {key!r} (as asked)."]
         return [], []
+    if not path.exists() and (labels.regions.records(key) or (
+            row is not None and (row["reviewed_sha256"] or "").startswith(BOX_MARK))):
+        boxes = labels._store.db.execute(
+            "SELECT * FROM submissions WHERE image_id = ? AND reviewed_sha256 LIKE ?",
+            (image["id"], BOX_MARK + "%")).fetchall()
+        return reconcile_regions(labels.regions, key, image, boxes, full=full, fix=fix)
     if not path.exists():
         if row is not None:
             return [(

@@ -30,6 +30,7 @@ from ._intake import AXES_SETTING, ImageIntake, check_arrays, source_entries
 from ._labels import LabelStore, reconcile
 from ._models import ModelStore
 from ._records import ProjectWarning
+from ._regions import RegionLabels
 from ._settings import Settings, initial_settings
 from ._store import _Store
 
@@ -85,6 +86,7 @@ class Project:
         self._store = store
         self._settings = Settings(store)
         self._labels = LabelStore(store, self._settings)
+        self._regions = self._labels.regions
         self._catalog = ImageCatalog(store, self._labels)
         self._history = HistoryStore(store, self._catalog)
         self._labels.catalog, self._labels.history = self._catalog, self._history
@@ -325,6 +327,8 @@ class Project:
     submissions = _forward("_labels", LabelStore.submissions)
     label_path = _forward("_labels", LabelStore.label_path)
     reviewed_path = _forward("_labels", LabelStore.reviewed_path)
+    submit_region = _forward("_regions", RegionLabels.submit_region)
+    label_regions = _forward("_regions", RegionLabels.regions)
     save_draft = _forward("_drafts", DraftStore.save_draft)
     load_draft = _forward("_drafts", DraftStore.load_draft)
     load_draft_reviewed = _forward("_drafts", DraftStore.load_draft_reviewed)

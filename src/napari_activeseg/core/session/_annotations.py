@@ -131,12 +131,11 @@ class Annotations:
             base = 0 if given is None else np.asarray(given)  # may carry objects' classes
             labels = np.where((ids > 0) & ~np.isin(base, objects), objects[0], base)
         labels = np.asarray(labels)
-        shown = self._shown.get(image_id)  # popped once saved: a retry still has it
+        shown = self.shown_since(image_id)
         seconds = pre = None
         if shown is not None:
-            seconds = time.monotonic() - shown[0]
-            pre = shown[1]
-            suggestion_id = suggestion_id if suggestion_id is not None else shown[2]
+            seconds, pre, sid = shown
+            suggestion_id = suggestion_id if suggestion_id is not None else sid
         if pre is not None and pre.shape != labels.shape:
             pre = None
         effort = correction_effort(pre, labels, reviewed)
@@ -153,10 +152,20 @@ class Annotations:
                                                 **record)
         else:
             sub = self.project.submit(image_id, labels, reviewed, **record)
+        self.forget_shown(image_id)
+        return sub
+
+    def shown_since(self, image_id: int) -> tuple[float, np.ndarray | None, int | None] | None:
+        """``(seconds since shown, pre-annotation, suggestion id)`` of an image shown and not
+        submitted yet, or None (kept until :meth:`forget_shown`: a failed submit retries)."""
+        shown = self._shown.get(image_id)
+        return None if shown is None else (time.monotonic() - shown[0], shown[1], shown[2])
+
+    def forget_shown(self, image_id: int) -> None:
+        """After a submission: the image is no longer shown."""
         self._shown.pop(image_id, None)
         self._shown_objects.pop(image_id, None)
         self._views.pop(image_id, None)
-        return sub
 
     def skip(self, image_id: int, *, suggestion_id: int | None = None) -> None:
         shown = self._shown.pop(image_id, None)

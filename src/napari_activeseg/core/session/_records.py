@@ -32,6 +32,8 @@ class RegionView:
         Entropy inside the box.
     overview : (factor, uncertainty, labels) or None
         The whole image's prediction ``factor`` times smaller, from its last scoring.
+    suggestions : tuple of Suggestion
+        The suggestions this box answers (empty for a box opened by hand).
     """
 
     image_id: int
@@ -41,6 +43,17 @@ class RegionView:
     labels: np.ndarray
     uncertainty: np.ndarray | None
     overview: tuple[int, np.ndarray, np.ndarray] | None
+    suggestions: tuple = ()
+
+    @property
+    def boxes(self) -> tuple[tuple[int, int, int, int], ...]:
+        """The box to review, as :attr:`ImageView.boxes` has them."""
+        return (self.box,)
+
+    @property
+    def suggestion(self):
+        """The first suggestion answered, or None."""
+        return self.suggestions[0] if self.suggestions else None
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,8 @@ class PoolScorer:
         if q is None:
             return []
         pool = set(pool_ids(self.project))
+        if not regions and inputs.large is not None:  # never shown whole: boxes only
+            pool = {i for i in pool if not inputs.large.is_large(i)}
         stale = q.stale or q.key != inputs.key(regions, q.region_size)
         if k > 1 and boxes_per_image == 1 and inputs.model is not None and not stale:
             # a batch: the strategy's own batch selection (diversity), as scripts expect
@@ -305,6 +307,15 @@ class PoolScorer:
             out.append(Suggestion(image_id, p.box, float(p.score), reason, q.strategy_name,
                                   p.rank, sid, q.model_version))
         return out
+
+    def best_box(self, image_id: int) -> tuple[int, int, int, int] | None:
+        """The image's first open window in the queue (see :meth:`ActiveLearningSession.
+        best_box`)."""
+        with self._lock:
+            q = self._queue
+        picks = [] if q is None else q.open_picks({image_id}, self.project.reviewed_mask, 1,
+                                                  str(image_id))
+        return tuple(picks[0].box) if picks and picks[0].box is not None else None
 
     def upcoming(self, exclude: int | None) -> int | None:
         """The image the queue would suggest after ``exclude`` (to predict it ahead)."""

@@ -31,8 +31,9 @@ from . import _settings as settings
 from ._annotations import Annotations
 from ._autotrain import AutoTrainCounter
 from ._cache import PredictionCache
+from ._large import LargeImageCalls
 from ._objects import ObjectsCalls
-from ._records import ImageView, RegionView, RoundSummary, ScoreProgress, Suggestion
+from ._records import ImageView, RoundSummary, ScoreProgress, Suggestion
 from ._scoring import LargeImages, PoolScorer, ScoringInputs
 from ._training import RoundRunner
 
@@ -256,7 +257,7 @@ class SessionBase:
         return len(self.project.labelled_ids())
 
 
-class ActiveLearningSession(ObjectsCalls, SessionBase):
+class ActiveLearningSession(LargeImageCalls, ObjectsCalls, SessionBase):
     """The loop over one project.
 
     It announces what changes (psygnal signals, emitted in the thread that made the change;
@@ -298,19 +299,6 @@ class ActiveLearningSession(ObjectsCalls, SessionBase):
     def cache_holdings(self) -> list[dict]:
         """What the session's caches hold (:meth:`._cache.PredictionCache.holdings`)."""
         return self._cache.holdings()
-
-    def overview(self, image_id: int):
-        """``(factor, uncertainty, labels)``: a large image's prediction by the current model
-        at display resolution (``factor`` times smaller), kept by its last scoring; None
-        before it was scored."""
-        return self._cache.overview(image_id, self.model_version)
-
-    def region_view(self, image_id: int, box: tuple[int, int, int, int]) -> RegionView:
-        """A box of a large image to correct, without reading the image whole: the lazy
-        pyramid to show, the box's prediction (predicted with a margin of context) and the
-        whole image's overview (call it off the GUI thread)."""
-        return self._cache.region_view(self.project, image_id, box, self._decided_config(),
-                                       self.model, self.inference_config, self.model_version)
 
     def annotation(self, image_id: int) -> tuple[np.ndarray, np.ndarray | None]:
         """What to show for correcting an image, and which of it is already ground truth.
@@ -395,7 +383,7 @@ class ActiveLearningSession(ObjectsCalls, SessionBase):
                 strategy_name=self._strategy_spec["name"], committee_size=self.committee_size,
                 seed=self.seed, pseudo_config=self.pseudo_config, prepared=self.prepared,
                 predict=self.predict, focus=self._desk.focus, on_start=self._auto.restart,
-                publish_if_better=publish_if_better))
+                publish_if_better=publish_if_better, crop=self.prepared_region))
         finally:
             self._job_lock.release()
 
@@ -511,7 +499,7 @@ class ActiveLearningSession(ObjectsCalls, SessionBase):
             else:
                 n = yield from self.score_pool(regions=regions, region_size=region_size)
         picks = self._pick(1, regions, boxes_per_image if regions else 1)
-        return n, (self.view(picks[0].image_id, picks) if picks else None)
+        return n, (self.open_pick(picks) if picks else None)
 
     def prefetch_next(self, exclude: int | None = None) -> int | None:
         """Predict the image the queue suggests after ``exclude`` (the one shown now) ahead
@@ -544,12 +532,15 @@ class ActiveLearningSession(ObjectsCalls, SessionBase):
             model_version=self.model_version, strategy=self._strategy_spec["name"],
             focus_p=self.train_config.focus_p, instances=instances,
             cached=lambda: self._cache.latest(image_id, self.model_version))
+        self._submitted(image_id)
+        return sub
+
+    def _submitted(self, image_id: int) -> None:
         # its candidates stay: same model, same scores; the queue passes over what is reviewed
         self.project.discard_draft(image_id)
         self._auto.count_submission()
         self.image_submitted.emit(image_id)
         self.status_changed.emit(image_id)
-        return sub
 
     def view(self, image_id: int, suggestions: Sequence[Suggestion] = ()) -> ImageView:
         """What to show for correcting an image (loads and predicts: call it off the GUI

@@ -26,7 +26,7 @@ from ..strategies import (
     pseudo_training_set,
 )
 from ..training import Trainer, TrainProgress, TrainResult, held_back_dice
-from ._pool import labelled_examples, pool_ids
+from ._pool import labelled_examples, labelled_regions, pool_ids
 from ._records import RoundSummary
 
 
@@ -139,28 +139,30 @@ class RoundRunner:
             committee_size: int, seed: int, pseudo_config: PseudoLabelConfig | None,
             prepared: Callable[[int], np.ndarray], predict: Callable[..., Prediction | None],
             focus: Callable[[int], np.ndarray | None], on_start: Callable[[], None],
-            publish_if_better: bool = False,
+            publish_if_better: bool = False, crop: Callable[[int, tuple], np.ndarray] | None = None,
             ) -> Generator[TrainProgress, None, RoundSummary | None]:
         """One round (see :meth:`ActiveLearningSession.train`). ``focus``: an image's hard
         pixels; ``on_start``: called once there is something to train on.
         ``publish_if_better``: hold back the same images every round (:func:`held_back_ids`)
         and save the round's model only when its Dice on them is at least the current
-        model's (else keep the current one and say so)."""
+        model's (else keep the current one and say so). ``crop(image_id, box)``: the network
+        input of a box of a large image; its stored boxes are trained on as crops."""
         try:
             return (yield from self._run(cfg, strategy, strategy_name, committee_size, seed,
                                          pseudo_config, prepared, predict, focus, on_start,
-                                         publish_if_better))
+                                         publish_if_better, crop))
         finally:
             self._trainer = None
 
     def _run(self, cfg, strategy, strategy_name, committee_size, seed, pseudo_config,
-             prepared, predict, focus, on_start, publish_if_better):
+             prepared, predict, focus, on_start, publish_if_better, crop=None):
         t0 = time.perf_counter()
         labelled = labelled_examples(self.project)
-        if not labelled:
+        boxes = labelled_regions(self.project) if crop is not None else []
+        if not labelled and not boxes:
             raise ValueError("Nothing to train on yet: submit labels for at least one image.")
         on_start()
-        ids = [i for i, _, _ in labelled]
+        ids = list(dict.fromkeys([i for i, _, _ in labelled] + [i for i, _ in boxes]))
         held = held_back_ids(labelled, cfg) if publish_if_better else []
         val = ([prepared(i) for i in held],
                [lab for i, lab, _ in labelled if i in held]) if held else (None, None)
@@ -168,8 +170,17 @@ class RoundRunner:
         images = [prepared(i) for i, _, _ in labelled]
         labels = self._targets(labelled)
         reviewed = [rev for _, _, rev in labelled]
-        n_pseudo = 0
         notes: list[str] = []
+        if boxes and self._model_config().boundary_classes:
+            notes.append(f"{len(boxes)} box(es) of large images left out: a model with "
+                         "object boundaries does not train on boxes yet.")
+            boxes = []
+        for image_id, region in boxes:  # a large image's boxes: crops read lazily, box-sized
+            images.append(crop(image_id, region.box))
+            labels.append(region.labels)
+            reviewed.append(region.reviewed)
+        n_real = len(images)
+        n_pseudo = 0
         round_no = len(self.project.rounds())
         if pseudo_config is not None and pseudo_config.enabled and self.model:
             n_pseudo = self._add_pseudo_labels(labelled, images, labels, reviewed, round_no,
@@ -182,7 +193,7 @@ class RoundRunner:
         if self._stop.is_set():
             return None
         hard = [focus(i) for i, _, _ in labelled] + \
-            [None] * (len(images) - len(labelled))  # pseudo-labelled images have none
+            [None] * (len(images) - len(labelled))  # boxes and pseudo-labelled images: none
         result: TrainResult = yield from self._trainer.fit(
             images, labels, reviewed, init_state=init, focus=hard, val_images=val[0],
             val_labels=val[1], unlabelled=unlabelled)
@@ -202,7 +213,7 @@ class RoundRunner:
         committee: list[UNet] = []
         if strategy.needs_ensemble or strategy.requirements["mode"] == "ensemble":
             committee = yield from self._train_committee(
-                cfg, model_config, result, images, labels, reviewed, len(labelled),
+                cfg, model_config, result, images, labels, reviewed, n_real,
                 committee_size, seed + round_no)
             notes.append(f"Committee of {len(committee)} trained for the ensemble strategy.")
 

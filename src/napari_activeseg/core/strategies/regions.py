@@ -69,7 +69,7 @@ def reviewed_fraction(reviewed, box) -> float:
     if reviewed is None:
         return 0.0
     y0, x0, y1, x1 = box
-    window = np.asarray(reviewed)[y0:y1, x0:x1]
+    window = np.asarray(reviewed[y0:y1, x0:x1])  # a large image's mask reads the window only
     return float(window.mean()) if window.size else 1.0
 
 

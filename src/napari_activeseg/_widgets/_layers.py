@@ -45,12 +45,18 @@ def _mask_colormap(color: str):
     return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: color})
 
 
-def _replace_image(viewer, raw: np.ndarray, name: str) -> None:
+def _replace_image(viewer, raw: np.ndarray, name: str) -> bool:
+    """Show pool image ``name``; False when it is already shown (a new model's refresh of the
+    open image: its pixels, the user's contrast and zoom are left alone)."""
     rgb = raw.ndim == 3 and raw.shape[-1] in (3, 4)
     data = raw if (raw.ndim == 2 or rgb) else np.moveaxis(raw, -1, 0)
     if "image" in viewer.layers:
         layer = viewer.layers["image"]
-        if getattr(layer, "rgb", False) == rgb and layer.data.shape == data.shape:
+        same_kind = getattr(layer, "rgb", False) == rgb and layer.data.ndim == data.ndim
+        if same_kind and layer.metadata.get("activeseg_name") == name and \
+                layer.data.shape == data.shape:
+            return False
+        if same_kind:  # set in place: adding a layer holds the GUI thread ~10x longer
             layer.data = data
         else:
             viewer.layers.remove(layer)
@@ -58,14 +64,18 @@ def _replace_image(viewer, raw: np.ndarray, name: str) -> None:
         viewer.add_image(data, name="image", rgb=rgb)
     viewer.layers["image"].metadata["activeseg_name"] = name
     viewer.layers["image"].reset_contrast_limits()
+    return True
 
 
 def _put(viewer, name: str, data: np.ndarray, add, *, contour: int = 0,
          editable: bool = False) -> None:
-    """Layer ``name`` shows ``data``: set in place when the shape fits, else (re)added."""
+    """Layer ``name`` shows ``data``: left alone when it shows it already, set in place
+    when it has the same dimensions (another shape too), else (re)added -- adding a layer holds
+    the GUI thread 0.3-1.5 s on a loaded 2-core CPU (benchmarks/gui_stall.py --profile)."""
     layer = next((ly for ly in viewer.layers if ly.name == name), None)
-    if layer is not None and layer.data.shape == data.shape:
-        layer.data = data
+    if layer is not None and layer.data.ndim == data.ndim:
+        if layer.data.shape != data.shape or not np.array_equal(layer.data, data):
+            layer.data = data
     else:
         if layer is not None:
             viewer.layers.remove(layer)
@@ -84,6 +94,10 @@ def _show_boxes(viewer, boxes) -> None:
             viewer.layers.remove(REGIONS)
         return
     style = {"edge_color": "#00ff88", "face_color": "transparent", "edge_width": 3}
+    if REGIONS in viewer.layers and viewer.layers[REGIONS].nshapes == len(rects) and all(
+            np.array_equal(np.asarray(a)[:, -2:], b)
+            for a, b in zip(viewer.layers[REGIONS].data, rects, strict=True)):
+        return  # the same boxes (a new model's refresh): refilling a shapes layer is slow
     if REGIONS not in viewer.layers:
         viewer.add_shapes(rects, shape_type="rectangle", name=REGIONS, **style)
         return
@@ -106,7 +120,7 @@ def show_view(viewer, view, colors: Sequence[str], *, veil: bool) -> None:
         if layer is not None and (getattr(layer, "multiscale", False) or np.any(layer.translate)
                                   or np.any(np.asarray(layer.scale) != 1)):
             viewer.layers.remove(layer)
-    _replace_image(viewer, view.image, view.name)
+    new_image = _replace_image(viewer, view.image, view.name)
     pred = view.prediction
     unc = next(iter(pred.uncertainty.values())) if pred is not None and pred.uncertainty \
         else None
@@ -133,10 +147,13 @@ def show_view(viewer, view, colors: Sequence[str], *, veil: bool) -> None:
     _put(viewer, SCRIBBLES, np.zeros(shape, np.uint8), lambda d: viewer.add_labels(
         d, name=SCRIBBLES, opacity=0.9, colormap=scribble_colormap(colors)), editable=True)
     ann = viewer.layers[ANNOTATION]
-    ann.selected_label = 1
-    viewer.layers.selection.active = ann
-    ann.mode = "paint"
-    viewer.reset_view()
+    if new_image:  # a refresh by a new model keeps the user's brush, selection and zoom
+        ann.selected_label = 1
+        viewer.reset_view()
+    if viewer.layers.selection.active is not ann:  # each change rebuilds the layer controls
+        viewer.layers.selection.active = ann
+    if ann.mode != "paint":
+        ann.mode = "paint"
 
 
 def show_region_view(viewer, view, colors: Sequence[str]) -> None:

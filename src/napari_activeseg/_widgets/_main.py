@@ -338,6 +338,7 @@ class ActiveSegWidget(QWidget):
     def close_project(self) -> None:
         """Stop running work and close the open project (nothing unsaved is lost: drafts)."""
         if self.session is not None:
+            self.autosave_draft()  # the edits in progress, as a draft
             self.cancel()
             self.continuous.stop()
             self.session.project.close()
@@ -457,7 +458,11 @@ class ActiveSegWidget(QWidget):
 
     def autosave_draft(self) -> None:
         """Keep the correction in progress (and what it reviewed) as a draft; an untouched
-        annotation is not saved. Runs every 30 s."""
+        annotation is not saved. Runs every 30 s. In objects mode, the objects layers'
+        draft (``ObjectsReview.autosave``; a class-map draft would lose the objects)."""
+        if self.objects.active:
+            self.objects.autosave()
+            return
         view = self.current_view
         if self.session is None or view is None or self.session.project.read_only or \
                 is_region(view) or ANNOTATION not in self.viewer.layers or \

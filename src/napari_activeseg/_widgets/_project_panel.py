@@ -89,11 +89,18 @@ class ProjectPanel(QGroupBox):
         v.addLayout(row)
 
     def create_options(self, from_layers: bool) -> dict:
-        """Project.create's axes arguments the user chose for a new project."""
+        """Project.create's axes arguments and class modes the user chose for a new project
+        (the modes: the :class:`~._objects.ClassModes` box of this tab, if the dock put one)."""
+        from ._objects import ClassModes
+
+        control = self.findChild(ClassModes)
+        options = {"class_modes": control.modes()} if control is not None else {}
         if from_layers:
-            return {"channel_axis": -1} if self.stack_channels_check.isChecked() else {}
+            if self.stack_channels_check.isChecked():
+                options["channel_axis"] = -1
+            return options
         text = self.axes_combo.currentText().strip()
-        return {} if text in ("", self._AUTO) else {"axes": text}
+        return options if text in ("", self._AUTO) else {**options, "axes": text}
 
     @property
     def stack_is_channels(self) -> bool:

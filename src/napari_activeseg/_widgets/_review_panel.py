@@ -41,13 +41,13 @@ class ReviewPanel(QGroupBox):
         self.region_size.setValue(0)
         self.region_size.setSingleStep(32)
         self.region_size.setSpecialValueText("auto")
-        self.region_size.setSuffix(" px")
-        self.region_size.setToolTip("Box side; 'auto size' decides it once from the project's "
-                                    "images (saved in the project).")
+        # no " px" suffix: "1024 px" is clipped at the dock's 290 px width
+        self.region_size.setToolTip("Box side in pixels; 'auto' decides it once from the "
+                                    "project's images (saved in the project).")
         self.boxes_spin = QSpinBox()
         self.boxes_spin.setRange(1, 16)
         self.boxes_spin.setValue(3)
-        self.boxes_spin.setSuffix(" / img")
+        self.boxes_spin.setSuffix("/img")  # " / img" is clipped in the 290 px dock
         self.boxes_spin.setToolTip("How many boxes of one image to review at once.")
         v.addWidget(self.regions_check)
         row.addWidget(QLabel("Boxes:"))

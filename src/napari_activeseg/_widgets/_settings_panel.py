@@ -37,12 +37,19 @@ class SettingsForm(mw.Container):
                                     max=1_000_000)
         self.lr_field = mw.FloatSpinBox(label="Learning rate", min=1e-5, max=1.0, step=1e-4)
         self.mc_field = mw.SpinBox(label="MC samples", min=1, max=64)
+        self.consistency_field = mw.FloatSpinBox(
+            label="Unlabelled-pixel\nconsistency weight", min=0.0,  # 2 lines: the dock is narrow max=10.0, step=0.1,
+            tooltip="Consistency training on the pixels nobody labelled (FixMatch-style: the "
+                    "model's confident predictions on an image teach it on a perturbed copy; a "
+                    "step takes ~1.4x longer); 0 = off, the default. Measured not to help on 2 of 5 development sets "
+                    "(docs/2026-12-01-consistency.md).")
         self.device_field = mw.ComboBox(label="Device", choices=DEVICES)
         self.apply_btn = mw.PushButton(text="Apply settings")
         super().__init__(widgets=[self.unet_width, self.unet_depth, self.patch_field, self.time_field,
-                                  self.steps_field, self.lr_field, self.mc_field, self.device_field,
-                                  self.apply_btn])
+                                  self.steps_field, self.lr_field, self.mc_field,
+                                  self.consistency_field, self.device_field, self.apply_btn])
         self.lr_field.native.setDecimals(5)
+        self.time_field.native.setDecimals(0)  # whole seconds: "90.00" is clipped at 290 px
 
     def load(self, session) -> None:
         mc, tc, ic = session.model_config, session.train_config, session.inference_config
@@ -53,6 +60,7 @@ class SettingsForm(mw.Container):
         self.steps_field.value = tc.max_steps or 0
         self.lr_field.value = tc.lr
         self.mc_field.value = ic.mc_samples
+        self.consistency_field.value = tc.consistency_weight
         self.device_field.value = tc.device if tc.device in DEVICES else "auto"
 
     def configs(self, session) -> dict:
@@ -63,7 +71,8 @@ class SettingsForm(mw.Container):
                                                          depth=self.unet_depth.value),
             "train_config": session.train_config.replace(
                 patch_size=self.patch_field.value, time_budget_s=self.time_field.value or None,
-                max_steps=self.steps_field.value or None, lr=self.lr_field.value, device=device),
+                max_steps=self.steps_field.value or None, lr=self.lr_field.value, device=device,
+                consistency_weight=self.consistency_field.value),
             "inference_config": session.inference_config.replace(
                 mc_samples=self.mc_field.value, device=device),
         }

@@ -98,6 +98,11 @@ def test_two_object_classes_get_a_layer_each(make_napari_viewer, tmp_path, qtbot
         v.layers.selection.active = cells
         qtbot.mouseClick(w.objects.new_btn, Qt.MouseButton.LeftButton)
         assert cells.selected_label == 2 and v.layers.selection.active is cells
+        panel = w.measure_panel  # measures every class's objects, each with its class
+        with qtbot.waitSignal(panel.measured, timeout=30_000) as blocker:
+            panel.measure_btn.click()
+        assert blocker.args == [3]
+        assert sorted(r["class"] for r in panel.rows) == ["cell", "nucleus", "nucleus"]
         qtbot.mouseClick(w.review.submit_btn, Qt.MouseButton.LeftButton)
         project = w.session.project
         qtbot.waitUntil(lambda: project.load_instances(image_id) is not None, timeout=10_000)

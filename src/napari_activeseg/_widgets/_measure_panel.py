@@ -114,9 +114,10 @@ class MeasurePanel(QGroupBox):
         viewer = self._dock.viewer
         labels = (np.asarray(viewer.layers[ANNOTATION].data) if ANNOTATION in viewer.layers
                   else view.labels)
-        # an object class's layer of ids (objects mode): touching objects stay separate
-        objects = self._dock.objects.layer()
-        instances = None if objects is None else np.asarray(objects.data)
+        # the object classes' layers of ids (objects mode): touching objects stay separate
+        combined = self._dock.objects.combined(labels)
+        instances = None if combined is None else combined[0]
+        labels = labels if combined is None else combined[1]
         image, classes = view.image, session.project.classes
         pixel_size = project_pixel_size(session.project)
 

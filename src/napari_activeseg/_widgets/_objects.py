@@ -94,6 +94,26 @@ class ObjectsReview(QWidget):
         """The ids painted in each objects layer, by class name."""
         return {name: np.asarray(layer.data) for name, layer in self.layers().items()}
 
+    def combined(self, annotation: np.ndarray | None = None):
+        """``(ids, class map)`` of every objects layer at once (ids unique across classes;
+        the class map: ``annotation``'s "area" classes, each object its class), or None
+        without objects layers -- what the Measure panel measures."""
+        layers = self.instances()
+        if not layers:
+            return None
+        classes = self._dock.session.project.classes
+        shape = next(iter(layers.values())).shape
+        ids = np.zeros(shape, np.int64)
+        class_map = np.zeros(shape, np.uint16) if annotation is None or \
+            np.shape(annotation) != shape else np.asarray(annotation).astype(np.uint16)
+        objects = [classes.index(name) for name in layers]
+        class_map[np.isin(class_map, objects)] = 0
+        for (_, data), c in zip(layers.items(), objects, strict=True):
+            inside = data > 0
+            ids[inside] = data[inside].astype(np.int64) + int(ids.max(initial=0))
+            class_map[inside] = c
+        return ids, class_map
+
     # ------------------------------------------------------------------ show
     def open(self, view) -> None:
         """After a view is on screen: its objects, predicted off the GUI thread."""

@@ -57,6 +57,12 @@ def test_objects_edits_are_a_draft_that_survives_a_reopen(make_napari_viewer, tm
         project = w.session.project
         # saved by itself a moment after the last stroke (napari may be closed next)
         qtbot.waitUntil(lambda: project.drafts() == [image_id], timeout=10_000)
+        _paint(layer, np.s_[40:50, 40:50], 3)  # and at once another image is opened
+        other = next(r.id for r in project.images() if r.id != image_id)
+        w.open_image(other)
+        qtbot.waitUntil(lambda: w.current_id == other, timeout=30_000)
+        assert project.load_objects_draft(image_id)[0].max() == 3  # the last stroke kept
+        qtbot.waitUntil(lambda: not w.workers, timeout=30_000)  # its objects found
         w.close_project()
     finally:
         close_dock(w, qtbot)
@@ -67,14 +73,14 @@ def test_objects_edits_are_a_draft_that_survives_a_reopen(make_napari_viewer, tm
         qtbot.waitUntil(lambda: layer_name in w.viewer.layers, timeout=30_000)
         ids = np.asarray(w.viewer.layers[layer_name].data)
         a, b = ids[15, 15], ids[15, 25]
-        assert a > 0 and b > 0 and a != b and ids.max() == 2  # the draft's two objects
+        assert a > 0 and b > 0 and a != b and ids.max() == 3  # the draft's objects
         assert (ids[10:20, 10:20] == a).all() and (ids[10:20, 20:30] == b).all()
         qtbot.mouseClick(w.review.submit_btn, Qt.MouseButton.LeftButton)
         project = w.session.project
         qtbot.waitUntil(lambda: project.load_instances(image_id) is not None, timeout=10_000)
         assert project.drafts() == []  # Submit drops the draft
         stored, _ = project.load_instances(image_id)
-        assert stored.max() == 2 and stored[15, 15] != stored[15, 25]
+        assert stored.max() == 3 and stored[15, 15] != stored[15, 25]
         qtbot.waitUntil(lambda: w.current_id not in (None, image_id), timeout=60_000)
     finally:
         close_dock(w, qtbot)

@@ -117,7 +117,8 @@ class ObjectsReview(QWidget):
     # ------------------------------------------------------------------ show
     def open(self, view) -> None:
         """After a view is on screen: its objects, predicted off the GUI thread."""
-        self._draft_timer.stop()
+        if self._draft_timer.isActive():  # the last strokes on the image shown before
+            self.autosave()
         self.shown = {}
         self.setVisible(self.active)
         if not self.active or view is None or hasattr(view, "box"):  # no objects of a
@@ -211,17 +212,20 @@ class ObjectsReview(QWidget):
         self._draft_timer.start()  # saved once the user pauses
 
     def autosave(self) -> bool:
-        """Save the edited objects (every class) of the open image as its draft; True when
+        """Save the edited objects (every class) of the image shown as its draft; True when
         saved. Untouched objects are not saved; a failed save waits for the next edit or
-        the dock's autosave (a draft is a convenience)."""
+        the dock's autosave (a draft is a convenience). Once another image is open (its
+        layers replaced the annotation and scribbles), the objects alone are saved."""
         self._draft_timer.stop()
-        session, view = self._dock.session, self._dock.current_view
-        if session is None or view is None or session.project.read_only or \
-                not self.shown or not self.is_edited() or \
-                next(iter(self.shown.values())).image_id != view.image_id:
+        session = self._dock.session
+        if session is None or session.project.read_only or not self.shown or \
+                not self.is_edited():
             return False
+        image_id, view = next(iter(self.shown.values())).image_id, self._dock.current_view
+        same = view is not None and view.image_id == image_id and not hasattr(view, "box")
         try:
-            session.save_objects_draft(view.image_id, self.instances(), **self._inputs())
+            session.save_objects_draft(image_id, self.instances(),
+                                       **(self._inputs() if same else {}))
         except (ValueError, OSError):
             return False
         return True

@@ -14,6 +14,6 @@ def suggest(w, qtbot) -> int:
 def close_dock(w, qtbot) -> None:
     """Stop the dock's work, wait for its workers, close its project."""
     w.cancel()
-    qtbot.waitUntil(lambda: not w.workers, timeout=20_000)
+    qtbot.waitUntil(lambda: not w.workers, timeout=60_000)  # a loaded 2-core CI
     if w.session is not None:
         w.session.project.close()

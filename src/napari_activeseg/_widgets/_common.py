@@ -77,9 +77,22 @@ def warm_up_torch() -> None:
             Shapes([np.array([[0.0, 0.0], [4.0, 4.0]])], shape_type="rectangle")
         except Exception:  # noqa: BLE001, S110 - only a warm-up (another napari may differ)
             pass
+        freeze_long_lived()
         WARM_UP_DONE.set()
 
     threading.Thread(target=run, name="activeseg-warm-up", daemon=True).start()
+
+
+def freeze_long_lived() -> None:
+    """Exempt what napari, Qt and torch have built so far from Python's cyclic garbage
+    collector (:func:`gc.freeze`). A full collection walks every tracked object holding the
+    GIL: with napari and torch loaded that is millions of objects, and each pass held the
+    viewer ~0.5-1 s while a worker read TIFFs or scored the pool (benchmarks/gui_stall.py,
+    py-spy --gil). Frozen objects are never collected as cycles; they are modules, classes
+    and the viewer's own widgets, which live as long as the process anyway."""
+    import gc
+
+    gc.freeze()
 
 
 def stop_session(session_ref: weakref.ref, workers: list) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_activeseg._widgets import ActiveSegWidget
-from napari_activeseg._widgets._main import ANNOTATION, SCRIBBLES
+from napari_activeseg._widgets._main import ANNOTATION, SCRIBBLES, UNCERTAINTY
 from napari_activeseg.core.config import ModelConfig
 from napari_activeseg.core.project import Project
 
@@ -67,3 +67,12 @@ def test_an_image_of_another_shape_reuses_the_layers(widget, qtbot):
     assert v.layers["image"].metadata["activeseg_name"] == "b"
     assert v.scene.camera.zoom != pytest.approx(7.5)  # another image: the view is reset to it
     assert v.layers[ANNOTATION].selected_label == 1
+
+
+def test_before_a_model_the_uncertainty_layer_waits_hidden(widget, qtbot):
+    w, v = widget, widget.viewer
+    _open(w, qtbot, "a")
+    unc = v.layers[UNCERTAINTY]
+    assert not unc.visible and not np.asarray(unc.data).any()
+    _open(w, qtbot, "b")
+    assert v.layers[UNCERTAINTY] is unc and unc.data.shape == (80, 112) and not unc.visible

@@ -82,7 +82,8 @@ def test_whole_loop(widget, qtbot):
     assert summary.saved and w.session.model_version == summary.model_version
     assert summary.result.steps == TINY_TRAIN.max_steps
     # the open image got a prediction from the new model, and an uncertainty layer
-    assert UNCERTAINTY in v.layers
+    assert UNCERTAINTY in v.layers and v.layers[UNCERTAINTY].visible
+    assert v.layers[UNCERTAINTY].data.any()
     assert w.current_id == third
     fresh = w.session.predict(third)
     pre = w.current_view.prediction

@@ -124,11 +124,16 @@ def show_view(viewer, view, colors: Sequence[str], *, veil: bool) -> None:
     pred = view.prediction
     unc = next(iter(pred.uncertainty.values())) if pred is not None and pred.uncertainty \
         else None
-    if unc is not None:
-        _put(viewer, UNCERTAINTY, unc, lambda d: viewer.add_image(
-            d, name=UNCERTAINTY, colormap="inferno", blending="additive", opacity=0.6))
-    elif UNCERTAINTY in viewer.layers:
-        viewer.layers.remove(UNCERTAINTY)
+    # before the first model the uncertainty layer is there, hidden and empty: adding it when
+    # the first model arrives held the viewer ~0.6 s while the pool was being re-scored
+    placeholder = unc is None
+    shown = np.zeros(view.image.shape[:2], np.float32) if placeholder else unc
+    _put(viewer, UNCERTAINTY, shown, lambda d: viewer.add_image(
+        d, name=UNCERTAINTY, colormap="inferno", blending="additive", opacity=0.6))
+    layer = viewer.layers[UNCERTAINTY]
+    if placeholder != bool(layer.metadata.get("activeseg_placeholder")):
+        layer.visible = not placeholder  # a layer the user hid stays hidden
+        layer.metadata["activeseg_placeholder"] = placeholder
     labels = view.labels.copy()
     _put(viewer, ANNOTATION, labels, lambda d: viewer.add_labels(
         d, name=ANNOTATION, colormap=class_colormap(colors), opacity=0.6))

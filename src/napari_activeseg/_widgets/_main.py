@@ -464,7 +464,8 @@ class ActiveSegWidget(QWidget):
             self.objects.autosave()
             return
         view = self.current_view
-        if self.session is None or view is None or self.session.project.read_only or \
+        if self.session is None or view is None or self.session.project.closed or \
+                self.session.project.read_only or \
                 is_region(view) or ANNOTATION not in self.viewer.layers or \
                 not is_edited(self.viewer, view):
             return

@@ -75,7 +75,9 @@ class ObjectsReview(QWidget):
     def active(self) -> bool:
         """Whether the open project has a class in "objects" mode."""
         session = self._dock.session
-        return session is not None and bool(session.project.object_classes)
+        # a timer may fire after the project was closed (the viewer closing): not active then
+        return session is not None and not session.project.closed and \
+            bool(session.project.object_classes)
 
     def layers(self) -> dict:
         """The objects layers on the canvas, by class name."""
@@ -218,8 +220,8 @@ class ObjectsReview(QWidget):
         layers replaced the annotation and scribbles), the objects alone are saved."""
         self._draft_timer.stop()
         session = self._dock.session
-        if session is None or session.project.read_only or not self.shown or \
-                not self.is_edited():
+        if session is None or session.project.closed or session.project.read_only or \
+                not self.shown or not self.is_edited():
             return False
         image_id, view = next(iter(self.shown.values())).image_id, self._dock.current_view
         same = view is not None and view.image_id == image_id and not hasattr(view, "box")

@@ -146,7 +146,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             pattern=args.pattern, recursive=args.recursive, device=args.device,
             uncertainty=_map_list(args.maps) if args.uncertainty else None,
             probabilities=args.probabilities, channel_axis=args.channel_axis,
-            scheduler=args.scheduler, progress=_progress_printer(),
+            scheduler=args.scheduler, large_image_pixels=args.large_image_pixels,
+            progress=_progress_printer(),
         )
     except ImportError as err:  # without the [bioimageio] or [cluster] extra: what to install
         raise ValueError(str(err)) from err
@@ -376,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--scheduler", default=None, metavar="ADDRESS",
                          help="predict on a Dask cluster: its scheduler, e.g. tcp://host:8786 "
                               "(needs the [cluster] extra)")
+    predict.add_argument("--large-image-pixels", type=int, default=None, metavar="N",
+                         help="images of more pixels are read lazily and predicted strip by "
+                              "strip, written as tiled TIFFs (default: the project's setting, "
+                              "else 4096x4096)")
     predict.set_defaults(func=_cmd_predict)
     export = sub.add_parser(
         "export", help="export labels, predictions, the model and provenance",

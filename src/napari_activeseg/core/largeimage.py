@@ -8,24 +8,29 @@ from the same strided subsample :func:`.imageio.normalize_image` looks at and th
 the same sample :func:`.preprocess.background_level` looks at, and the arithmetic is the same, so
 a block equals the same rows of :func:`.preprocess.prepare_image`'s output exactly.
 :func:`display_levels` gives the viewer a multiscale pyramid: the file's own levels (pyramidal
-OME-TIFF or OME-Zarr), else lazily strided ones.
+OME-TIFF or OME-Zarr), else lazily strided ones. :class:`TiledTiffWriter` writes an output of
+such an image (labels, a map, a probability stack) as a tiled TIFF band of rows by band of rows.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path
 from .imageio import channel_scale, percentile_step, scale_rows
 from .omezarr import is_zarr, open_ome_zarr
 from .preprocess import LEVEL_SAMPLE_PIXELS, channels_convertible, inverts
 from .validation import check_positive
 
-__all__ = ["LARGE_IMAGE_PIXELS", "LARGE_SETTING", "LazyPrepared", "display_levels",
-           "is_large", "large_threshold", "open_lazy"]
+__all__ = ["LARGE_IMAGE_PIXELS", "LARGE_SETTING", "LazyPrepared", "TiledTiffWriter",
+           "display_levels", "is_large", "large_threshold", "open_if_large", "open_lazy"]
 
 #: Images with more pixels than this are read lazily and scored tile by tile (4096 x 4096).
 LARGE_IMAGE_PIXELS = 4096 * 4096
@@ -91,6 +96,21 @@ def open_lazy(path: str | os.PathLike, channel_axis: int | None = None) -> Any:
     ``channel_axis`` (as stored) overrides the file's own (its samples or C axis)."""
     levels, axis = _levels(path)
     return _channels_last(levels[0], axis if channel_axis is None else channel_axis)
+
+
+def open_if_large(path: str | os.PathLike, channel_axis: int | None = None,
+                  threshold: int = LARGE_IMAGE_PIXELS) -> Any:
+    """The lazy image (:func:`open_lazy`) of a TIFF or OME-Zarr of more than `threshold`
+    pixels; None for a smaller one, another format, or a file that does not open lazily (read
+    it whole: :func:`.imageio.read_image` says what is wrong with it)."""
+    path = Path(path)
+    if not (is_zarr(path) or path.suffix.lower() in (".tif", ".tiff")):
+        return None
+    try:
+        lazy = open_lazy(path, channel_axis)
+    except (ValueError, OSError):
+        return None
+    return lazy if is_large(lazy.shape, threshold) else None
 
 
 def _channels_last(array: Any, axis: int | None) -> Any:
@@ -228,3 +248,149 @@ class Overview:
         k = means.shape[0] - 1
         labels = means[1:].argmax(axis=0).astype(np.uint8 if k <= 256 else np.uint16)
         return means[0].astype(np.float32), labels
+
+
+_END, _ABORT = object(), object()
+
+
+class _Aborted(Exception):
+    """Raised inside tifffile's write to abandon the file."""
+
+
+class TiledTiffWriter:
+    """A tiled, zlib-compressed TIFF written band of rows by band of rows, never held whole.
+
+    tifffile writes tiles from an iterator, so a background thread runs its ``imwrite`` on the
+    tile rows :meth:`add` hands it through a short queue. A ``(K, H, W)`` stack (K grey pages,
+    as the small-image path writes probabilities) is written page after page: page 0 as its rows
+    come, pages 1.. spooled uncompressed to a hidden temporary file beside the output and read
+    back a tile row at a time once the last row came. The file appears under its name when
+    complete (:func:`.atomic.atomic_path`); :meth:`abort` -- or leaving a ``with`` block by an
+    exception -- removes what was written.
+
+    Parameters
+    ----------
+    path : path
+    shape : (H, W) or (K, H, W)
+    dtype : numpy dtype
+    tile : int
+        Tile side (a multiple of 16).
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, *,
+                 tile: int = 256) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) not in (2, 3):
+            raise ValueError(f"A tiled TIFF is (H, W) or (K, H, W), not {self.shape}.")
+        self.dtype = np.dtype(dtype)
+        self._pages, self._tile = (1 if len(self.shape) == 2 else self.shape[0]), int(tile)
+        self._rows = 0  # rows received
+        self._pending: list[np.ndarray] = []  # page-0 rows short of a full tile row
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._spools = []
+        for _ in range(self._pages - 1):
+            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                        suffix=".spool.tmp")
+            self._spools.append((os.fdopen(fd, "w+b"), Path(name)))
+        self._thread = threading.Thread(target=self._write, daemon=True,
+                                        name=f"tiff-writer {self.path.name}")
+        self._thread.start()
+
+    def __enter__(self) -> TiledTiffWriter:  # noqa: PYI034 - Python 3.10 has no Self
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def add(self, rows: np.ndarray) -> None:
+        """The next rows, top to bottom: ``(n, W)``, or ``(K, n, W)`` for a stack."""
+        rows = np.asarray(rows)
+        rows = rows[None] if rows.ndim == 2 else rows
+        h, w = self.shape[-2:]
+        if rows.shape[0] != self._pages or rows.shape[2] != w or self._rows + rows.shape[1] > h:
+            raise ValueError(f"Rows of shape {rows.shape} do not continue {self.path.name} "
+                             f"{self.shape} at row {self._rows}.")
+        rows = rows.astype(self.dtype, copy=False)
+        for page, (fh, _) in zip(rows[1:], self._spools, strict=True):
+            page.tofile(fh)
+        self._pending.append(rows[0])
+        self._rows += rows.shape[1]
+        pending = sum(r.shape[0] for r in self._pending)
+        while pending >= self._tile or (pending and self._rows == h):
+            band = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._put(band[:self._tile])
+            self._pending = [band[self._tile:]] if band.shape[0] > self._tile else []
+            pending = max(0, band.shape[0] - self._tile)
+
+    def close(self) -> Path:
+        """Finish the file (every row must have come) and return its path."""
+        if self._rows != self.shape[-2]:
+            self.abort()
+            raise ValueError(f"{self.path.name}: {self._rows} of {self.shape[-2]} rows came; "
+                             "the file was not written.")
+        for fh, _ in self._spools:
+            fh.flush()
+        self._put(_END)
+        self._finish()
+        if self._error is not None:
+            raise self._error
+        return self.path
+
+    def abort(self) -> None:
+        """Stop and remove what was written."""
+        if self._thread.is_alive():
+            self._put(_ABORT, check=False)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._thread.join()
+        for fh, name in self._spools:
+            fh.close()
+            name.unlink(missing_ok=True)
+
+    def _put(self, item: Any, check: bool = True) -> None:
+        """Queue an item for the writer, noticing when the writer died (a full disk)."""
+        while True:
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    if check and self._error is not None:
+                        raise self._error from None
+                    return
+
+    def _write(self) -> None:
+        import tifffile
+
+        try:
+            with atomic_path(self.path) as tmp:
+                tifffile.imwrite(tmp, self._tiles(), shape=self.shape, dtype=self.dtype,
+                                 tile=(self._tile, self._tile), compression="zlib",
+                                 photometric="minisblack", maxworkers=1)
+        except _Aborted:
+            pass
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            self._error = err
+
+    def _tiles(self):
+        """Every tile, page by page, row-major (what tifffile reads from the iterator)."""
+        while (band := self._queue.get()) is not _END:
+            if band is _ABORT:
+                raise _Aborted
+            yield from self._cut(band)
+        h, w = self.shape[-2:]
+        for fh, _ in self._spools:
+            fh.seek(0)
+            for y0 in range(0, h, self._tile):
+                n = min(self._tile, h - y0)
+                yield from self._cut(np.fromfile(fh, self.dtype, n * w).reshape(n, w))
+
+    def _cut(self, band: np.ndarray):
+        for x0 in range(0, band.shape[1], self._tile):
+            yield np.ascontiguousarray(band[:, x0:x0 + self._tile])

@@ -2,7 +2,10 @@
 
 :func:`predict_folder_iter` reads each image, prepares it as the training images were, predicts
 it and writes its labels (and maps, probabilities) under its path relative to the input folder,
-and ``predict.json`` (project, model version, settings, per-file outputs and failures).
+and ``predict.json`` (project, model version, settings, per-file outputs and failures). An image
+over ``large_image_pixels`` is read lazily and predicted strip by strip
+(:func:`.inference.predict_rows`), its outputs written as tiled TIFFs a tile row at a time
+(:class:`.largeimage.TiledTiffWriter`): its probability maps never exist whole.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,19 @@ from ..cluster import PortableModel, check_scheduler, map_images
 from ..config import InferenceConfig, ModelConfig
 from ..device import choose_device
 from ..imageio import list_images, read_image
+from ..inference import TileProgress, predict_rows
+from ..largeimage import (
+    LARGE_IMAGE_PIXELS,
+    LARGE_SETTING,
+    LazyPrepared,
+    TiledTiffWriter,
+    is_large,
+    large_threshold,
+    open_if_large,
+)
 from ..progress import run_to_end
 from ..project import Project
+from ..validation import check_positive
 from .bioimageio_run import is_bioimageio_source
 from .common import decided_config, opened, output_folder
 from .predicting import (
@@ -33,6 +48,7 @@ from .predicting import (
     inference_config,
     predict_image,
     predict_prepared,
+    prepared,
     write_prediction,
 )
 from .records import ExportProgress, ExportResult
@@ -65,6 +81,7 @@ def predict_folder_iter(
     probabilities: bool = False,
     channel_axis: int | None = None,
     scheduler: Any = None,
+    large_image_pixels: int | None = None,
 ) -> Generator[ExportProgress, None, ExportResult]:
     """Apply a project's model to a folder of new images.
 
@@ -74,6 +91,14 @@ def predict_folder_iter(
     Writes ``<name>_labels.tif`` (sub-folders kept with `recursive`), ``<name>_<map>.tif`` per
     `uncertainty` map, ``<name>_probs.tif`` if `probabilities`, and ``predict.json`` (project,
     model version, settings, per-file outputs and failures).
+
+    An image of more than `large_image_pixels` is never held whole: a TIFF or OME-Zarr is read
+    lazily, prepared a strip at a time (:class:`.largeimage.LazyPrepared`) and predicted strip
+    by strip (:func:`.inference.predict_rows`: the same tiles, batches and blending, so the same
+    labels), and its outputs are written as tiled (256 px), zlib-compressed TIFFs of the same
+    names, dtypes and layout a tile row at a time. A bioimage.io package refuses such an image
+    (its preprocessing takes statistics of every pixel). With `scheduler`, every image is still
+    read and predicted whole (a task per image): large ones need the memory for it.
 
     Parameters
     ----------
@@ -94,6 +119,9 @@ def predict_folder_iter(
         A Dask scheduler (``tcp://host:8786``): each image is predicted by one task on its
         workers (the same labels as here), read and written here, as the results arrive;
         no tile progress. A project's model only.
+    large_image_pixels : int, optional
+        Images with more pixels are predicted strip by strip (default: the project's
+        ``large_image_pixels`` setting, else 4096 x 4096).
 
     Yields
     ------
@@ -124,6 +152,9 @@ def predict_folder_iter(
     if not paths:
         raise ValueError(f"No images to predict in {str(folder)!r} (only the output folder "
                          "matched).")
+    if large_image_pixels is not None:
+        large_image_pixels = int(check_positive(large_image_pixels, name=LARGE_SETTING,
+                                                integer=True))
     settings = {"input_dir": str(folder), "pattern": pattern, "recursive": recursive,
                 "device": str(choose_device(device)), "uncertainty": list(maps),
                 "probabilities": probabilities}
@@ -137,13 +168,20 @@ def predict_folder_iter(
         from .bioimageio_run import open_package
 
         package = open_package(project_or_path, device=device)
+        run.set_large(large_image_pixels or LARGE_IMAGE_PIXELS)
 
-        def predict_package(raw, **progress):
-            return predict_prepared(package.model, package.prepare(raw), mode="single",
-                                    maps=maps, config=package.inference, **progress)
+        def refuse(raw):
+            h, w = raw.shape[:2]
+            raise ValueError(
+                f"The image is {h} x {w} pixels, over {LARGE_SETTING} ({run.large}): a "
+                "bioimage.io package predicts an image whole (its preprocessing takes "
+                "statistics of every pixel), which would not fit in memory. Predict it with "
+                "the project instead (activeseg predict PROJECT ...: strip by strip), split it, "
+                "or raise --large-image-pixels if it fits.")
 
         return (yield from run.go(
-            package.version, predict_package,
+            package.version, _Predictor(package.model, package.inference, package.prepare,
+                                        refuse),
             {"package": str(package.source), "package_name": package.name,
              "preprocessing": [{"id": i, "kwargs": k} for i, k in package.preprocessing],
              "classes": package.classes}))
@@ -151,17 +189,17 @@ def predict_folder_iter(
         config = inference_config(proj, device)
         model, meta = proj.load_unet(version)
         cfg: ModelConfig = decided_config(model.config, proj)
-
-        def predict_one(raw, **progress):
-            return predict_image(model, raw, cfg, mode="single", maps=maps, config=config,
-                                 **progress)
-
+        run.set_large(large_image_pixels or large_threshold(proj))
+        predictor = _Predictor(
+            model, config, partial(prepared, cfg=cfg),
+            partial(LazyPrepared, polarity=cfg.polarity, polarity_margin=cfg.polarity_margin,
+                    channels=cfg.in_channels))
         about = {"project": str(proj.folder), "polarity": cfg.polarity,
                  "polarity_margin": cfg.polarity_margin,
                  "classes": meta.get("classes") or proj.classes}
         if scheduler is not None:
             run.remote = (scheduler, FolderTask(PortableModel(model), cfg, maps, config))
-        return (yield from run.go(meta["version"], predict_one, about))
+        return (yield from run.go(meta["version"], predictor, about))
 
 
 @dataclass(frozen=True)
@@ -188,8 +226,32 @@ def predict_raw(item: tuple[int, np.ndarray | str], *, task: FolderTask) -> Any:
         return str(err)
 
 
+@dataclass(frozen=True)
+class _Predictor:
+    """How a run predicts: the network and its settings, the raw pixels made its input whole
+    (``(C, H, W)``), and a large image's as a source of prepared rows (or a ValueError)."""
+
+    model: Any
+    inference: InferenceConfig
+    prepare: Callable[[np.ndarray], np.ndarray]
+    rows: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A large image's outputs, written as its strips were predicted."""
+
+    files: list[Path]
+    shape: tuple[int, int]
+
+
+def _tiles_record(tiles: TileProgress, *, name, done, total, t0) -> ExportProgress:
+    return ExportProgress(done, total, name, "tiles", seconds=time.perf_counter() - t0,
+                          tiles_done=tiles.done, tiles_total=tiles.total)
+
+
 class _Run:
-    """One folder predicted: each file read, predicted by a callable, written; the manifest."""
+    """One folder predicted: each file read, predicted, written; the manifest."""
 
     def __init__(self, paths: list[Path], folder: Path, out_path: Path, maps: tuple[str, ...],
                  probabilities: bool, channel_axis: int | None, settings: dict[str, Any]):
@@ -197,49 +259,98 @@ class _Run:
         self.maps, self.probabilities, self.channel_axis = maps, probabilities, channel_axis
         self.settings = settings
         self.remote: tuple[Any, FolderTask] | None = None  # (scheduler, task) or here
+        self.large = LARGE_IMAGE_PIXELS
+        self._targets: list[Path] = []  # per file: its output folder / stem
 
-    def _read(self, n: int) -> np.ndarray | str:
-        """File ``n``'s pixels (channels last), or why it cannot be read."""
+    def set_large(self, threshold: int) -> None:
+        """Images of more pixels are read lazily and predicted strip by strip."""
+        self.large = int(threshold)
+        self.settings[LARGE_SETTING] = self.large
+
+    def _read(self, n: int, lazy: bool = True) -> Any:
+        """File ``n``'s pixels (channels last; lazily when large), or why it cannot be read."""
         try:
-            return read_image(self.paths[n], channel_axis=self.channel_axis)
+            image = open_if_large(self.paths[n], self.channel_axis, self.large) if lazy else None
+            return read_image(self.paths[n], channel_axis=self.channel_axis) \
+                if image is None else image
         except (ValueError, OSError) as err:
             return str(err)
 
-    def _here(self, predict_one: Callable[..., Any], t0: float) -> Generator[Any, None, None]:
-        """Tile progress records, and ``(index, Prediction or reason)`` per file, in order."""
+    def _here(self, predictor: _Predictor, t0: float) -> Generator[Any, None, None]:
+        """Tile progress records, and ``(index, Prediction, _Written or reason)`` per file, in
+        order."""
         for n, path in enumerate(self.paths):
             pred = self._read(n)
             if not isinstance(pred, str):
-                name = path.relative_to(self.folder).as_posix()
+                progress = {"name": path.relative_to(self.folder).as_posix(), "done": n,
+                            "total": len(self.paths), "t0": t0}
                 try:
-                    pred = yield from predict_one(pred, name=name, done=n,
-                                                  total=len(self.paths), t0=t0)
+                    if is_large(pred.shape, self.large):
+                        pred = yield from self._strips(predictor, pred, self._targets[n],
+                                                       progress)
+                    else:
+                        pred = yield from predict_prepared(
+                            predictor.model, predictor.prepare(pred), mode="single",
+                            maps=self.maps, config=predictor.inference, **progress)
                 except (ValueError, OSError) as err:
                     pred = str(err)
             yield n, pred
+
+    def _strips(self, predictor: _Predictor, raw: Any, target: Path,
+                progress: dict[str, Any]) -> Generator[ExportProgress, None, _Written]:
+        """A large image predicted strip by strip, each strip's rows written as they come."""
+        source = predictor.rows(raw)
+        _, h, w = (int(v) for v in source.shape)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        files: list[Path] = []
+        with ExitStack() as stack:
+            writers: list[TiledTiffWriter] = []
+            for item in predict_rows(predictor.model, source, mode="single", maps=self.maps,
+                                     config=predictor.inference):
+                if isinstance(item, TileProgress):
+                    yield _tiles_record(item, **progress)
+                    continue
+                k = item.probs.shape[0]
+                if not writers:  # the class count comes with the first band
+                    labels_dtype = np.uint8 if k <= 256 else np.uint16
+                    outputs = [("labels", (h, w), labels_dtype)]
+                    if self.probabilities:
+                        outputs.append(("probs", (k, h, w), np.float32))
+                    outputs += [(m, (h, w), np.float32) for m in self.maps]
+                    for suffix, shape, dtype in outputs:
+                        files.append(target.parent / f"{target.name}_{suffix}.tif")
+                        writers.append(stack.enter_context(
+                            TiledTiffWriter(files[-1], shape, dtype)))
+                bands = [item.probs.argmax(axis=0).astype(labels_dtype)]
+                if self.probabilities:
+                    bands.append(item.probs)
+                bands += [item.maps[m] for m in self.maps]
+                for writer, band in zip(writers, bands, strict=True):
+                    writer.add(band)
+        return _Written(files, (h, w))
 
     def _on_cluster(self) -> Generator[Any, None, None]:
         """``(index, Prediction or reason)`` per file as the cluster's tasks finish."""
         assert self.remote is not None
         scheduler, task = self.remote
-        items = ((n, self._read(n)) for n in range(len(self.paths)))
+        items = ((n, self._read(n, lazy=False)) for n in range(len(self.paths)))
         with closing(map_images(predict_raw, items, scheduler=scheduler,
                                 key=lambda item: item[0], shared={"task": task})) as runs:
             for (n, _), pred in runs:
                 yield n, pred
 
-    def go(self, version: str | None, predict_one: Callable[..., Any],
+    def go(self, version: str | None, predictor: _Predictor,
            about: dict[str, Any]) -> Generator[ExportProgress, None, ExportResult]:
-        """`predict_one(raw, name=, done=, total=, t0=)`: a generator of ExportProgress records
-        that returns the Prediction."""
+        """Predict every file (here with `predictor`, or on the cluster), write, record."""
         out = output_folder(self.out_path)
         result = ExportResult(out, version)
         stems = _output_stems(self.paths, self.folder)
+        self._targets = [out / s for s in stems]
         t0 = time.perf_counter()
         total = len(self.paths)
         rows: dict[int, dict[str, Any]] = {}
         t_image = t0
-        source = self._on_cluster() if self.remote else self._here(predict_one, t0)
+        source = self._on_cluster() if self.remote else self._here(predictor, t0)
         try:
             for record in source:
                 if isinstance(record, ExportProgress):  # tile progress
@@ -249,7 +360,10 @@ class _Run:
                 n = len(rows) + 1
                 name = self.paths[i].relative_to(self.folder).as_posix()
                 reason = pred if isinstance(pred, str) else None
-                if reason is None:
+                if isinstance(pred, _Written):
+                    files, shape = pred.files, pred.shape
+                elif reason is None:
+                    shape = pred.labels.shape
                     try:
                         target = out / stems[i]
                         target.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +382,7 @@ class _Run:
                 result.written[name] = files
                 rows[i] = {"input": name, "status": "written",
                            "outputs": [p.relative_to(out).as_posix() for p in files],
-                           "shape": list(pred.labels.shape),
+                           "shape": list(shape),
                            "seconds": round(time.perf_counter() - t_image, 3)}
                 t_image = time.perf_counter()
                 yield ExportProgress(n, total, name, outputs=tuple(files),

@@ -21,6 +21,17 @@ from qtpy.QtWidgets import (
 from ._common import notify
 
 
+def set_progress(bar: QProgressBar, value: int) -> None:
+    """``bar.setValue(value)`` without its synchronous repaint: QProgressBar repaints at once
+    on every change, and with napari's OpenGL canvas in the window that composes the whole
+    window there and then; an ordinary update is coalesced into the next paint."""
+    bar.setUpdatesEnabled(False)
+    try:
+        bar.setValue(value)
+    finally:
+        bar.setUpdatesEnabled(True)  # schedules the (asynchronous) repaint
+
+
 class TrainPanel(QGroupBox):
     """Shows a round's progress records; keeps the round's history for the plot."""
 
@@ -56,7 +67,7 @@ class TrainPanel(QGroupBox):
         self.continuous_status.setWordWrap(True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
-        self.progress.setValue(0)
+        set_progress(self.progress, 0)
         self.progress_label = QLabel("")
         self.progress_label.setWordWrap(True)
         for w in (self.continuous_status, self.progress, self.progress_label):
@@ -71,7 +82,7 @@ class TrainPanel(QGroupBox):
     def start_round(self) -> None:
         self.history = []
         self.plot.clear()
-        self.progress.setValue(0)
+        set_progress(self.progress, 0)
         self.progress_label.setText("Training…")
 
     def show_session(self, session) -> None:
@@ -82,7 +93,7 @@ class TrainPanel(QGroupBox):
 
     def show_progress(self, rec) -> None:
         """One training progress record (its warning, if any, as a notification)."""
-        self.progress.setValue(int(1000 * rec.fraction))
+        set_progress(self.progress, int(1000 * rec.fraction))
         eta = "" if rec.eta_s is None else f", {rec.eta_s:.0f} s left"
         val = "" if rec.best_val_dice is None else f", val Dice {rec.best_val_dice:.3f}"
         self.progress_label.setText(f"step {rec.step}, loss {rec.loss_smooth:.3f}{val}{eta} "
@@ -110,7 +121,7 @@ class TrainPanel(QGroupBox):
         elif not summary.saved:
             self.progress_label.setText("Cancelled: the last good model is kept.")
         else:
-            self.progress.setValue(1000)
+            set_progress(self.progress, 1000)
             res = summary.result
             val = "" if res.best_val_dice is None else \
                 f", validation Dice {res.best_val_dice:.3f}"
@@ -119,7 +130,7 @@ class TrainPanel(QGroupBox):
                                         f"{val}.")
 
     def show_scoring(self, p) -> None:
-        self.progress.setValue(int(1000 * p.done / max(p.total, 1)))
+        set_progress(self.progress, int(1000 * p.done / max(p.total, 1)))
         self.progress_label.setText(p.message or f"Scoring the pool: {p.done}/{p.total}")
 
     def set_state(self, *, can_train: bool, busy: bool) -> None:

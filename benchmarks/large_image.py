@@ -10,9 +10,14 @@ per-window scores and a display overview are kept. The child reports its peak re
 (``ru_maxrss``), the wall time of the scoring pass, the number of windows and the
 ``OMP_NUM_THREADS`` it ran with.
 
+``--predict`` measures ``activeseg predict`` instead: a project with the same untrained default
+model predicts the folder holding the image (:func:`~napari_activeseg.core.export.predict_folder`,
+labels and the entropy map): read lazily, predicted strip by strip, written as tiled TIFFs a tile
+row at a time; the child reports its peak resident set, the wall time and the outputs' sizes.
+
 Prints one JSON line. Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/large_image.py [--side 20000] [--limit-s 600]
+    OMP_NUM_THREADS=1 python benchmarks/large_image.py [--side 20000] [--limit-s 600] [--predict]
 """
 
 from __future__ import annotations
@@ -102,6 +107,39 @@ def child(path: str, folder: str, threshold: int = LARGE_IMAGE_PIXELS,
     return result
 
 
+def predict_child(path: str, folder: str, threshold: int = LARGE_IMAGE_PIXELS) -> dict:
+    """``activeseg predict`` of the folder holding `path` with an untrained default model, in
+    its own process (its own ru_maxrss)."""
+    import resource
+
+    from napari_activeseg.core.config import ModelConfig
+    from napari_activeseg.core.export import predict_folder
+    from napari_activeseg.core.model import UNet
+    from napari_activeseg.core.project import Project
+
+    config = ModelConfig(polarity="none")
+    with Project.create(Path(folder) / "project", arrays={"seed": np.zeros((64, 64), np.uint8)},
+                        classes=("background", "object"),
+                        settings={LARGE_SETTING: int(threshold)}) as project:
+        project.save_model(UNet(config).state_dict(), config)
+    image = Path(path)
+    tiles = [0]
+    t0 = time.perf_counter()
+    result = predict_folder(Path(folder) / "project", image.parent, Path(folder) / "out",
+                            pattern=image.name, uncertainty="entropy", device="cpu",
+                            progress=lambda r: tiles.__setitem__(0, r.tiles_total or tiles[0]))
+    predict_s = time.perf_counter() - t0
+    if result.failed:
+        raise SystemExit(f"Prediction failed: {result.failed}")
+    files = result.files
+    return {
+        "predict_s": round(predict_s, 1), "tiles_total": tiles[0],
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "outputs_mib": {p.name: round(p.stat().st_size / 2 ** 20) for p in files},
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "(unset)"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--side", type=int, default=20000)
@@ -110,24 +148,34 @@ def main() -> None:
                         help="large_image_pixels (default 4096^2)")
     parser.add_argument("--limit-s", type=float, default=0.0,
                         help="stop the scoring pass after this many seconds (0: run it all)")
+    parser.add_argument("--predict", action="store_true",
+                        help="measure activeseg predict of the image instead of pool scoring")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--predict-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.predict_child:
+        path, folder, threshold = args.predict_child
+        print(json.dumps(predict_child(path, folder, int(threshold))))
+        return
     if args.child:
         path, folder, threshold, limit = args.child
         print(json.dumps(child(path, folder, int(threshold), float(limit))))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(args.image) if args.image else Path(tmp) / "large.tif"
+        path = Path(args.image) if args.image else Path(tmp) / "in" / "large.tif"
         t0 = time.perf_counter()
         if not args.image:
+            path.parent.mkdir()
             write_image(path, args.side)
         write_s = time.perf_counter() - t0
-        out = subprocess.run([sys.executable, __file__, "--child", str(path),
-                              str(Path(tmp) / "project"), str(args.threshold),
-                              str(args.limit_s)],
+        command = ["--predict-child", str(path), tmp, str(args.threshold)] if args.predict \
+            else ["--child", str(path), str(Path(tmp) / "project"), str(args.threshold),
+                  str(args.limit_s)]
+        out = subprocess.run([sys.executable, __file__, *command],
                              capture_output=True, text=True, check=False)
         if out.returncode:
-            raise SystemExit(f"The scoring process failed:\n{out.stderr}")
+            raise SystemExit(f"The {'prediction' if args.predict else 'scoring'} process "
+                             f"failed:\n{out.stderr}")
         result = json.loads(out.stdout.strip().splitlines()[-1])
         result.update(side=args.side, file_mib=round(path.stat().st_size / 2 ** 20),
                       write_s=round(write_s, 1), load=os.getloadavg())

@@ -14,6 +14,19 @@ def suggest(w, qtbot) -> int:
 def close_dock(w, qtbot) -> None:
     """Stop the dock's work, wait for its workers, close its project."""
     w.cancel()
-    qtbot.waitUntil(lambda: not w.workers, timeout=60_000)  # a loaded 2-core CI
+    try:
+        qtbot.waitUntil(lambda: not w.workers, timeout=60_000)  # a loaded 2-core CI
+    except Exception as exc:
+        import faulthandler
+        import sys
+
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
+        running = [getattr(x, "activeseg_desc", repr(x)) for x in w.workers]
+        from qtpy.QtCore import QThreadPool
+
+        pool = QThreadPool.globalInstance()
+        raise AssertionError(f"workers still running after cancel: {running}; thread pool "
+                             f"{pool.activeThreadCount()}/{pool.maxThreadCount()} "
+                             "active") from exc
     if w.session is not None:
         w.session.project.close()

@@ -82,6 +82,7 @@ class Jobs:
         # no napari progress bar: it has no total to show (the terminal printed "Training
         # U-Net: 0it [01:18, ?it/s]"); the dock's own bar and status line show the progress
         worker = create_worker(run)
+        worker.activeseg_desc = desc  # what it is doing (said when one does not stop)
         if on_yield is not None:
             worker.yielded.connect(self.guard(on_yield))
         worker.returned.connect(self.guard(on_return))

@@ -328,7 +328,7 @@ class Project:
     label_path = _forward("_labels", LabelStore.label_path)
     reviewed_path = _forward("_labels", LabelStore.reviewed_path)
     submit_region = _forward("_regions", RegionLabels.submit_region)
-    label_regions = _forward("_regions", RegionLabels.regions)
+    label_regions = _forward("_regions", RegionLabels.label_regions)
     save_draft = _forward("_drafts", DraftStore.save_draft)
     load_draft = _forward("_drafts", DraftStore.load_draft)
     load_draft_reviewed = _forward("_drafts", DraftStore.load_draft_reviewed)

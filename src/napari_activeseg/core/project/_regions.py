@@ -7,7 +7,7 @@ box, and nothing of the image's full size is built on the way::
     regions/<key>/<seq>-<y0>-<x0>-<y1>-<x1>.tif   (2, h, w): the box's class map, then its
                                                   reviewed mask (0/1); seq orders the records
 
-A later record wins where it overlaps an earlier one (:meth:`RegionLabels.regions` hands each
+A later record wins where it overlaps an earlier one (:meth:`RegionLabels.label_regions` hands each
 record out with the pixels a later one reviewed taken out of its mask), so training reads each
 box as a crop and never an image-sized array. Small images keep their ``labels/<key>.tif``.
 
@@ -154,7 +154,7 @@ class RegionLabels:
         return labels, mask
 
     # ------------------------------------------------------------------ reading
-    def regions(self, image_id: int) -> list[LabelRegion]:
+    def label_regions(self, image_id: int) -> list[LabelRegion]:
         """Every stored box of an image, oldest first, each with what later boxes reviewed
         taken out of its mask (boxes left with nothing reviewed are dropped)."""
         with self._store.lock:

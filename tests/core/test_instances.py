@@ -82,6 +82,63 @@ def test_small_objects_are_dropped_relative_to_the_median():
     assert found.max() == 2 and found[2, 2] == 0 and len(classes) == 3
 
 
+def _discs(n: int, radius: int, shape=(128, 256)) -> np.ndarray:
+    """``n`` separate discs of ``radius`` in a row, none touching the edge."""
+    ids = np.zeros(shape, np.uint16)
+    for k in range(n):
+        ids[disk((shape[0] // 2, 2 * radius * k + 2 * radius), radius, shape=shape)] = k + 1
+    return ids
+
+
+def test_min_object_area_from_whole_labelled_objects():
+    ids = _discs(6, 10)
+    area = int((ids == 1).sum())
+    assert ins.min_object_area([ids]) == pytest.approx(ins.MIN_AREA_FRACTION * area)
+    # a small object cut by the image's edge is not whole: it does not lower the floor
+    cut = ids.copy()
+    cut[:3, :3] = 7
+    assert ins.min_object_area([cut]) == pytest.approx(ins.MIN_AREA_FRACTION * area)
+    # nor one that reaches an unreviewed pixel (here a smaller disc outside a box)
+    small = ids.copy()
+    small[disk((20, 200), 3)] = 8
+    assert ins.min_object_area([small]) < ins.MIN_AREA_FRACTION * area
+    reviewed = np.zeros(ids.shape, bool)
+    reviewed[40:90, :] = True
+    assert ins.min_object_area([small], [reviewed]) == pytest.approx(
+        ins.MIN_AREA_FRACTION * area)
+    # too few whole objects: no floor, only the per-image rule
+    assert ins.min_object_area([_discs(ins.MIN_AREA_OBJECTS - 1, 10)]) is None
+    assert ins.min_object_area([]) is None
+    with pytest.raises(ValueError, match="reviewed"):
+        ins.min_object_area([ids], [reviewed[:10]])
+
+
+def test_fragments_under_the_project_floor_are_dropped():
+    """A model that breaks an image into fragments makes that image's own median
+    fragment-sized: the per-image rule keeps them; the project's floor does not."""
+    ids = _discs(2, 14)
+    k = 3
+    for y in range(4, 120, 8):
+        for x in (100, 110, 120, 130, 140):
+            ids[y:y + 3, x:x + 3] = k
+            k += 1
+    labels = (ids > 0).astype(np.uint8)
+    kept = ins.instances_from_distance(labels, (1,))[0]
+    assert kept.max() > 20
+    area = int((ids == 1).sum())
+    found = ins.instances_from_distance(labels, (1,), min_area=ins.MIN_AREA_FRACTION * area)[0]
+    assert found.max() == 2 and found[ids == 1].min() > 0 and found[ids == 2].min() > 0
+    boundary = ins.instances_from_boundary(perfect_probs(ids), 2, (1,),
+                                           min_area=ins.MIN_AREA_FRACTION * area)[0]
+    assert boundary.max() == 2
+    # the floor travels with the model's configuration
+    cfg = ModelConfig(min_object_area=12.5)
+    assert ModelConfig.from_dict(cfg.to_dict()).min_object_area == 12.5
+    assert ModelConfig.from_dict({}).min_object_area is None
+    with pytest.raises(ValueError, match="min_object_area"):
+        ModelConfig(min_object_area=-1.0)
+
+
 def test_objects_of_two_classes_get_unique_ids():
     labels = np.zeros((64, 96), np.uint8)
     ids = two_discs(False)
@@ -140,6 +197,9 @@ def test_short_training_separates_touching_discs_better_than_components(tmp_path
             session.submit(rec.id, None, instances=ids)
         assert project.load_instances(records[0].id)[0].max() == scenes[0][1].max()
         run_to_end(session.train())
+        # the model keeps the floor decided from the submitted objects' areas
+        assert session.model.config.min_object_area == pytest.approx(
+            ins.min_object_area([ids for _, ids in scenes[:4]]))
         pred = session.predict_instances(records[4].id)
         truth = int(scenes[4][1].max())
         components = ndi.label(pred.labels == 1)[1]

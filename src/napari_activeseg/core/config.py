@@ -126,6 +126,12 @@ class ModelConfig(JsonConfig):
         channel ``n_classes + j``. ``forward`` folds each back into its class (the
         semantic probabilities everything else uses); ``forward_full`` keeps them. Empty
         (default) = a semantic model.
+    min_object_area : float or None
+        Objects smaller than this many pixels are dropped by the instance post-processing
+        (:func:`core.instances.min_object_area`): decided at training from the labelled
+        objects' areas and kept with the model, so exports and ``activeseg predict`` drop
+        the same fragments. None (default, and models saved before it existed): only the
+        per-image rule. Not part of the architecture.
     """
 
     _kind: ClassVar[str] = "model"
@@ -143,6 +149,7 @@ class ModelConfig(JsonConfig):
     polarity_margin: float | None = 0.25
     norm: str = "group"
     boundary_classes: tuple[int, ...] = ()
+    min_object_area: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -176,6 +183,8 @@ class ModelConfig(JsonConfig):
                f"boundary_classes must be increasing foreground class indices "
                f"(1..{self.n_classes - 1}), got {self.boundary_classes!r}.")
         object.__setattr__(self, "boundary_classes", bc)
+        ensure(self.min_object_area is None or self.min_object_area >= 0,
+               f"min_object_area must be >= 0 pixels or None, got {self.min_object_area!r}.")
 
     @property
     def n_outputs(self) -> int:

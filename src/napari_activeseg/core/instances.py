@@ -26,8 +26,13 @@ Two formulations turn a network into objects (:data:`FORMULATIONS`, the project 
     transform (:func:`instances_from_distance`).
 
 Which is the default was measured, ``benchmarks/instances.py``. Objects smaller than
-:data:`MIN_SIZE_FRACTION` of the image's median object area are dropped (scaled to the
-data; no size constant per dataset).
+:data:`MIN_SIZE_FRACTION` of the image's median object area are dropped, and, once the
+project has labelled objects, also those under :data:`MIN_AREA_FRACTION` of the small end of
+the labelled objects' areas (:func:`min_object_area`, decided at training and kept in the
+model's ``min_object_area``): a model that breaks an image into hundreds of fragments makes
+that image's own median fragment-sized, so the per-image rule alone keeps them all (seen on
+bbbc039_nuclei, docs/2026-12-01-objects.md). Both scale with the data; no size constant per
+dataset.
 """
 
 from __future__ import annotations
@@ -47,13 +52,17 @@ from .project import CLASS_MODES as MODES
 from .project import INSTANCE_FORMULATIONS as FORMULATIONS
 
 __all__ = [
-    "FORMULATIONS", "MIN_SIZE_FRACTION", "MODES", "InstancePrediction", "boundary_target",
+    "FORMULATIONS", "MIN_AREA_FRACTION", "MIN_SIZE_FRACTION", "MODES", "InstancePrediction", "boundary_target",
     "fold_labels", "fold_probabilities", "instances_from_boundary", "instances_from_distance",
-    "predict_instances",
+    "min_object_area", "predict_instances",
 ]
 
 #: Objects below this fraction of the image's median object area are dropped.
 MIN_SIZE_FRACTION = 0.1
+#: Objects below this fraction of the labelled objects' 5th-percentile area are dropped.
+MIN_AREA_FRACTION = 0.25
+#: Labelled whole objects needed before :func:`min_object_area` decides a floor.
+MIN_AREA_OBJECTS = 5
 _MAX_ID = 65535
 
 
@@ -118,20 +127,71 @@ def fold_probabilities(probs: np.ndarray, n_classes: int, boundary_classes: Sequ
 # --------------------------------------------------------------------------- post-processing
 
 
-def _drop_small(ids: np.ndarray, min_size: float | None) -> np.ndarray:
+def _drop_small(ids: np.ndarray, min_size: float | None, floor: float | None = None
+                ) -> np.ndarray:
     """``ids`` without the objects under `min_size` pixels (default: a fraction of the
-    median object area), relabelled 1..N."""
+    median object area, and at least `floor` when given), relabelled 1..N."""
     if not ids.any():
         return ids
     areas = np.bincount(ids.ravel())
     present = np.flatnonzero(areas[1:]) + 1
-    limit = MIN_SIZE_FRACTION * float(np.median(areas[present])) if min_size is None \
-        else float(min_size)
+    if min_size is None:
+        limit = MIN_SIZE_FRACTION * float(np.median(areas[present]))
+        if floor is not None:
+            limit = max(limit, float(floor))
+    else:
+        limit = float(min_size)
     keep = np.zeros(areas.size, bool)
     keep[present[areas[present] >= limit]] = True
     lut = np.zeros(areas.size, np.int64)
     lut[keep] = np.arange(1, int(keep.sum()) + 1)
     return lut[ids]
+
+
+def min_object_area(objects: Sequence[np.ndarray],
+                    reviewed: Sequence[np.ndarray | None] | None = None) -> float | None:
+    """The smallest object area worth keeping, from labelled objects, in pixels.
+
+    :data:`MIN_AREA_FRACTION` of the 5th percentile of the areas of the labelled objects that
+    are whole: not touching the image's edge nor an unreviewed pixel (a box or a scribble
+    cuts objects). None while fewer than :data:`MIN_AREA_OBJECTS` whole objects are known
+    (post-processing then uses only its per-image rule).
+
+    Parameters
+    ----------
+    objects : sequence of (H, W) int ndarray
+        One id per object (instance labels), 0 elsewhere. A class map's connected components
+        do as well (touching objects then count as one, which only raises the areas).
+    reviewed : sequence of (H, W) bool ndarray or None, optional
+        The pixels the user reviewed in each image (None: all of it).
+    """
+    areas: list[np.ndarray] = []
+    for k, ids in enumerate(objects):
+        ids = np.asarray(ids)
+        if ids.ndim != 2 or not ids.any():
+            continue
+        ids = ids.astype(np.int64, copy=False)
+        counts = np.bincount(ids.ravel())
+        cut = np.zeros(counts.size, bool)
+        cut[0] = True
+        cut[np.concatenate([ids[0], ids[-1], ids[:, 0], ids[:, -1]])] = True
+        rev = None if reviewed is None else reviewed[k]
+        if rev is not None:
+            rev = np.asarray(rev, bool)
+            if rev.shape != ids.shape:
+                raise ValueError(f"reviewed mask {rev.shape} does not match objects "
+                                 f"{ids.shape}.")
+            # an object reaching an unreviewed pixel (or lying in one) is not known whole
+            touch = ndi.binary_dilation(~rev, structure=np.ones((3, 3), bool))
+            cut[np.unique(ids[touch])] = True
+        keep = ~cut & (counts > 0)
+        areas.append(counts[keep])
+    if not areas:
+        return None
+    found = np.concatenate(areas)
+    if found.size < MIN_AREA_OBJECTS:
+        return None
+    return MIN_AREA_FRACTION * float(np.percentile(found, 5))
 
 
 def _split(mask: np.ndarray) -> np.ndarray:
@@ -181,7 +241,8 @@ def _combine(per_class: list[tuple[int, np.ndarray]], shape: tuple[int, ...]
 
 
 def instances_from_boundary(probs: np.ndarray, n_classes: int, boundary_classes: Sequence[int],
-                            *, min_size: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                            *, min_size: float | None = None, min_area: float | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
     """Objects from the outputs of a boundary model (module docstring).
 
     For each object class: its *interior* (the pixels where the class itself, not its
@@ -199,7 +260,10 @@ def instances_from_boundary(probs: np.ndarray, n_classes: int, boundary_classes:
     probs : (n_outputs, H, W) float ndarray
         Probabilities of every output (classes, then one boundary per object class).
     min_size : float, optional
-        Smallest object kept, in pixels; default :data:`MIN_SIZE_FRACTION` of the median.
+        Smallest object kept, in pixels; default :data:`MIN_SIZE_FRACTION` of the median,
+        and at least ``min_area``.
+    min_area : float, optional
+        The project's floor (:func:`min_object_area`, a model's ``min_object_area``).
 
     Returns
     -------
@@ -220,7 +284,8 @@ def instances_from_boundary(probs: np.ndarray, n_classes: int, boundary_classes:
         fg = folded[c] >= best  # the folded class map says c (ties: as argmax, rare)
         interior = fg & (probs[c] >= probs[n_classes + j]) & (probs[c] >= probs[:n_classes].max(0))
         cores = _split(interior)
-        per_class.append((c, _drop_small(_grow(cores, fg, probs[n_classes + j]), min_size)))
+        per_class.append((c, _drop_small(_grow(cores, fg, probs[n_classes + j]), min_size,
+                                         min_area)))
     return _combine(per_class, fg.shape)
 
 
@@ -238,12 +303,14 @@ def _grow(cores: np.ndarray, foreground: np.ndarray, elevation: np.ndarray) -> n
 
 
 def instances_from_distance(labels: np.ndarray, object_classes: Sequence[int], *,
-                            min_size: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                            min_size: float | None = None, min_area: float | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
     """Objects from a class map alone: each object class's foreground split by a watershed
     on its distance transform (:func:`_split`). Returns like
     :func:`instances_from_boundary`."""
     labels = np.asarray(labels)
-    per_class = [(c, _drop_small(_split(labels == c), min_size)) for c in object_classes]
+    per_class = [(c, _drop_small(_split(labels == c), min_size, min_area))
+                 for c in object_classes]
     return _combine(per_class, labels.shape)
 
 
@@ -296,16 +363,18 @@ def predict_instances(model: nn.Module, image: np.ndarray, *,
 
     A model with boundary outputs (``model.config.boundary_classes``) is post-processed by
     :func:`instances_from_boundary`; any other model by :func:`instances_from_distance` on
-    its class map, for ``object_classes`` (required then).
+    its class map, for ``object_classes`` (required then). Objects under the model's
+    ``config.min_object_area`` (the project's floor, decided at training) are dropped.
     """
     from .inference import predict
 
     cfg = model.config
     bc = tuple(cfg.boundary_classes)
+    floor = getattr(cfg, "min_object_area", None)
     if bc:
         pred = predict(_AllOutputs(model), image, mode="single", maps=(), config=config)
         ids, classes = instances_from_boundary(pred.probs, cfg.n_classes, bc,
-                                               min_size=min_size)
+                                               min_size=min_size, min_area=floor)
         probs = fold_probabilities(pred.probs, cfg.n_classes, bc)
     else:
         if not object_classes:
@@ -314,6 +383,7 @@ def predict_instances(model: nn.Module, image: np.ndarray, *,
                              "set to 'objects'.")
         pred = predict(model, image, mode="single", maps=(), config=config)
         probs = pred.probs
-        ids, classes = instances_from_distance(pred.labels, object_classes, min_size=min_size)
+        ids, classes = instances_from_distance(pred.labels, object_classes, min_size=min_size,
+                                               min_area=floor)
     labels = probs.argmax(axis=0).astype(pred.labels.dtype)
     return InstancePrediction(ids, classes, labels, probs)

@@ -98,7 +98,9 @@ def instance_mode(model, image: np.ndarray, labels: np.ndarray, config=None
             "boundary"
     if hasattr(mod, "instances_from_distance"):
         classes = tuple(int(c) for c in np.unique(labels) if c > 0) or (1,)
-        return np.asarray(mod.instances_from_distance(labels, classes)[0]), "distance"
+        floor = getattr(getattr(model, "config", None), "min_object_area", None)
+        return np.asarray(mod.instances_from_distance(labels, classes, min_area=floor)[0]), \
+            "distance"
     return None
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import ModelConfig, TrainConfig
 from ..inference import Prediction
-from ..instances import boundary_target
+from ..instances import boundary_target, min_object_area
 from ..model import UNet
 from ..project import Project, ProjectError, ProjectWarning
 from ..strategies import (
@@ -163,6 +163,7 @@ class RoundRunner:
             raise ValueError("Nothing to train on yet: submit labels for at least one image.")
         on_start()
         ids = list(dict.fromkeys([i for i, _, _ in labelled] + [i for i, _ in boxes]))
+        floor = self._object_floor(labelled)
         held = held_back_ids(labelled, cfg) if publish_if_better else []
         val = ([prepared(i) for i in held],
                [lab for i, lab, _ in labelled if i in held]) if held else (None, None)
@@ -188,7 +189,7 @@ class RoundRunner:
         unlabelled = unlabelled_pixels(self.project, labelled, images, reviewed, prepared,
                                        cfg, cfg.seed + round_no)
         init = None if self.model is None else self.model.state_dict()
-        model_config = self._model_config()
+        model_config = self._model_config().replace(min_object_area=floor)
         self._trainer = Trainer(model_config, cfg.replace(seed=cfg.seed + round_no))
         if self._stop.is_set():
             return None
@@ -249,6 +250,21 @@ class RoundRunner:
             return [lab for _, lab, _ in labelled]
         return [boundary_target(lab, self.project.load_instances(i)[0], cfg.n_classes,
                                 cfg.boundary_classes) for i, lab, _ in labelled]
+
+    def _object_floor(self, labelled) -> float | None:
+        """The smallest object the model's instance post-processing keeps
+        (:func:`core.instances.min_object_area`), from every labelled image's objects: the
+        stored instances of the object classes, else the connected pieces of each class."""
+        from skimage.measure import label as connected
+
+        boundary = bool(self._model_config().boundary_classes)
+        objects, reviewed = [], []
+        for image_id, lab, rev in labelled:
+            inst = self.project.load_instances(image_id) if boundary else None
+            objects.append(inst[0] if inst is not None else
+                           connected(np.asarray(lab), background=0, connectivity=1))
+            reviewed.append(rev)
+        return min_object_area(objects, reviewed)
 
     def _judge(self, result: TrainResult, val, cfg: TrainConfig, n_labelled: int,
                notes: list[str]) -> tuple[tuple[float | None, float | None], bool]:

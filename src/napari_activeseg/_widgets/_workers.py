@@ -17,11 +17,26 @@ from typing import Any
 
 from ._common import background_priority
 
-__all__ = ["SLOW_CALLBACK_S", "Jobs", "suggest_next"]
+__all__ = ["MIN_POOL_THREADS", "SLOW_CALLBACK_S", "Jobs", "suggest_next"]
 
 _LOG = logging.getLogger(__name__)
 #: a callback on the GUI thread longer than this is logged (DEBUG): what makes the viewer stall
 SLOW_CALLBACK_S = 0.05
+#: threads the dock's workers may use at once, whatever the CPU count. Qt's global pool
+#: defaults to the CPU count: on a 2-core machine continuous training and a background re-score
+#: held both threads and a suggestion queued behind them. The heavy jobs are bounded by their
+#: slots (one training, one scoring), so the extra threads only run short jobs.
+MIN_POOL_THREADS = 8
+
+
+def _make_room() -> None:
+    """Give Qt's global thread pool at least :data:`MIN_POOL_THREADS` threads (napari's
+    workers run there)."""
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    if pool.maxThreadCount() < MIN_POOL_THREADS:
+        pool.setMaxThreadCount(MIN_POOL_THREADS)
 
 
 class Jobs:
@@ -101,6 +116,7 @@ class Jobs:
 
         worker.finished.connect(finished)
         self._on_change()
+        _make_room()
         worker.start()
         return worker
 

@@ -1,0 +1,54 @@
+"""The dock's jobs never queue behind each other in Qt's thread pool: with training and scoring
+holding as many threads as the machine has cores, a suggestion still starts at once."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from qtpy.QtCore import QThreadPool
+from qtpy.QtWidgets import QWidget
+
+from napari_activeseg._widgets._workers import MIN_POOL_THREADS, Jobs
+
+pytestmark = pytest.mark.gui
+
+
+def test_a_short_job_runs_while_long_ones_hold_a_two_core_pool(qtbot):
+    pool = QThreadPool.globalInstance()
+    before = pool.maxThreadCount()
+    pool.setMaxThreadCount(2)  # a 2-core machine's default
+    owner = QWidget()
+    qtbot.addWidget(owner)
+    errors = []
+    jobs = Jobs(owner, on_change=lambda: None, on_error=lambda desc, exc: errors.append(exc))
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def long_job():
+        started.release()
+        yield None
+        release.wait(30)
+        return "long"
+
+    def short_job():
+        yield None
+        return "short"
+
+    try:
+        long_workers = [jobs.start(long_job, on_return=lambda _r: None, desc=f"long {k}",
+                                   slot=slot) for k, slot in enumerate(("train", "score"))]
+        assert started.acquire(timeout=10) and started.acquire(timeout=10)
+        got = []
+        with qtbot.waitSignal(jobs.start(short_job, on_return=got.append,
+                                         desc="Suggesting", slot="suggest").returned,
+                              timeout=10_000):
+            pass
+        assert got == ["short"] and pool.maxThreadCount() >= MIN_POOL_THREADS
+        assert jobs.busy  # training and scoring still hold their slots
+    finally:
+        release.set()
+        for w in long_workers:
+            qtbot.waitUntil(lambda w=w: w not in jobs.workers, timeout=10_000)
+        pool.setMaxThreadCount(max(before, MIN_POOL_THREADS))
+    assert errors == []

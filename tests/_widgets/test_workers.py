@@ -52,3 +52,25 @@ def test_a_short_job_runs_while_long_ones_hold_a_two_core_pool(qtbot):
             qtbot.waitUntil(lambda w=w: w not in jobs.workers, timeout=10_000)
         pool.setMaxThreadCount(max(before, MIN_POOL_THREADS))
     assert errors == []
+
+
+def test_a_job_that_raises_a_runtime_error_reports_it_and_ends(qtbot):
+    """superqt swallows a RuntimeError out of a worker's generator (no ``errored``, no
+    ``finished``): the dock's job must still report the error and free its slot."""
+    owner = QWidget()
+    qtbot.addWidget(owner)
+    errors = []
+    jobs = Jobs(owner, on_change=lambda: None,
+                on_error=lambda desc, exc: errors.append((desc, exc)))
+
+    def failing():
+        yield None
+        raise RuntimeError("out of memory (simulated)")
+
+    with qtbot.capture_exceptions():  # napari also re-raises a worker's error in the loop
+        jobs.start(failing, on_return=lambda _r: None, desc="Scoring the pool", slot="score")
+        qtbot.waitUntil(lambda: not jobs.workers, timeout=10_000)
+    assert not jobs.holds("score") and not jobs.busy
+    [(desc, exc)] = errors
+    assert desc == "Scoring the pool"
+    assert type(exc) is RuntimeError and "simulated" in str(exc)

@@ -29,6 +29,18 @@ SLOW_CALLBACK_S = 0.05
 MIN_POOL_THREADS = 8
 
 
+class _Failed(Exception):
+    """A job's RuntimeError, carried past superqt (its ``__cause__`` is the original).
+
+    superqt's workers take a RuntimeError out of the generator for "the worker has been
+    deleted": they warn into the worker's own ``warned`` signal and return without emitting
+    ``errored`` or ``finished``. The dock then never learnt that the job had ended -- its slot
+    stayed held (busy for good) and the error (torch's are RuntimeErrors, out-of-memory
+    included) was never shown. Seen as a "Scoring the pool" worker that had started and never
+    finished, with the thread pool idle.
+    """
+
+
 def _make_room() -> None:
     """Give Qt's global thread pool at least :data:`MIN_POOL_THREADS` threads (napari's
     workers run there)."""
@@ -92,7 +104,10 @@ class Jobs:
 
         def run():
             background_priority()
-            return (yield from gen_func())
+            try:
+                return (yield from gen_func())
+            except RuntimeError as exc:
+                raise _Failed(str(exc)) from exc
 
         # no napari progress bar: it has no total to show (the terminal printed "Training
         # U-Net: 0it [01:18, ?it/s]"); the dock's own bar and status line show the progress
@@ -101,7 +116,8 @@ class Jobs:
         if on_yield is not None:
             worker.yielded.connect(self.guard(on_yield))
         worker.returned.connect(self.guard(on_return))
-        worker.errored.connect(self.guard(lambda exc: self._on_error(desc, exc)))
+        worker.errored.connect(self.guard(lambda exc: self._on_error(
+            desc, exc.__cause__ if isinstance(exc, _Failed) else exc)))
         self.workers.append(worker)
         if slot is not None:
             self._slots[slot] = worker

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -112,9 +114,17 @@ def test_one_job_at_a_time(project):
     next(gen)
     with pytest.raises(RuntimeError, match="another training or scoring job"):
         next(s.score_pool())
+    assert s.job_running and s.wait_idle(timeout=0.05) is False  # still held
     s.request_stop()
+    # a worker waiting for the stopped round: released once the generator has ended
+    ended = threading.Event()
+    waiter = threading.Thread(target=lambda: s.wait_idle(timeout=60) and ended.set())
+    waiter.start()
     for _ in gen:
         pass
+    waiter.join(60)
+    assert ended.is_set() and not s.job_running
+    assert s.wait_idle(timeout=0) is True
 
 
 def test_settings_and_model_survive_reopen(tmp_path):

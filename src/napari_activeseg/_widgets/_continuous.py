@@ -10,6 +10,7 @@ from __future__ import annotations
 from qtpy.QtCore import QTimer
 
 from ._common import notify
+from ._workers import after_session_jobs
 
 
 class ContinuousDriver:
@@ -74,7 +75,8 @@ class ContinuousDriver:
                 dock.session.project.closed or not trainer.due:
             return
         dock.train_panel.start_round()
-        dock.jobs.start(trainer.run_round, on_yield=dock.train_panel.show_progress,
+        dock.jobs.start(after_session_jobs(dock.session, trainer.run_round),
+                        on_yield=dock.train_panel.show_progress,
                         on_return=self._ended, desc="Training continuously", slot="train")
 
     def _ended(self, record) -> None:

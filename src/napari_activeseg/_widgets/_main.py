@@ -64,7 +64,7 @@ from ._project_panel import ProjectPanel
 from ._review_panel import ReviewPanel
 from ._settings_panel import settings_panel
 from ._train_panel import TrainPanel
-from ._workers import Jobs
+from ._workers import Jobs, after_session_jobs
 from ._workers import suggest_next as start_suggestion
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -494,7 +494,8 @@ class ActiveSegWidget(QWidget):
         if self.jobs.holds("score"):
             self.session.request_stop()
         self.train_panel.start_round()
-        self.jobs.start(self.session.train, on_yield=self.train_panel.show_progress,
+        self.jobs.start(after_session_jobs(self.session, self.session.train),
+                        on_yield=self.train_panel.show_progress,
                         on_return=self._on_trained, desc="Training U-Net", slot="train")
 
     def _on_trained(self, summary) -> None:
@@ -527,7 +528,9 @@ class ActiveSegWidget(QWidget):
             self.scoring_finished.emit(n)
             self.continuous.kick()
 
-        self.jobs.start(lambda: session.score_pool(regions=regions, region_size=size),
+        self.jobs.start(after_session_jobs(
+                            session, lambda: session.score_pool(regions=regions,
+                                                                region_size=size)),
                         on_yield=self.train_panel.show_scoring, on_return=on_return,
                         desc="Scoring the pool", slot="score")
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from ._common import background_priority
 
-__all__ = ["MIN_POOL_THREADS", "SLOW_CALLBACK_S", "Jobs", "suggest_next"]
+__all__ = ["JOB_WAIT_S", "MIN_POOL_THREADS", "SLOW_CALLBACK_S", "Jobs", "after_session_jobs",
+           "suggest_next"]
 
 _LOG = logging.getLogger(__name__)
 #: a callback on the GUI thread longer than this is logged (DEBUG): what makes the viewer stall
@@ -39,6 +40,27 @@ class _Failed(Exception):
     included) was never shown. Seen as a "Scoring the pool" worker that had started and never
     finished, with the thread pool idle.
     """
+
+
+#: how long a training or scoring job waits for the session's previous job to end
+JOB_WAIT_S = 120.0
+
+
+def after_session_jobs(session, gen_func: Callable) -> Callable:
+    """``gen_func`` run once the session's running training or scoring job has ended.
+
+    The dock frees a slot when a job's result arrives, and asks a scoring job to stop when
+    training starts: the next job may begin while the previous generator is still ending (a
+    stopped scoring finishes its step) and the session refuses two jobs at once. Waiting here,
+    in the worker, keeps that from the user; one still running after :data:`JOB_WAIT_S`
+    seconds is reported as the session's error.
+    """
+
+    def job():
+        session.wait_idle(JOB_WAIT_S)
+        return (yield from gen_func())
+
+    return job
 
 
 def _make_room() -> None:

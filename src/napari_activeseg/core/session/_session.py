@@ -215,6 +215,15 @@ class SessionBase:
         """Whether a training or scoring job holds the session now."""
         return self._job_lock.locked()
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no training or scoring job holds the session (one asked to stop ends
+        within a step); False if one still holds it after ``timeout`` seconds. For a worker
+        about to start the next job: training and scoring refuse to start over another."""
+        if not self._job_lock.acquire(timeout=-1 if timeout is None else float(timeout)):
+            return False
+        self._job_lock.release()
+        return True
+
     def _begin_job(self, what: str) -> None:
         if not self._job_lock.acquire(blocking=False):
             raise RuntimeError(f"Cannot start {what}: another training or scoring job is "

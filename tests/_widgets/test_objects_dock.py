@@ -136,7 +136,10 @@ def test_class_modes_are_chosen_when_the_project_is_created(make_napari_viewer, 
         w.project_panel.create_requested.emit(str(tmp_path / "new"), "")  # "From layers"
         assert w.session is not None
         assert w.session.project.class_modes == {"nucleus": "objects", "membrane": "area"}
-        assert w.session.model_config.boundary_classes != ()
+        assert w.session.project.object_classes == (1,)
+        # the default formulation: a semantic model whose map the distance watershed splits
+        assert w.session.project.instance_formulation == "distance"
+        assert w.session.model_config.boundary_classes == ()
         assert not control.apply_btn.isHidden()  # now the open project's modes
         assert control.combos["nucleus"].currentText() == "objects"
     finally:

@@ -157,7 +157,10 @@ class Experiment:
             project = Project.create(
                 folder, images=[self.ds.root / "images" / n for n in names],
                 classes=self.classes, skip_unreadable=False,
-                class_modes={self.classes[1]: "objects"} if self.cfg.objects else None)
+                class_modes={self.classes[1]: "objects"} if self.cfg.objects else None,
+                # --objects measures the boundary head (the distance formulation is the
+                # semantic run's inst_* columns)
+                settings={"instance_formulation": "boundary"} if self.cfg.objects else None)
         return project
 
     def submitted_instances(self, name: str, reviewed) -> np.ndarray | None:

@@ -25,7 +25,8 @@ from ._records import ProjectError, check_text, dumps
 if TYPE_CHECKING:  # pragma: no cover
     from ._store import _Store
 
-__all__ = ["CLASS_MODES", "DEFAULT_COLORS", "INSTANCE_FORMULATIONS", "Settings",
+__all__ = ["CLASS_MODES", "DEFAULT_COLORS", "DEFAULT_INSTANCE_FORMULATION",
+           "INSTANCE_FORMULATIONS", "Settings",
            "check_class_modes", "check_classes", "check_colors", "default_colors"]
 
 #: Class colours, background (black; shown transparent) first, then one per class in turn.
@@ -36,8 +37,13 @@ DEFAULT_COLORS = (
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
 #: Per-class modes: "area" (semantic, the default) and "objects" (one id per object).
 CLASS_MODES = ("area", "objects")
-#: How a network yields objects (core.instances); the first is the default.
+#: How a network yields objects (core.instances).
 INSTANCE_FORMULATIONS = ("boundary", "distance")
+#: The formulation a new project records: "distance", ahead of or level with "boundary" on
+#: both nuclei sets at 3 seeds (docs/2026-12-01-objects.md).
+DEFAULT_INSTANCE_FORMULATION = "distance"
+#: The formulation of a project made before new projects recorded one (it was the default).
+_LEGACY_INSTANCE_FORMULATION = "boundary"
 #: Settings that always exist: they can be changed, never deleted.
 _REQUIRED = ("classes", "colors", "copy_images")
 
@@ -139,6 +145,7 @@ def initial_settings(
         elif key == "instance_formulation":
             value = _checked_formulation(value)
         rows[check_text(key, "setting key", optional=False)] = dumps(value, f"setting {key!r}")
+    rows.setdefault("instance_formulation", json.dumps(DEFAULT_INSTANCE_FORMULATION))
     return rows
 
 
@@ -248,8 +255,10 @@ class Settings:
 
     @property
     def instance_formulation(self) -> str:
-        """How the project's models yield objects (``instance_formulation`` setting)."""
-        return self.get_setting("instance_formulation") or INSTANCE_FORMULATIONS[0]
+        """How the project's models yield objects (``instance_formulation`` setting; a new
+        project records :data:`DEFAULT_INSTANCE_FORMULATION`, one made before that has
+        "boundary", the formulation it was made under)."""
+        return self.get_setting("instance_formulation") or _LEGACY_INSTANCE_FORMULATION
 
     @property
     def colors(self) -> list[str]:

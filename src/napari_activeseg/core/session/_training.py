@@ -257,10 +257,10 @@ class RoundRunner:
         stored instances of the object classes, else the connected pieces of each class."""
         from skimage.measure import label as connected
 
-        boundary = bool(self._model_config().boundary_classes)
+        has_objects = bool(self.project.object_classes)
         objects, reviewed = [], []
         for image_id, lab, rev in labelled:
-            inst = self.project.load_instances(image_id) if boundary else None
+            inst = self.project.load_instances(image_id) if has_objects else None
             objects.append(inst[0] if inst is not None else
                            connected(np.asarray(lab), background=0, connectivity=1))
             reviewed.append(rev)

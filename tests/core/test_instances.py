@@ -139,6 +139,24 @@ def test_fragments_under_the_project_floor_are_dropped():
         ModelConfig(min_object_area=-1.0)
 
 
+def test_fragments_do_not_set_the_split_spacing():
+    """The watershed's seed spacing follows the typical object radius; fragments under the
+    project's floor must not shrink it, or long objects are cut into pieces."""
+    from skimage.draw import ellipse
+
+    mask = np.zeros((128, 256), np.uint8)
+    for x in (80, 180):
+        mask[ellipse(64, x, 12, 40, shape=mask.shape)] = 1
+    for y in range(4, 124, 10):  # 60 specks of 4 px
+        for x in (4, 10, 16, 240, 246):
+            mask[y:y + 2, x:x + 2] = 1
+    area = int(mask[:, :128].sum())
+    cut = ins.instances_from_distance(mask, (1,))[0]
+    assert len(np.unique(cut[:, 30:230])) - 1 > 2  # the specks made the spacing tiny
+    found = ins.instances_from_distance(mask, (1,), min_area=ins.MIN_AREA_FRACTION * area)[0]
+    assert found.max() == 2 and found[64, 80] != found[64, 180] and found[64, 80] > 0
+
+
 def test_objects_of_two_classes_get_unique_ids():
     labels = np.zeros((64, 96), np.uint8)
     ids = two_discs(False)

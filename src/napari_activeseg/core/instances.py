@@ -197,10 +197,11 @@ def min_object_area(objects: Sequence[np.ndarray],
     return MIN_AREA_FRACTION * float(np.percentile(found, 5))
 
 
-def _split(mask: np.ndarray) -> np.ndarray:
+def _split(mask: np.ndarray, min_area: float | None = None) -> np.ndarray:
     """`mask`'s connected regions split by a watershed on their distance transform, seeded at
     its maxima at least half the typical object radius apart (the median over regions of
-    their largest inscribed radius, so the spacing follows the data); ids > 0, not
+    their largest inscribed radius, so the spacing follows the data; regions under
+    `min_area` pixels, fragments the post-processing drops, do not count); ids > 0, not
     consecutive."""
     comps, n = ndi.label(mask)
     if not n:
@@ -208,7 +209,12 @@ def _split(mask: np.ndarray) -> np.ndarray:
     dist = ndi.distance_transform_edt(mask).astype(np.float32)
     inscribed = np.zeros(n + 1, np.float32)
     np.maximum.at(inscribed, comps.ravel(), dist.ravel())
-    radius = float(np.median(inscribed[1:]))
+    sized = inscribed[1:]
+    if min_area:
+        whole = np.bincount(comps.ravel(), minlength=n + 1)[1:] >= min_area
+        if whole.any():
+            sized = sized[whole]
+    radius = float(np.median(sized))
     smooth = ndi.gaussian_filter(dist, sigma=max(1.0, radius / 4))
     # one pass over the whole image (a per-region peak search is ~5x slower)
     peaks = peak_local_max(np.where(mask, smooth, 0), min_distance=max(2, round(radius / 2)),
@@ -286,7 +292,7 @@ def instances_from_boundary(probs: np.ndarray, n_classes: int, boundary_classes:
     for j, c in enumerate(boundary_classes):
         fg = folded[c] >= best  # the folded class map says c (ties: as argmax, rare)
         interior = fg & (probs[c] >= probs[n_classes + j]) & (probs[c] >= probs[:n_classes].max(0))
-        cores = _split(interior)
+        cores = _split(interior, min_area)
         per_class.append((c, _drop_small(_grow(cores, fg, probs[n_classes + j]), min_size,
                                          min_area)))
     return _combine(per_class, fg.shape)
@@ -312,7 +318,7 @@ def instances_from_distance(labels: np.ndarray, object_classes: Sequence[int], *
     on its distance transform (:func:`_split`). Returns like
     :func:`instances_from_boundary`."""
     labels = np.asarray(labels)
-    per_class = [(c, _drop_small(_split(labels == c), min_size, min_area))
+    per_class = [(c, _drop_small(_split(labels == c, min_area), min_size, min_area))
                  for c in object_classes]
     return _combine(per_class, labels.shape)
 

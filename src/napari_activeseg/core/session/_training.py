@@ -163,13 +163,16 @@ class RoundRunner:
             raise ValueError("Nothing to train on yet: submit labels for at least one image.")
         on_start()
         ids = list(dict.fromkeys([i for i, _, _ in labelled] + [i for i, _ in boxes]))
-        floor = self._object_floor(labelled)
+        # each labelled image's stored objects, read once for the floor and the targets
+        objects = {i: self.project.load_instances(i) for i, _, _ in labelled} \
+            if self.project.object_classes else {}
+        floor = self._object_floor(labelled, objects)
         held = held_back_ids(labelled, cfg) if publish_if_better else []
         val = ([prepared(i) for i in held],
                [lab for i, lab, _ in labelled if i in held]) if held else (None, None)
         labelled = [ex for ex in labelled if ex[0] not in held]
         images = [prepared(i) for i, _, _ in labelled]
-        labels = self._targets(labelled)
+        labels = self._targets(labelled, objects)
         reviewed = [rev for _, _, rev in labelled]
         notes: list[str] = []
         if boxes and self._model_config().boundary_classes:
@@ -242,29 +245,29 @@ class RoundRunner:
                             notes=notes, labelled_ids=ids, held_back_dice=dice[0],
                             previous_dice=dice[1])
 
-    def _targets(self, labelled) -> list[np.ndarray]:
+    def _targets(self, labelled, objects) -> list[np.ndarray]:
         """The training targets: the class maps, with the boundary of every object of an
         object class as its own output when the model has them (core.instances)."""
         cfg = self._model_config()
         if not cfg.boundary_classes:
             return [lab for _, lab, _ in labelled]
-        return [boundary_target(lab, self.project.load_instances(i)[0], cfg.n_classes,
-                                cfg.boundary_classes) for i, lab, _ in labelled]
+        return [boundary_target(lab, objects[i][0], cfg.n_classes, cfg.boundary_classes)
+                for i, lab, _ in labelled]
 
-    def _object_floor(self, labelled) -> float | None:
+    @staticmethod
+    def _object_floor(labelled, objects) -> float | None:
         """The smallest object the model's instance post-processing keeps
         (:func:`core.instances.min_object_area`), from every labelled image's objects: the
         stored instances of the object classes, else the connected pieces of each class."""
         from skimage.measure import label as connected
 
-        has_objects = bool(self.project.object_classes)
-        objects, reviewed = [], []
+        pieces, reviewed = [], []
         for image_id, lab, rev in labelled:
-            inst = self.project.load_instances(image_id) if has_objects else None
-            objects.append(inst[0] if inst is not None else
-                           connected(np.asarray(lab), background=0, connectivity=1))
+            inst = objects.get(image_id)
+            pieces.append(inst[0] if inst is not None else
+                          connected(np.asarray(lab), background=0, connectivity=1))
             reviewed.append(rev)
-        return min_object_area(objects, reviewed)
+        return min_object_area(pieces, reviewed)
 
     def _judge(self, result: TrainResult, val, cfg: TrainConfig, n_labelled: int,
                notes: list[str]) -> tuple[tuple[float | None, float | None], bool]:

@@ -59,3 +59,60 @@ def test_bootstrap_indices_are_deterministic_and_valid():
         bootstrap_indices(5, 0)
     with pytest.raises(ValueError, match="fraction"):
         bootstrap_indices(5, 2, fraction=1.5)
+
+
+# -- power sampling (stochastic batch acquisition) ---------------------------------------
+
+
+def _scored_candidates(scores):
+    """Candidates whose entropy score is given directly (``Candidate.scores``)."""
+    from napari_activeseg.core.strategies import Candidate
+
+    return [Candidate(key=f"c{i}", image_id=f"c{i}", scores={"entropy": float(s)})
+            for i, s in enumerate(scores)]
+
+
+def test_power_order_draws_in_proportion_to_the_scores():
+    from napari_activeseg.core.strategies.batch import power_order
+
+    scores = np.array([1.0, 3.0, 0.0, 6.0])
+    rng = np.random.default_rng(0)
+    first = np.bincount([power_order(scores, rng)[0] for _ in range(6000)], minlength=4) / 6000
+    # first draw ~ p = s / sum(s) = 0.1, 0.3, 0, 0.6
+    np.testing.assert_allclose(first, [0.1, 0.3, 0.0, 0.6], atol=0.025)
+    order = power_order(scores, np.random.default_rng(1))
+    assert sorted(order.tolist()) == [0, 1, 2, 3] and order[-1] == 2  # a zero score comes last
+    # beta = 0: uniform; a large beta: the top-k order
+    uni = np.bincount([power_order(scores, rng, beta=0)[0] for _ in range(4000)], minlength=4)
+    np.testing.assert_allclose(uni / 4000, 0.25, atol=0.03)
+    assert power_order(scores, rng, beta=200).tolist() == [3, 1, 0, 2]
+    with pytest.raises(ValueError, match=">= 0"):
+        power_order(np.array([0.5, -1.0]), rng)
+
+
+def test_power_entropy_picks_reproducibly_and_ranks_by_its_draws():
+    cands = _scored_candidates([0.1, 0.2, 0.9, 0.4, 0.0, 0.3])
+    s = get_strategy("power_entropy", seed=3)
+    assert s.diversity == "power"
+    a = [p.key for p in s.select(cands, k=3, context=StrategyContext(round=2))]
+    b = [p.key for p in s.select(cands, k=3, context=StrategyContext(round=2))]
+    assert a == b and len(set(a)) == 3 and "c4" not in a  # zero scores are never drawn first
+    # the queue is the order of the same draws: its first k are the batch
+    queue = [p.key for p in s.rank(cands, context=StrategyContext(round=2))]
+    assert queue[:3] == a and sorted(queue) == sorted(c.key for c in cands)
+    assert "power sampling" in s.select(cands, k=1)[0].reason
+    # different seeds or rounds draw differently (over a few tries), top-k entropy never does
+    draws = {tuple(p.key for p in get_strategy("power_entropy", seed=k).select(cands, k=3))
+             for k in range(8)}
+    assert len(draws) > 1
+    assert [p.key for p in get_strategy("entropy", diversity="none").select(cands, k=3)] == [
+        "c2", "c3", "c5"]
+
+
+def test_power_sampling_favours_high_scores_over_many_draws():
+    cands = _scored_candidates([0.05] * 8 + [1.0, 1.0])
+    hits = sum(sum(p.key in ("c8", "c9") for p in
+                   get_strategy("power_entropy", seed=seed).select(cands, k=2))
+               for seed in range(200))
+    # each pick is c8/c9 with probability >= 2 / 2.4: far above random's 2 / 10
+    assert hits / 400 > 0.7

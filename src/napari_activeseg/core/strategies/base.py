@@ -34,7 +34,7 @@ import numpy as np
 
 from ..validation import check_choice, check_positive
 from .aggregation import AGGREGATIONS, ONE_PASS_MAPS, aggregate, check_fraction
-from .batch import DIVERSITIES, diverse_batch
+from .batch import DIVERSITIES, diverse_batch, power_order
 from .datatypes import Candidate, Pick, StrategyContext
 from .reasons import MAP_LABELS, format_number, ordinal, pool_noun
 from .regions import correction_cost
@@ -64,9 +64,13 @@ class QueryStrategy:
         Aggregate over the predicted foreground (+ ``boundary_band``) only.
     boundary_band : int >= 0
         Band width in pixels (see :func:`.aggregation.restriction_mask`).
-    diversity : {"kcenter", "none"}
-        Batch diversity for ``k > 1`` (see :mod:`.batch`). Ignored by set-selection
+    diversity : {"kcenter", "none", "power"}
+        Batch diversity for ``k > 1`` (see :mod:`.batch`). ``"power"`` draws the picks at
+        random with probability proportional to ``score ** power_beta`` (for ``k = 1`` too, and
+        the queue of :meth:`rank` is the order of the draws). Ignored by set-selection
         strategies, which diversify in their own way.
+    power_beta : float >= 0
+        The exponent of ``"power"`` sampling (1: proportional to the score).
     diversity_pool : int >= 1
         k-center runs among the ``diversity_pool * k`` best-scoring candidates.
     cost_aware : bool
@@ -110,6 +114,7 @@ class QueryStrategy:
         boundary_band: int = 0,
         diversity: str = "kcenter",
         diversity_pool: int = 3,
+        power_beta: float = 1.0,
         cost_aware: bool = False,
         cost_constant: float = 64.0,
         seed: int = 0,
@@ -121,6 +126,7 @@ class QueryStrategy:
                                             integer=True)
         self.diversity = check_choice(diversity, DIVERSITIES, name="diversity")
         self.diversity_pool = check_positive(diversity_pool, name="diversity_pool", integer=True)
+        self.power_beta = float(check_positive(power_beta, name="power_beta", allow_zero=True))
         self.cost_aware = _check_bool(cost_aware, "cost_aware")
         self.cost_constant = float(check_positive(cost_constant, name="cost_constant",
                                                   allow_zero=True))
@@ -316,6 +322,9 @@ class QueryStrategy:
         if scored is None:
             return []
         pool, raw, ranked, costs, ctx = scored
+        if self._samples():
+            return self._picks(pool, raw, ranked, costs,
+                               self._select_batch(pool, ranked, len(pool), ctx))
         first = self._select_batch(pool, ranked, 1, ctx)
         top = first[0][0]
         rest = [(int(i), "") for i in np.argsort(-ranked, kind="stable") if int(i) != top]
@@ -387,6 +396,12 @@ class QueryStrategy:
         return (f"{ordinal(position)} {self.score_label()} per correction cost "
                 f"({format_number(raw)} / {format_number(cost)}) among {n} {noun}")
 
+    def _samples(self) -> bool:
+        """True when this strategy's picks are power-sampled (:func:`.batch.power_order`);
+        set-selection strategies (their own ``_select_batch``) ignore the option."""
+        own = type(self)._select_batch is not QueryStrategy._select_batch
+        return self.diversity == "power" and not own
+
     def _cost(self, c: Candidate, ctx: StrategyContext) -> float:
         if ctx.cost is not None:
             cost = float(ctx.cost(c))
@@ -404,8 +419,15 @@ class QueryStrategy:
     ) -> list[tuple[int, str]]:
         """Pick ``k`` indices into ``pool`` (with a note each); ``scores`` as ranked.
 
-        Default: the top score, then k-center greedy among the ``diversity_pool * k`` best.
+        Default: the top score, then k-center greedy among the ``diversity_pool * k`` best;
+        with ``diversity="power"`` a draw proportional to ``score ** power_beta``.
         """
+        if self._samples():
+            assert ctx.rng is not None  # _scored always sets one
+            order = power_order(scores, ctx.rng, beta=self.power_beta)[:k]
+            return [(int(i), f"drawn with probability proportional to the score"
+                     f"{'' if self.power_beta == 1 else f' ** {format_number(self.power_beta)}'}"
+                     f" (power sampling, seed {self.seed})") for i in order]
         if k == 1 or self.diversity == "none":
             return [(int(i), "") for i in np.argsort(-scores, kind="stable")[:k]]
         return diverse_batch(pool, scores, k, pool_factor=self.diversity_pool)

@@ -8,6 +8,13 @@ spatial distance of :func:`spatial_kcenter`: regions of different images count a
 regions of one image by the distance of their centres). :func:`kcenter_among_top` is the
 k-center step with its batch notes, shared with the strategies that pick in a space of their
 own (``alges``).
+
+``diversity="power"`` is stochastic batch acquisition (Kirsch et al. 2023, "Stochastic batch
+acquisition: a simple baseline for deep active learning"): :func:`power_order` draws the
+candidates without replacement with probability proportional to ``score ** beta``. A top-k
+batch of one uncertainty map piles onto the windows where one kind of error sits (vessel
+edges, an ambiguous stain); sampling keeps most picks uncertain but spreads them, and with a
+near-useless first model it falls back towards random picks instead of trusting its scores.
 """
 
 from __future__ import annotations
@@ -22,9 +29,9 @@ from .datatypes import Candidate
 from .reasons import format_number
 
 __all__ = ["DIVERSITIES", "diverse_batch", "diversity_space", "kcenter_among_top",
-           "spatial_kcenter"]
+           "power_order", "spatial_kcenter"]
 
-DIVERSITIES = ("kcenter", "none")
+DIVERSITIES = ("kcenter", "none", "power")
 
 
 def kcenter_among_top(
@@ -114,3 +121,40 @@ def spatial_kcenter(cands: Sequence[Candidate], k: int) -> list[tuple[int, str]]
         picks.append(best)
         mind = np.minimum(mind, d[best])
     return list(zip(picks, notes, strict=True))
+
+
+def power_order(scores: np.ndarray, rng: np.random.Generator, *, beta: float = 1.0
+                ) -> np.ndarray:
+    """Every index of ``scores`` in a random order drawn with probability ``∝ score ** beta``.
+
+    Sampling without replacement by the Gumbel-top-k trick: sorting ``beta * log(score) +
+    Gumbel noise`` gives the order of successive draws, so the first ``k`` entries are a batch
+    of ``k`` drawn that way. Scores must be >= 0; candidates scoring 0 come last (in random
+    order among themselves), and ``beta = 0`` is a uniformly random order.
+
+    Parameters
+    ----------
+    scores : (n,) array of float >= 0
+    rng : numpy Generator
+    beta : float >= 0
+        Sharpness: larger follows the scores more closely (``inf`` would be top-k).
+
+    Returns
+    -------
+    (n,) int ndarray
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"scores must be one-dimensional, got shape {s.shape}.")
+    if (s < 0).any() or not np.isfinite(s).all():
+        raise ValueError("power sampling needs finite scores >= 0 (an uncertainty); got "
+                         f"min {s.min() if s.size else 0.0!r}. Use diversity='kcenter' or "
+                         "'none' for this strategy.")
+    gumbel = rng.gumbel(size=s.shape)
+    with np.errstate(divide="ignore"):
+        logs = np.where(s > 0, float(beta) * np.log(np.where(s > 0, s, 1.0)), -np.inf)
+    if beta == 0:
+        logs = np.zeros_like(s)
+    # zero scores: after every positive one, shuffled by their own noise
+    key = np.where(np.isfinite(logs), logs + gumbel, -1e300 + gumbel)
+    return np.argsort(-key, kind="stable")

@@ -21,6 +21,7 @@ __all__ = [
     "EntropyStrategy",
     "LeastConfidenceStrategy",
     "MarginStrategy",
+    "PowerEntropyStrategy",
     "RandomStrategy",
     "TTAStrategy",
     "VarianceStrategy",
@@ -55,6 +56,20 @@ class EntropyStrategy(QueryStrategy):
     description = ("Predictive entropy of the mean prediction (one pass). Cheap and strong "
                    "when the model is calibrated; blind to what the model does not know that "
                    "it does not know.")
+
+
+@register
+class PowerEntropyStrategy(EntropyStrategy):
+    """Entropy, the picks drawn with probability proportional to the score (power sampling)."""
+
+    name = "power_entropy"
+    description = ("Predictive entropy (one pass), but the picks are drawn at random with "
+                   "probability proportional to it instead of taking the top ones (power "
+                   "sampling, Kirsch et al. 2023): spreads a batch over the kinds of error "
+                   "and hedges against a poor early model.")
+
+    def __init__(self, *, diversity: str = "power", **options) -> None:
+        super().__init__(diversity=diversity, **options)
 
 
 @register

@@ -12,7 +12,7 @@ __all__ = ["available_strategies", "describe_strategies", "get_strategy", "regis
 
 _REGISTRY: dict[str, type[QueryStrategy]] = {}
 # the order the GUI lists them in (cheap and classic first); others follow in registration order
-_ORDER = ("random", "entropy", "margin", "least_confidence", "bald", "variance", "tta",
+_ORDER = ("random", "entropy", "power_entropy", "margin", "least_confidence", "bald", "variance", "tta",
           "ensemble", "coreset", "badge", "alges", "suggestive", "stratified", "task_similarity",
           "objects")
 

@@ -74,3 +74,48 @@ def test_a_job_that_raises_a_runtime_error_reports_it_and_ends(qtbot):
     [(desc, exc)] = errors
     assert desc == "Scoring the pool"
     assert type(exc) is RuntimeError and "simulated" in str(exc)
+
+
+def test_a_cancel_pressed_while_a_job_waits_for_the_session_cancels_it(tmp_path):
+    """Train pressed during a scoring queues the round behind it; a cancel pressed before the
+    round begins must cancel the round (beginning a job clears the session's stop flag)."""
+    import numpy as np
+
+    from napari_activeseg._widgets._workers import after_session_jobs
+    from napari_activeseg.core.config import InferenceConfig, ModelConfig, TrainConfig
+    from napari_activeseg.core.progress import run_to_end
+    from napari_activeseg.core.project import Project
+    from napari_activeseg.core.session import ActiveLearningSession
+
+    from ..conftest import make_blobs
+
+    pairs = [make_blobs(shape=(48, 56), seed=s, n=4) for s in range(3)]
+    images = {f"img{s}": (p[0] * 200).astype(np.uint8) for s, p in enumerate(pairs)}
+    with Project.create(tmp_path / "p", arrays=images) as project:
+        s = ActiveLearningSession(
+            project, model_config=ModelConfig(in_channels=1, n_classes=2, depth=2, width=4),
+            train_config=TrainConfig(patch_size=32, batch_size=4, max_steps=20,
+                                     time_budget_s=None),
+            inference_config=InferenceConfig(tile_size=64, overlap=8))
+        first = project.images()[0]
+        s.submit(first.id, pairs[0][1])
+        running = s.train()
+        next(running)  # a round holds the session
+        began = []
+
+        def queued_round():
+            began.append(True)
+            return (yield from s.train())
+
+        job = after_session_jobs(s, queued_round)
+        s.request_stop()  # Cancel, while the queued job waits
+        result = {}
+        waiter = threading.Thread(target=lambda: result.update(r=run_to_end(job())))
+        waiter.start()
+        run_to_end(running)  # the stopped round ends and frees the session
+        waiter.join(60)
+        assert not waiter.is_alive() and result == {"r": None} and began == []
+        assert not s.job_running
+        # no cancel: a queued job runs once the session is free
+        summary = run_to_end(after_session_jobs(s, s.train)())
+        assert summary is not None and summary.saved and summary.result.steps == 20

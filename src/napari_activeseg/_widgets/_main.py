@@ -525,7 +525,7 @@ class ActiveSegWidget(QWidget):
         def on_return(n):
             self.jobs.release("score")
             self._update_enabled()
-            self.scoring_finished.emit(n)
+            self.scoring_finished.emit(0 if n is None else n)  # None: cancelled before it began
             self.continuous.kick()
 
         self.jobs.start(after_session_jobs(

@@ -53,11 +53,16 @@ def after_session_jobs(session, gen_func: Callable) -> Callable:
     training starts: the next job may begin while the previous generator is still ending (a
     stopped scoring finishes its step) and the session refuses two jobs at once. Waiting here,
     in the worker, keeps that from the user; one still running after :data:`JOB_WAIT_S`
-    seconds is reported as the session's error.
+    seconds is reported as the session's error. A cancel (``session.request_stop``) pressed
+    after this call and before the job begins cancels it: it returns None without starting
+    (starting a job clears the session's stop flag, which would otherwise lose that cancel).
     """
+    asked = session.stop_requests
 
     def job():
         session.wait_idle(JOB_WAIT_S)
+        if session.stop_requests != asked:
+            return None
         return (yield from gen_func())
 
     return job

@@ -67,6 +67,7 @@ class SessionBase:
         self.committee_size = int(committee_size)
         self.pseudo_config = pseudo_labels
         self._stop = threading.Event()
+        self._stop_count, self._stop_count_lock = 0, threading.Lock()
         self._job_lock = threading.Lock()
         self._cache = PredictionCache()
         self._rounds = RoundRunner(project, stop=self._stop,
@@ -207,8 +208,17 @@ class SessionBase:
 
     def request_stop(self) -> None:
         """Stop the running training or scoring within one step (thread-safe)."""
+        with self._stop_count_lock:
+            self._stop_count += 1
         self._stop.set()
         self._rounds.request_stop()
+
+    @property
+    def stop_requests(self) -> int:
+        """How many times :meth:`request_stop` was called: a job queued behind another one
+        compares it with the count when it was queued, so a cancel pressed while it waited
+        is not lost (starting a job clears the stop flag)."""
+        return self._stop_count
 
     @property
     def job_running(self) -> bool:

@@ -281,3 +281,39 @@ def test_area_exponent_sets_how_images_of_different_sizes_share_the_patches():
     with pytest.raises(ValueError, match="area_exponent"):
         TrainConfig(area_exponent=1.5)
 
+
+
+def _striped(h=40, w=40, rows=4):
+    """A (1, H, W) image and labels: class 1 on the first ``rows`` rows (rows / H of it)."""
+    lab = np.zeros((h, w), np.int64)
+    lab[:rows] = 1
+    return lab.astype(np.float32)[None], lab
+
+
+@pytest.mark.parametrize("power, expected", [(0.5, (1.0, 3.0)), (1.0, (1.0, 9.0))])
+def test_automatic_class_weights_follow_the_reviewed_class_shares(power, expected):
+    img, lab = _striped()  # 10 % class 1; a patch as large as the image sees all of it
+    cfg = TrainConfig(patch_size=40, batch_size=2, max_steps=1, time_budget_s=None,
+                      class_weight_power=power)
+    result = run_to_end(Trainer(TINY, cfg).fit([img], [lab]))
+    assert result.class_weights == pytest.approx(expected)
+    # off by default, and explicit weights win
+    assert run_to_end(Trainer(TINY, cfg.replace(class_weight_power=0.0)).fit(
+        [img], [lab])).class_weights is None
+    assert run_to_end(Trainer(TINY, cfg.replace(class_weights=(1.0, 2.0))).fit(
+        [img], [lab])).class_weights == (1.0, 2.0)
+
+
+def test_automatic_class_weights_count_reviewed_pixels_only_and_are_capped():
+    img, lab = _striped(rows=20)  # half and half ...
+    reviewed = np.zeros(lab.shape, bool)
+    reviewed[19:] = True  # ... but only one row of class 1 is reviewed: 1 / 21 of the pixels
+    cfg = TrainConfig(patch_size=40, batch_size=2, max_steps=1, time_budget_s=None,
+                      class_weight_power=1.0)
+    result = run_to_end(Trainer(TINY, cfg).fit([img], [lab], [reviewed]))
+    assert result.class_weights == pytest.approx((1.0, 10.0))  # 20 / 1, capped at 10
+    three = ModelConfig(in_channels=1, n_classes=3, depth=2, width=8)
+    result = run_to_end(Trainer(three, cfg.replace(class_weight_power=0.5)).fit([img], [lab]))
+    assert result.class_weights == pytest.approx((1.0, 1.0, 1.0))  # class 2 absent: 1
+    with pytest.raises(ValueError, match="class_weight_power"):
+        TrainConfig(class_weight_power=1.5)

@@ -222,6 +222,10 @@ class TrainConfig(JsonConfig):
     final_lr_fraction: float = 0.02
     dice_weight: float = 1.0
     class_weights: tuple[float, ...] | None = None
+    # without explicit class_weights: weigh each class by (f_max / f_c) ** class_weight_power,
+    # f_c its share of the reviewed pixels in the round's own patches (decided from the data
+    # at every round; capped at MAX_AUTO_CLASS_WEIGHT); 0 = unweighted
+    class_weight_power: float = 0.0
     # augmentation
     flips: bool = True
     rot90: bool = True
@@ -268,6 +272,8 @@ class TrainConfig(JsonConfig):
         ensure(self.max_steps is not None or self.time_budget_s is not None,
                "Set max_steps or time_budget_s (or both); otherwise training never ends.")
         ensure(self.lr > 0, f"lr must be > 0, got {self.lr}.")
+        ensure(0.0 <= self.class_weight_power <= 1.0,
+               f"class_weight_power must be in [0, 1] (0 = off), got {self.class_weight_power}.")
         ensure(0.0 <= self.invert_p <= 1.0, f"invert_p must be in [0, 1], got {self.invert_p}.")
         ensure(0.0 <= self.foreground_p <= 1.0,
                f"foreground_p must be in [0, 1], got {self.foreground_p}.")

@@ -29,6 +29,11 @@ from .model import UNet
 
 # at most this many candidate crop centres are kept per image (bounded memory on huge images)
 _MAX_CENTRES = 200_000
+#: the largest weight :func:`auto_class_weights` gives a class (a class seen in a handful of
+#: pixels must not drown the others)
+MAX_AUTO_CLASS_WEIGHT = 10.0
+#: patches :func:`auto_class_weights` draws to measure the class shares
+_WEIGHT_PATCHES = 64
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     n_train_images: int = 0
     n_val_images: int = 0
+    #: the class weights the loss used (None: unweighted)
+    class_weights: tuple[float, ...] | None = None
 
     def build_model(self) -> UNet:
         model = UNet(self.model_config)
@@ -188,6 +195,35 @@ class _PatchSampler:
             x *= rng.uniform(1 - j, 1 + j)
             x += rng.uniform(-j, j)
         return x, y, ign
+
+
+def auto_class_weights(sampler: _PatchSampler, n_outputs: int, power: float, *,
+                       seed: int = 0, n_patches: int = _WEIGHT_PATCHES) -> tuple[float, ...]:
+    """Class weights from the classes' shares of the reviewed pixels in training patches.
+
+    ``n_patches`` patches are drawn the way training draws them (foreground-centred ones
+    included), with their own random generator so the round's patches are unchanged; class
+    ``c`` with share ``f_c`` gets ``(max f / f_c) ** power``, at most
+    :data:`MAX_AUTO_CLASS_WEIGHT`; a class not seen gets 1.
+
+    Returns
+    -------
+    tuple of ``n_outputs`` floats >= 1
+    """
+    own = sampler.rng
+    sampler.rng = np.random.default_rng([int(seed), 7919])
+    try:
+        _, y, ign = sampler.batch(int(n_patches))
+    finally:
+        sampler.rng = own
+    counts = np.bincount(y[~ign].ravel(), minlength=n_outputs)[:n_outputs].astype(np.float64)
+    if counts.sum() == 0 or power == 0:
+        return (1.0,) * n_outputs
+    share = counts / counts.sum()
+    seen = share > 0
+    w = np.ones(n_outputs)
+    w[seen] = np.minimum((share.max() / share[seen]) ** float(power), MAX_AUTO_CLASS_WEIGHT)
+    return tuple(float(v) for v in w)
 
 
 def _lr_factor(frac: float, cfg: TrainConfig) -> float:
@@ -380,6 +416,11 @@ class Trainer:
             weights = torch.tensor([*cfg.class_weights, *(cfg.class_weights[c] for c in
                                                            mc.boundary_classes)],
                                    dtype=torch.float32, device=device)
+        elif cfg.class_weight_power > 0:
+            weights = torch.tensor(
+                auto_class_weights(sampler, mc.n_outputs,
+                                   cfg.class_weight_power, seed=cfg.seed),
+                dtype=torch.float32, device=device)
 
         batch = cfg.batch_size
         step, smooth = 0, None
@@ -461,6 +502,7 @@ class Trainer:
             seconds=time.perf_counter() - t0, stop_reason=stop_reason, best_val_dice=best_dice,
             history=history, n_train_images=len(images),
             n_val_images=len(val_images) if val_images else 0,
+            class_weights=None if weights is None else tuple(float(v) for v in weights.tolist()),
         )
 
     @staticmethod

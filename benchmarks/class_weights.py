@@ -1,0 +1,141 @@
+"""Do class weights decided from the labels help at low annotation budgets? Paired measurement.
+
+For every dataset and seed: the seed's pool/test split, random boxes of the project's
+automatic size drawn once in one order (as ``benchmarks/semi_supervised.py`` draws them), until
+1 % and then 2 % of the pool's pixels are reviewed. Each arm trains the same way on the same
+boxes, differing only in ``TrainConfig.class_weight_power`` (0 = unweighted loss; ``p`` >
+0 weighs class ``c`` by ``(max f / f_c) ** p``, ``f`` the classes' shares of the reviewed
+pixels in the round's patches, ``core.training.auto_class_weights``):
+
+    round 1   1 % boxes, from scratch     <- Dice at 1 %
+    round 2   2 % boxes, warm start       <- Dice at 2 %
+
+Everything goes through the product (Project + ActiveLearningSession, default model and
+preprocessing) with a fixed number of steps per round (``--steps``, the suite's 125 by
+default) so the result does not depend on the machine's load. Test Dice: mean per-image
+foreground Dice of ``session.predict_array`` on the raw test images.
+
+    OMP_NUM_THREADS=1 python benchmarks/class_weights.py --out bench_out/class_weights \\
+        --data ../shared/data/* --seeds 0 1 2 --powers 0 0.5
+
+Writes ``OUT/results.json`` (one row per dataset, seed and power; finished rows are skipped
+when the command is run again) and prints the paired table against the first power.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from semi_supervised import _boxes, _dice, _submit, _upto  # noqa: E402
+
+
+def run_one(data: Path, seed: int, power: float, out: Path, steps: int) -> dict:
+    from napari_activeseg.core.config import TrainConfig
+    from napari_activeseg.core.progress import run_to_end
+    from napari_activeseg.core.project import Project
+    from napari_activeseg.core.session import ActiveLearningSession
+    from napari_activeseg.core.strategies.regions import auto_region_size
+    from napari_activeseg.evaluation.dataset import load_dataset, split_dataset
+
+    ds = load_dataset(data)
+    pool, test = split_dataset(len(ds), seed=seed)
+    size = auto_region_size([ds.masks[i].shape for i in pool])
+    pool_px = sum(ds.masks[i].size for i in pool)
+    windows = _boxes(ds, pool, size, np.random.default_rng(seed))
+    b1, px1 = _upto(windows, 0.01 * pool_px)
+    b2, px2 = _upto(windows, 0.02 * pool_px)
+    classes = ("background", *(f"class {k}" for k in range(1, ds.n_classes)))
+    train = TrainConfig(max_steps=steps, time_budget_s=None, seed=seed,
+                        class_weight_power=power)
+    folder = out / "runs" / f"{data.name}_s{seed}_p{power:g}"
+    shutil.rmtree(folder, ignore_errors=True)
+    t0 = time.perf_counter()
+    with Project.create(folder, images=[ds.root / "images" / ds.names[i] for i in pool],
+                        classes=classes) as project:
+        by_name = {r.name: r.id for r in project.images()}
+        session = ActiveLearningSession(project, train_config=train, strategy="random",
+                                        seed=seed)
+        _submit(session, ds, by_name, b1)
+        s1 = run_to_end(session.train())
+        d1 = _dice(session, ds, test)
+        _submit(session, ds, by_name, b2[len(b1):])
+        s2 = run_to_end(session.train())
+        d2 = _dice(session, ds, test)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"dataset": data.name, "seed": seed, "power": power, "region_size": size,
+            "pool_px": int(pool_px), "px_1": int(px1), "px_2": int(px2), "boxes_1": len(b1),
+            "boxes_2": len(b2), "dice_1pct": d1, "dice_2pct": d2, "steps": steps,
+            "weights": [s1.result.class_weights, s2.result.class_weights],
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def table(rows: list[dict], base: float, arm: float) -> str:
+    """Paired differences of power ``arm`` against power ``base``."""
+    by: dict[tuple[str, int], dict[float, dict]] = {}
+    for r in rows:
+        by.setdefault((r["dataset"], r["seed"]), {})[r["power"]] = r
+    lines = [f"{'dataset':20s} {'seed':>4s} {'1% p' + f'{base:g}':>8s} {'1% p' + f'{arm:g}':>8s} "
+             f"{'diff':>7s} {'2% p' + f'{base:g}':>8s} {'2% p' + f'{arm:g}':>8s} {'diff':>7s}"]
+    diffs: dict[str, dict[str, list[float]]] = {}
+    for (ds, seed), arms in sorted(by.items()):
+        if base not in arms or arm not in arms:
+            continue
+        a, b = arms[base], arms[arm]
+        d1, d2 = b["dice_1pct"] - a["dice_1pct"], b["dice_2pct"] - a["dice_2pct"]
+        diffs.setdefault(ds, {"1": [], "2": []})
+        diffs[ds]["1"].append(d1)
+        diffs[ds]["2"].append(d2)
+        lines.append(f"{ds:20s} {seed:4d} {a['dice_1pct']:8.3f} {b['dice_1pct']:8.3f} "
+                     f"{d1:+7.3f} {a['dice_2pct']:8.3f} {b['dice_2pct']:8.3f} {d2:+7.3f}")
+    lines += ["", f"median paired difference (p{arm:g} - p{base:g}) over seeds; seeds up"]
+    for ds, d in sorted(diffs.items()):
+        lines.append(f"{ds:20s} 1%: {np.median(d['1']):+.3f} ({sum(x > 0 for x in d['1'])}/"
+                     f"{len(d['1'])})   2%: {np.median(d['2']):+.3f} "
+                     f"({sum(x > 0 for x in d['2'])}/{len(d['2'])})")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", nargs="+", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--powers", nargs="+", type=float, default=[0.0, 0.5])
+    ap.add_argument("--steps", type=int, default=125)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    res = args.out / "results.json"
+    rows = json.loads(res.read_text()) if res.exists() else []
+    for seed in args.seeds:
+        for data in args.data:
+            for power in args.powers:
+                if any(r["dataset"] == data.name and r["seed"] == seed and r["power"] == power
+                       for r in rows):
+                    continue
+                row = run_one(data.resolve(), seed, power, args.out, args.steps)
+                rows.append(row)
+                tmp = res.with_suffix(".tmp")
+                tmp.write_text(json.dumps(rows, indent=1))
+                tmp.replace(res)
+                print(f"{data.name} seed {seed} p{power:g}: Dice {row['dice_1pct']:.3f} / "
+                      f"{row['dice_2pct']:.3f}, weights {row['weights']}, {row['seconds']:.0f} s",
+                      flush=True)
+    for arm in args.powers[1:]:
+        print(table(rows, args.powers[0], arm))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

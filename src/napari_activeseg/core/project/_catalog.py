@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _store_files as sf
 from ..imageio import list_images, read_image
-from ..largeimage import LARGE_IMAGE_PIXELS, is_large, open_lazy
+from ..largeimage import LARGE_IMAGE_PIXELS, open_if_large, open_lazy
 from ..validation import check_choice
 from ._records import ImageRecord, ProjectError, check_int, stat_key
 
@@ -42,28 +42,18 @@ _PARTIAL_SQL = ("COALESCE((SELECT s.reviewed_sha256 IS NOT NULL FROM submissions
 def probe_file(path: Path, channel_axis: int | None,
                large: int | None = LARGE_IMAGE_PIXELS) -> tuple:
     """(path, sha256, size, mtime_ns, shape, dtype) of an image file, reading it once; a TIFF
-    of more than `large` pixels is opened lazily (its pixels are not decoded)."""
+    or OME-Zarr of more than `large` pixels is opened lazily (its pixels are not decoded;
+    :func:`~..largeimage.open_if_large`)."""
     path = path.resolve()
     before = stat_key(path)
     sha = sf.sha256_file(path) if before is not None and path.is_file() else None
-    image = _lazy_if_large(path, channel_axis, large)
+    image = None if large is None else open_if_large(path, channel_axis, large)
     if image is None:
         image = read_image(path, channel_axis=channel_axis)  # clear ValueError if unreadable
     after = stat_key(path)
     if sha is None or before != after:
         raise ValueError(f"{str(path)!r} changed while it was being read; try again.")
     return path, sha, after[0], after[1], list(image.shape), str(image.dtype)
-
-
-def _lazy_if_large(path: Path, channel_axis: int | None, large: int | None) -> Any:
-    """The lazy image of a TIFF of more than `large` pixels, else None (read it whole)."""
-    if large is None or path.suffix.lower() not in (".tif", ".tiff"):
-        return None
-    try:
-        lazy = open_lazy(path, channel_axis)
-    except ValueError:
-        return None  # read_image says what is wrong
-    return lazy if is_large(lazy.shape, large) else None
 
 
 def relpath(path: Path, folder: Path) -> str | None:

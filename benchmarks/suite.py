@@ -301,8 +301,10 @@ def pick_default(analyses: Mapping[str, Mapping[str, Any]], *, baseline: str = "
     """The default region strategy: one rule for every dataset.
 
     The candidate (any strategy but ``baseline``) with the largest mean over datasets of its
-    mean paired nAUC gain over ``baseline`` (same seeds). Datasets where a candidate or the
-    baseline is missing do not count for it.
+    mean paired nAUC gain over ``baseline`` (same seeds), provided that mean is above 0;
+    else ``baseline`` itself: a strategy that does not beat random picks on average has not
+    earned the default. Datasets where a candidate or the baseline is missing do not count
+    for it.
 
     Returns
     -------
@@ -322,9 +324,11 @@ def pick_default(analyses: Mapping[str, Mapping[str, Any]], *, baseline: str = "
             if d:
                 gains.setdefault(name, {})[ds] = float(np.mean(d))
     means = {n: float(np.mean(list(g.values()))) for n, g in gains.items()}
-    default = max(means, key=lambda n: means[n]) if means else None
-    return {"default": default, "gains": gains, "mean_gain": means, "rule":
-            f"largest mean over datasets of the paired nAUC gain over {baseline}"}
+    best = max(means, key=lambda n: means[n]) if means else None
+    default = best if best is None or means[best] > 0 else baseline
+    return {"default": default, "best_candidate": best, "gains": gains, "mean_gain": means,
+            "rule": f"largest mean over datasets of the paired nAUC gain over {baseline}, "
+                    f"if above 0 (else {baseline})"}
 
 
 def claims(an: Mapping[str, Any], default: str | None, *, baseline: str = "random"

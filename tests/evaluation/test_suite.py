@@ -133,6 +133,13 @@ def test_default_pick_and_claims_on_known_curves():
     an = {"a": suite.analyse_dataset(_doc()), "b": suite.analyse_dataset(_doc())}
     pick = suite.pick_default(an)
     assert pick["default"] == "entropy" and pick["mean_gain"]["entropy"] > 0
+    # a candidate behind random on average does not get the default: random keeps it
+    worse = _doc()
+    worse["curves"]["entropy"]["0"]["dice"] = [d - 0.05 for d in
+                                               worse["curves"]["random"]["0"]["dice"]]
+    behind = suite.pick_default({"a": suite.analyse_dataset(worse)})
+    assert behind["default"] == "random" and behind["best_candidate"] == "entropy"
+    assert behind["mean_gain"]["entropy"] < 0
     c = suite.claims(an["a"], "entropy")
     # entropy at 5 %: 0.75 + 0.03 * 1/3 = 0.76 -> 0.95 of 0.80
     assert c["ceiling_fraction_at_5"]["mean"] == pytest.approx(0.76 / 0.80)

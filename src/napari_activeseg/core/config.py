@@ -325,7 +325,7 @@ class InferenceConfig(JsonConfig):
 # entropy of a window, k-center diversity in a batch). Chosen by the development suite's rule
 # (benchmarks/suite.py, docs/2026-12-02-suite.md): in region mode (the dock's default), over
 # the five development sets at 3 seeds, the candidate with the largest mean paired nAUC gain
-# over random boxes, provided it is above 0 -- entropy +0.006 (chase +0.020, dsb +0.018,
+# over random boxes, provided it is above 0 -- entropy +0.005 (chase +0.020, dsb +0.018,
 # axondeepseg and bbbc039 level, wbc -0.011), "power_entropy" +0.001: weak support, within the
 # round-to-round noise, not proof. It also scores a pool in one forward pass (a 100-image pool
 # in seconds on a CPU). The previous default, "task_similarity" (Grüning et al. 2020), was

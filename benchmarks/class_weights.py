@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from semi_supervised import _boxes, _dice, _submit, _upto  # noqa: E402
+from semi_supervised import _boxes, _dice, _submit, _upto, paired_table  # noqa: E402
 
 
 def run_one(data: Path, seed: int, power: float, out: Path, steps: int) -> dict:
@@ -77,32 +77,6 @@ def run_one(data: Path, seed: int, power: float, out: Path, steps: int) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def table(rows: list[dict], base: float, arm: float) -> str:
-    """Paired differences of power ``arm`` against power ``base``."""
-    by: dict[tuple[str, int], dict[float, dict]] = {}
-    for r in rows:
-        by.setdefault((r["dataset"], r["seed"]), {})[r["power"]] = r
-    lines = [f"{'dataset':20s} {'seed':>4s} {'1% p' + f'{base:g}':>8s} {'1% p' + f'{arm:g}':>8s} "
-             f"{'diff':>7s} {'2% p' + f'{base:g}':>8s} {'2% p' + f'{arm:g}':>8s} {'diff':>7s}"]
-    diffs: dict[str, dict[str, list[float]]] = {}
-    for (ds, seed), arms in sorted(by.items()):
-        if base not in arms or arm not in arms:
-            continue
-        a, b = arms[base], arms[arm]
-        d1, d2 = b["dice_1pct"] - a["dice_1pct"], b["dice_2pct"] - a["dice_2pct"]
-        diffs.setdefault(ds, {"1": [], "2": []})
-        diffs[ds]["1"].append(d1)
-        diffs[ds]["2"].append(d2)
-        lines.append(f"{ds:20s} {seed:4d} {a['dice_1pct']:8.3f} {b['dice_1pct']:8.3f} "
-                     f"{d1:+7.3f} {a['dice_2pct']:8.3f} {b['dice_2pct']:8.3f} {d2:+7.3f}")
-    lines += ["", f"median paired difference (p{arm:g} - p{base:g}) over seeds; seeds up"]
-    for ds, d in sorted(diffs.items()):
-        lines.append(f"{ds:20s} 1%: {np.median(d['1']):+.3f} ({sum(x > 0 for x in d['1'])}/"
-                     f"{len(d['1'])})   2%: {np.median(d['2']):+.3f} "
-                     f"({sum(x > 0 for x in d['2'])}/{len(d['2'])})")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", nargs="+", required=True, type=Path)
@@ -133,7 +107,7 @@ def main(argv=None) -> int:
                       f"{row['dice_2pct']:.3f}, weights {row['weights']}, {row['seconds']:.0f} s",
                       flush=True)
     for arm in args.powers[1:]:
-        print(table(rows, args.powers[0], arm))
+        print(paired_table(rows, "power", args.powers[0], arm))
     return 0
 
 

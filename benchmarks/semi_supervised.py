@@ -149,31 +149,42 @@ def run_one(data: Path, seed: int, out: Path, steps: int, rows: list[dict], save
     shutil.rmtree(base, ignore_errors=True)
 
 
-def table(rows: list[dict], arm: str = "semi") -> str:
-    """The paired table of ``sup`` against ``arm``."""
-    lines = [(f"{'dataset':20s} {'seed':>4s} {'1% sup':>7s} {'1% ' + arm:>10s} {'diff':>7s} "
-              f"{'2% sup':>7s} {'2% ' + arm:>10s} {'diff':>7s}")]
-    by = {}
+def paired_table(rows: list[dict], key: str, base, arm) -> str:
+    """Per dataset and seed, Dice at 1 % and 2 % of the rows with ``row[key] == base`` and
+    ``== arm`` and their difference; then the median difference per dataset over seeds and
+    how many seeds went up."""
+    def name(v):
+        return v if isinstance(v, str) else f"p{v:g}"
+
+    b_name, a_name = name(base), name(arm)
+    lines = [(f"{'dataset':20s} {'seed':>4s} {'1% ' + b_name:>9s} {'1% ' + a_name:>10s} "
+              f"{'diff':>7s} {'2% ' + b_name:>9s} {'2% ' + a_name:>10s} {'diff':>7s}")]
+    by: dict = {}
     for r in rows:
-        by.setdefault((r["dataset"], r["seed"]), {})[r["arm"]] = r
+        by.setdefault((r["dataset"], r["seed"]), {})[r[key]] = r
     diffs: dict[str, dict[str, list[float]]] = {}
     for (ds, seed), arms in sorted(by.items()):
-        if "sup" not in arms or arm not in arms:
+        if base not in arms or arm not in arms:
             continue
-        a, b = arms["sup"], arms[arm]
+        a, b = arms[base], arms[arm]
         d1, d2 = b["dice_1pct"] - a["dice_1pct"], b["dice_2pct"] - a["dice_2pct"]
         diffs.setdefault(ds, {"1": [], "2": []})
         diffs[ds]["1"].append(d1)
         diffs[ds]["2"].append(d2)
-        lines.append(f"{ds:20s} {seed:4d} {a['dice_1pct']:7.3f} {b['dice_1pct']:10.3f} "
-                     f"{d1:+7.3f} {a['dice_2pct']:7.3f} {b['dice_2pct']:10.3f} {d2:+7.3f}")
+        lines.append(f"{ds:20s} {seed:4d} {a['dice_1pct']:9.3f} {b['dice_1pct']:10.3f} "
+                     f"{d1:+7.3f} {a['dice_2pct']:9.3f} {b['dice_2pct']:10.3f} {d2:+7.3f}")
     lines.append("")
-    lines.append(f"median paired difference ({arm} - sup), seeds; wins")
+    lines.append(f"median paired difference ({a_name} - {b_name}) over seeds; seeds up")
     for ds, d in sorted(diffs.items()):
         lines.append(f"{ds:20s} 1%: {np.median(d['1']):+.3f} ({sum(x > 0 for x in d['1'])}/"
                      f"{len(d['1'])})   2%: {np.median(d['2']):+.3f} "
                      f"({sum(x > 0 for x in d['2'])}/{len(d['2'])})")
     return "\n".join(lines)
+
+
+def table(rows: list[dict], arm: str = "semi") -> str:
+    """The paired table of ``sup`` against ``arm``."""
+    return paired_table(rows, "arm", "sup", arm)
 
 
 def main(argv=None) -> int:

@@ -24,8 +24,8 @@ from napari_activeseg.core.strategies import (
 from napari_activeseg.core.strategies import diversity as div
 
 ALL = ["random", "entropy", "power_entropy", "margin", "least_confidence", "bald", "variance",
-       "tta", "ensemble", "coreset", "badge", "alges", "suggestive", "stratified", "task_similarity",
-       "objects"]
+       "tta", "ensemble", "coreset", "badge", "alges", "suggestive", "stratified",
+       "task_similarity", "objects"]
 
 
 # -- aggregation ------------------------------------------------------------------------------

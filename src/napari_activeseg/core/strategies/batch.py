@@ -150,11 +150,8 @@ def power_order(scores: np.ndarray, rng: np.random.Generator, *, beta: float = 1
         raise ValueError("power sampling needs finite scores >= 0 (an uncertainty); got "
                          f"min {s.min() if s.size else 0.0!r}. Use diversity='kcenter' or "
                          "'none' for this strategy.")
-    gumbel = rng.gumbel(size=s.shape)
-    with np.errstate(divide="ignore"):
-        logs = np.where(s > 0, float(beta) * np.log(np.where(s > 0, s, 1.0)), -np.inf)
-    if beta == 0:
-        logs = np.zeros_like(s)
-    # zero scores: after every positive one, shuffled by their own noise
-    key = np.where(np.isfinite(logs), logs + gumbel, -1e300 + gumbel)
-    return np.argsort(-key, kind="stable")
+    key = rng.gumbel(size=s.shape)
+    drawn = (s > 0) | (beta == 0)  # s ** 0 = 1 for every score
+    key[drawn] += float(beta) * np.log(np.where(s[drawn] > 0, s[drawn], 1.0))
+    # the drawn ones by their key; zero scores after them, shuffled by their own noise
+    return np.lexsort((-key, ~drawn))

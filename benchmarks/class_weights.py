@@ -1,11 +1,16 @@
-"""Do class weights decided from the labels help at low annotation budgets? Paired measurement.
+"""Do class weights or a calibrated class threshold help at low annotation budgets? Paired.
 
 For every dataset and seed: the seed's pool/test split, random boxes of the project's
 automatic size drawn once in one order (as ``benchmarks/semi_supervised.py`` draws them), until
 1 % and then 2 % of the pool's pixels are reviewed. Each arm trains the same way on the same
-boxes, differing only in ``TrainConfig.class_weight_power`` (0 = unweighted loss; ``p`` >
-0 weighs class ``c`` by ``(max f / f_c) ** p``, ``f`` the classes' shares of the reviewed
-pixels in the round's patches, ``core.training.auto_class_weights``):
+boxes and differs only in how the classes are balanced (``--arms``):
+
+- a number ``p``: ``TrainConfig.class_weight_power`` (0 = unweighted loss; ``p`` > 0 weighs
+  class ``c`` by ``(max f / f_c) ** p``, ``f`` the classes' shares of the reviewed pixels in
+  the round's patches, ``core.training.auto_class_weights``);
+- ``cal``: ``TrainConfig.calibrate_bias`` (after the round, the classes' logits are shifted so
+  the class map agrees best with the reviewed pixels, ``core.training.calibrate_logit_bias``);
+- ``p+cal``: both.
 
     round 1   1 % boxes, from scratch     <- Dice at 1 %
     round 2   2 % boxes, warm start       <- Dice at 2 %
@@ -16,10 +21,10 @@ default) so the result does not depend on the machine's load. Test Dice: mean pe
 foreground Dice of ``session.predict_array`` on the raw test images.
 
     OMP_NUM_THREADS=1 python benchmarks/class_weights.py --out bench_out/class_weights \\
-        --data ../shared/data/* --seeds 0 1 2 --powers 0 0.5
+        --data ../shared/data/* --seeds 0 1 2 --arms 0 cal 0.25 0.25+cal
 
-Writes ``OUT/results.json`` (one row per dataset, seed and power; finished rows are skipped
-when the command is run again) and prints the paired table against the first power.
+Writes ``OUT/results.json`` (one row per dataset, seed and arm; finished rows are skipped
+when the command is run again) and prints the paired table of every arm against the first.
 """
 
 from __future__ import annotations
@@ -37,7 +42,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from semi_supervised import _boxes, _dice, _submit, _upto, paired_table  # noqa: E402
 
 
-def run_one(data: Path, seed: int, power: float, out: Path, steps: int) -> dict:
+def parse_arm(arm: str) -> dict:
+    """``"0.5"`` -> class_weight_power 0.5; ``"cal"`` -> calibrate_bias; ``"0.5+cal"`` both."""
+    kw = {"class_weight_power": 0.0, "calibrate_bias": False}
+    for part in arm.split("+"):
+        if part == "cal":
+            kw["calibrate_bias"] = True
+        else:
+            kw["class_weight_power"] = float(part)
+    return kw
+
+
+def run_one(data: Path, seed: int, arm: str, out: Path, steps: int) -> dict:
     from napari_activeseg.core.config import TrainConfig
     from napari_activeseg.core.progress import run_to_end
     from napari_activeseg.core.project import Project
@@ -53,9 +69,8 @@ def run_one(data: Path, seed: int, power: float, out: Path, steps: int) -> dict:
     b1, px1 = _upto(windows, 0.01 * pool_px)
     b2, px2 = _upto(windows, 0.02 * pool_px)
     classes = ("background", *(f"class {k}" for k in range(1, ds.n_classes)))
-    train = TrainConfig(max_steps=steps, time_budget_s=None, seed=seed,
-                        class_weight_power=power)
-    folder = out / "runs" / f"{data.name}_s{seed}_p{power:g}"
+    train = TrainConfig(max_steps=steps, time_budget_s=None, seed=seed, **parse_arm(arm))
+    folder = out / "runs" / f"{data.name}_s{seed}_{arm}"
     shutil.rmtree(folder, ignore_errors=True)
     t0 = time.perf_counter()
     with Project.create(folder, images=[ds.root / "images" / ds.names[i] for i in pool],
@@ -70,10 +85,11 @@ def run_one(data: Path, seed: int, power: float, out: Path, steps: int) -> dict:
         s2 = run_to_end(session.train())
         d2 = _dice(session, ds, test)
     shutil.rmtree(folder, ignore_errors=True)
-    return {"dataset": data.name, "seed": seed, "power": power, "region_size": size,
+    return {"dataset": data.name, "seed": seed, "arm": arm, "region_size": size,
             "pool_px": int(pool_px), "px_1": int(px1), "px_2": int(px2), "boxes_1": len(b1),
             "boxes_2": len(b2), "dice_1pct": d1, "dice_2pct": d2, "steps": steps,
             "weights": [s1.result.class_weights, s2.result.class_weights],
+            "logit_bias": [s1.result.logit_bias, s2.result.logit_bias],
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -82,7 +98,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", nargs="+", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--powers", nargs="+", type=float, default=[0.0, 0.5])
+    ap.add_argument("--arms", nargs="+", default=["0", "0.5"],
+                    help="class-weight power, 'cal' (logit calibration) or both: '0.5+cal'; "
+                         "the first is the base of the paired table")
     ap.add_argument("--steps", type=int, default=125)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -94,20 +112,20 @@ def main(argv=None) -> int:
     rows = json.loads(res.read_text()) if res.exists() else []
     for seed in args.seeds:
         for data in args.data:
-            for power in args.powers:
-                if any(r["dataset"] == data.name and r["seed"] == seed and r["power"] == power
+            for arm in args.arms:
+                if any(r["dataset"] == data.name and r["seed"] == seed and r["arm"] == arm
                        for r in rows):
                     continue
-                row = run_one(data.resolve(), seed, power, args.out, args.steps)
+                row = run_one(data.resolve(), seed, arm, args.out, args.steps)
                 rows.append(row)
                 tmp = res.with_suffix(".tmp")
                 tmp.write_text(json.dumps(rows, indent=1))
                 tmp.replace(res)
-                print(f"{data.name} seed {seed} p{power:g}: Dice {row['dice_1pct']:.3f} / "
-                      f"{row['dice_2pct']:.3f}, weights {row['weights']}, {row['seconds']:.0f} s",
-                      flush=True)
-    for arm in args.powers[1:]:
-        print(paired_table(rows, "power", args.powers[0], arm))
+                print(f"{data.name} seed {seed} {arm}: Dice {row['dice_1pct']:.3f} / "
+                      f"{row['dice_2pct']:.3f}, weights {row['weights']}, "
+                      f"shifts {row['logit_bias']}, {row['seconds']:.0f} s", flush=True)
+    for arm in args.arms[1:]:
+        print(paired_table(rows, "arm", args.arms[0], arm))
     return 0
 
 

@@ -607,6 +607,21 @@ def run_suite(data_root: Path, out: Path, settings: SuiteSettings, *,
     return suite
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["calibrate_bias=true", "max_steps=200"]`` -> ``{"calibrate_bias": True, ...}``
+    (values as JSON; a bare word stays a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"Expected KEY=VALUE, got {item!r}.")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
@@ -627,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", default=",".join(d.baselines))
     p.add_argument("--device", default=d.device)
     p.add_argument("--rf-samples", type=int, default=d.rf_samples)
+    p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                   help="a TrainConfig override for every dataset, VALUE as JSON (e.g. "
+                        "calibrate_bias=true); repeatable")
     p.add_argument("--analyse-only", action="store_true",
                    help="rebuild the tables from what is on disk; train nothing")
     return p
@@ -639,8 +657,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=args.rounds, steps=args.steps, full_steps=args.full_steps,
         full_rounds=args.full_rounds, full_min_delta=args.full_min_delta,
         max_images=args.max_images,
-        max_pixels=None if args.max_pixels is None else int(args.max_pixels), baselines=parse_list(args.baselines, none_ok=True),
-        device=args.device, rf_samples=args.rf_samples or None)
+        max_pixels=None if args.max_pixels is None else int(args.max_pixels),
+        baselines=parse_list(args.baselines, none_ok=True),
+        device=args.device, rf_samples=args.rf_samples or None,
+        train=parse_overrides(args.train))
     suite = run_suite(Path(args.data_root), Path(args.out), settings,
                       datasets=parse_list(args.datasets) or None, analyse_only=args.analyse_only)
     print(format_tables(suite))

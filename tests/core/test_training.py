@@ -8,7 +8,8 @@ from napari_activeseg.core.config import ModelConfig, TrainConfig
 from napari_activeseg.core.inference import predict
 from napari_activeseg.core.losses import dice_score
 from napari_activeseg.core.progress import run_to_end
-from napari_activeseg.core.training import Trainer, TrainProgress
+from napari_activeseg.core.model import UNet
+from napari_activeseg.core.training import Trainer, TrainProgress, fit_logit_bias, shift_logits
 
 from ..conftest import make_blobs
 
@@ -317,3 +318,55 @@ def test_automatic_class_weights_count_reviewed_pixels_only_and_are_capped():
     assert result.class_weights == pytest.approx((1.0, 1.0, 1.0))  # class 2 absent: 1
     with pytest.raises(ValueError, match="class_weight_power"):
         TrainConfig(class_weight_power=1.5)
+
+
+def test_fit_logit_bias_finds_the_shift_that_calls_an_under_called_class():
+    rng = np.random.default_rng(0)
+    target = (rng.random(20_000) < 0.1).astype(np.int64)
+    # class 1's logit ranks every pixel right but stays below background's: nothing is called
+    fg = np.where(target == 1, -1.0, -3.0) + rng.normal(0, 0.2, target.size)
+    logits = np.stack([np.zeros(target.size), fg], axis=1)
+    assert dice_score(logits.argmax(1), target) == 0.0
+    shift = fit_logit_bias(logits, target)
+    assert shift[0] == 0.0 and 1.0 < shift[1] < 3.0  # between the two classes' logits
+    assert dice_score((logits + shift).argmax(1), target) > 0.99
+
+
+def test_fit_logit_bias_leaves_a_model_that_calls_its_classes_right_alone():
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 3, 5000)
+    logits = np.eye(3)[target] * 2.0 + rng.normal(0, 0.3, (5000, 3))
+    assert np.all(fit_logit_bias(logits, target) == 0.0)
+    # a gain under min_gain is not taken either
+    logits[:40, 1] += 5.0  # 40 pixels wrongly called 1: a shift could fix few of them
+    assert np.all(fit_logit_bias(logits, target, min_gain=0.05) == 0.0)
+
+
+def test_shift_logits_moves_the_folded_class_logits_by_exactly_the_shift():
+    mc = ModelConfig(in_channels=1, n_classes=3, depth=2, width=8, boundary_classes=(1,))
+    model = UNet(mc).eval()
+    shift = np.array([0.0, 1.5, -0.75], np.float32)
+    moved = UNet(mc).eval()
+    moved.load_state_dict(shift_logits(model.state_dict(), shift, mc))
+    x = torch.rand(1, 1, 32, 32)
+    with torch.inference_mode():
+        diff = moved(x) - model(x)  # folded: class 1 = logaddexp(interior, boundary)
+    assert torch.allclose(diff, torch.tensor(shift).view(1, 3, 1, 1).expand_as(diff), atol=1e-5)
+
+
+def test_a_calibrated_round_differs_only_by_the_head_bias_and_calls_more_right():
+    lab = np.zeros((64, 64), np.int64)
+    lab[:, :6] = 1
+    lab[30:34] = 1
+    img = lab.astype(np.float32)[None]
+    cfg = TrainConfig(patch_size=32, batch_size=2, max_steps=2, time_budget_s=None, seed=0,
+                      calibrate_bias=True)  # two steps: far from fitted, class 1 under-called
+    cal = run_to_end(Trainer(TINY, cfg).fit([img], [lab]))
+    plain = run_to_end(Trainer(TINY, cfg.replace(calibrate_bias=False)).fit([img], [lab]))
+    assert plain.logit_bias is None and cal.logit_bias[0] == 0.0 and cal.logit_bias[1] > 0
+    for k, v in cal.state_dict.items():
+        expected = plain.state_dict[k] + (torch.tensor(cal.logit_bias) if k == "head.bias" else 0)
+        assert torch.allclose(v, expected, atol=1e-6), k
+    d_cal = dice_score(predict(cal.build_model(), img).labels, lab)
+    d_plain = dice_score(predict(plain.build_model(), img).labels, lab)
+    assert d_cal >= d_plain + 0.01

@@ -309,3 +309,15 @@ def test_a_folder_from_before_the_plateau_option_resumes(tmp_path):
     run_to_end(run_benchmark(cfg))  # same settings (the old defaults): resumes
     with pytest.raises(ValueError, match="full_rounds"):
         run_to_end(run_benchmark(BenchmarkConfig(**{**cfg.__dict__, "full_rounds": 2})))
+
+
+def test_command_line_train_overrides_reach_every_dataset_config(tmp_path):
+    assert suite.parse_overrides(["calibrate_bias=true", "max_steps=200", "device=cpu"]) == {
+        "calibrate_bias": True, "max_steps": 200, "device": "cpu"}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        suite.parse_overrides(["calibrate_bias"])
+    data = _folder(tmp_path / "d", classes=2)
+    args = suite.build_parser().parse_args(["--out", "x", "--train", "calibrate_bias=true"])
+    settings = suite.SuiteSettings(train=suite.parse_overrides(args.train))
+    cfg, _ = suite.dataset_config(data, tmp_path / "o", settings)
+    assert cfg.train["calibrate_bias"] is True

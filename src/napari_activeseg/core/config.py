@@ -228,6 +228,10 @@ class TrainConfig(JsonConfig):
     # f_c its share of the reviewed pixels in the round's own patches (decided from the data
     # at every round; capped at MAX_AUTO_CLASS_WEIGHT); 0 = unweighted
     class_weight_power: float = 0.0
+    # after a round, shift the classes' logits (the head's bias) so the class map agrees best
+    # with the reviewed pixels (held-back crops when there are some): a model trained on a
+    # few labels ranks a thin class right but under-calls it (core.training.calibrate_logit_bias)
+    calibrate_bias: bool = False
     # augmentation
     flips: bool = True
     rot90: bool = True

@@ -34,6 +34,12 @@ _MAX_CENTRES = 200_000
 MAX_AUTO_CLASS_WEIGHT = 10.0
 #: patches :func:`auto_class_weights` draws to measure the class shares
 _WEIGHT_PATCHES = 64
+#: crops :func:`calibrate_logit_bias` predicts when there is no held-back image, the pixels
+#: it fits on at most, the logit shifts it tries, and the Dice gain a shift must bring
+_CALIB_CROPS = 16
+_CALIB_PIXELS = 262_144
+_CALIB_GRID = np.round(np.linspace(-4.0, 4.0, 33), 6)
+_CALIB_MIN_GAIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class TrainResult:
     n_val_images: int = 0
     #: the class weights the loss used (None: unweighted)
     class_weights: tuple[float, ...] | None = None
+    #: the shift added to each class's logit after the round (None: not calibrated; see
+    #: :func:`calibrate_logit_bias`), already in ``state_dict``
+    logit_bias: tuple[float, ...] | None = None
 
     def build_model(self) -> UNet:
         model = UNet(self.model_config)
@@ -224,6 +233,104 @@ def auto_class_weights(sampler: _PatchSampler, n_outputs: int, power: float, *,
     w = np.ones(n_outputs)
     w[seen] = np.minimum((share.max() / share[seen]) ** float(power), MAX_AUTO_CLASS_WEIGHT)
     return tuple(float(v) for v in w)
+
+
+def fit_logit_bias(logits: np.ndarray, target: np.ndarray, *, grid=_CALIB_GRID,
+                   min_gain: float = _CALIB_MIN_GAIN, sweeps: int = 2) -> np.ndarray:
+    """Per-class logit shifts that maximise the mean foreground Dice of ``argmax(logits +
+    shift)`` against ``target`` (pooled over the pixels; classes >= 1 present in either map).
+
+    Coordinate search over ``grid`` (background stays at 0), ``sweeps`` passes; ties go to the
+    smaller shift. A result that gains less than ``min_gain`` Dice over no shift is all zeros:
+    a model that already calls its classes right is left alone.
+
+    Parameters
+    ----------
+    logits : (N, C) float array
+    target : (N,) int array in [0, C)
+    """
+    logits = np.asarray(logits, np.float32)
+    target = np.asarray(target, np.int64)
+    n, c = logits.shape
+    true_n = np.bincount(target, minlength=c)[:c]
+
+    def score(shift):
+        pred = np.argmax(logits + shift, axis=1)
+        pred_n = np.bincount(pred, minlength=c)
+        tp = np.bincount(pred[pred == target], minlength=c)
+        scores = [2 * tp[k] / (pred_n[k] + true_n[k]) for k in range(1, c)
+                  if pred_n[k] + true_n[k] > 0]
+        return float(np.mean(scores)) if scores else 1.0
+
+    shift = np.zeros(c, np.float32)
+    if c < 2 or n == 0:
+        return shift
+    base = best = score(shift)
+    order = np.argsort(np.abs(grid), kind="stable")  # small shifts first: ties keep them
+    for _ in range(sweeps):
+        moved = False
+        for k in range(1, c):
+            keep = shift[k]
+            for d in np.asarray(grid, np.float32)[order]:
+                shift[k] = d
+                s = score(shift)
+                if s > best + 1e-9:
+                    best, keep, moved = s, d, True
+            shift[k] = keep
+        if not moved:
+            break
+    return shift if best - base >= min_gain else np.zeros(c, np.float32)
+
+
+def calibrate_logit_bias(model: UNet, sampler: _PatchSampler, val, device, *, seed: int = 0,
+                         n_crops: int = _CALIB_CROPS) -> np.ndarray:
+    """Logit shifts (one per class) fitted on the held-back crops ``val`` when there are some,
+    else on crops of the reviewed pixels centred uniformly on them (not foreground-weighted:
+    the classes' shares are the data's), by :func:`fit_logit_bias`. ``model`` in eval mode."""
+    cfg = model.config
+    rng = np.random.default_rng([int(seed), 104729])
+    crops = []
+    if val:
+        crops = [(img, fold_labels(t, cfg.n_classes, cfg.boundary_classes), None)
+                 for img, t in val]
+    else:
+        size = max(sampler.cfg.patch_size * 2, 128)
+        for _ in range(int(n_crops)):
+            i = int(rng.choice(len(sampler.images), p=sampler.p_image))
+            pool = sampler.centres[i]
+            cy, cx = divmod(int(pool[rng.integers(pool.size)]), sampler.labels[i].shape[1])
+            h, w = sampler.labels[i].shape
+            y0, x0 = max(min(cy - size // 2, h - size), 0), max(min(cx - size // 2, w - size), 0)
+            sl = np.s_[y0:y0 + size, x0:x0 + size]
+            rev = sampler.reviewed[i]
+            crops.append((sampler.images[i][(slice(None), *sl)],
+                          fold_labels(sampler.labels[i][sl], cfg.n_classes,
+                                      cfg.boundary_classes),
+                          None if rev is None else rev[sl]))
+    logits, target = [], []
+    with torch.inference_mode():
+        for img, lab, rev in crops:
+            x = torch.from_numpy(np.ascontiguousarray(img, np.float32))[None].to(device)
+            out = model(x.contiguous(memory_format=torch.channels_last))[0].float().cpu()
+            out = out.numpy().reshape(cfg.n_classes, -1).T
+            keep = np.ones(lab.size, bool) if rev is None else rev.ravel()
+            logits.append(out[keep])
+            target.append(lab.ravel()[keep])
+    logits, target = np.concatenate(logits), np.concatenate(target)
+    if len(target) > _CALIB_PIXELS:
+        idx = rng.choice(len(target), _CALIB_PIXELS, replace=False)
+        logits, target = logits[idx], target[idx]
+    return fit_logit_bias(logits, target)
+
+
+def shift_logits(state: dict[str, torch.Tensor], shift: np.ndarray, mc: ModelConfig
+                     ) -> dict[str, torch.Tensor]:
+    """``state`` with ``shift[c]`` added to class c's head bias (and to its boundary output:
+    the folded logit ``logaddexp(interior, boundary)`` then moves by exactly ``shift[c]``)."""
+    full = list(shift) + [shift[c] for c in mc.boundary_classes]
+    out = dict(state)
+    out["head.bias"] = state["head.bias"] + torch.tensor(full, dtype=state["head.bias"].dtype)
+    return out
 
 
 def _lr_factor(frac: float, cfg: TrainConfig) -> float:
@@ -497,12 +604,20 @@ class Trainer:
                 best_dice, best_state = final_dice, final_state
             final_state = best_state
         model.eval()
+        logit_bias = None
+        if cfg.calibrate_bias and step > 0:
+            model.load_state_dict(final_state)
+            shift = calibrate_logit_bias(model, sampler, val, device, seed=cfg.seed)
+            logit_bias = tuple(float(v) for v in shift)
+            if np.any(shift):
+                final_state = shift_logits(final_state, shift, mc)
         return TrainResult(
             state_dict=final_state, model_config=mc, train_config=cfg, steps=step,
             seconds=time.perf_counter() - t0, stop_reason=stop_reason, best_val_dice=best_dice,
             history=history, n_train_images=len(images),
             n_val_images=len(val_images) if val_images else 0,
             class_weights=None if weights is None else tuple(float(v) for v in weights.tolist()),
+            logit_bias=logit_bias,
         )
 
     @staticmethod

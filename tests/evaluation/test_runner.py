@@ -271,6 +271,23 @@ def test_interrupted_run_continues_where_it_stopped(data, tmp_path):
     assert [r["rf_samples_per_image"] for r in _state(out, "rf_s0")["rounds"]] == [1500, 1000]
 
 
+def test_a_later_run_with_more_seeds_keeps_a_baseline_it_did_not_ask_for(data, tmp_path):
+    out = tmp_path / "out"
+    run_to_end(run_benchmark(_config(data, out, strategies=("random",), baselines=("rf",),
+                                     rounds=0, rf_samples=2000)))
+    # seeds 0 and 1 without the forest: seed 0's forest stays in the results, seed 1 has none
+    result = run_to_end(run_benchmark(_config(data, out, strategies=("random",), baselines=(),
+                                              rounds=0, seeds=(0, 1), rf_samples=2000)))
+    keys = sorted((r["strategy"], r["seed"]) for r in result.rows)
+    assert keys == [("random", 0), ("random", 1), ("rf", 0)]
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["curves"]) == {"random", "rf"} and set(doc["curves"]["rf"]) == {"0"}
+    # a seed not asked for is not reported
+    result = run_to_end(run_benchmark(_config(data, out, strategies=("random",), baselines=(),
+                                              rounds=0, seeds=(1,), rf_samples=2000)))
+    assert sorted((r["strategy"], r["seed"]) for r in result.rows) == [("random", 1)]
+
+
 def test_resume_with_other_settings_is_refused(data, tmp_path):
     out = tmp_path / "out"
     run_to_end(run_benchmark(_config(data, out, strategies=("random",), baselines=(),

@@ -1,4 +1,4 @@
-"""The outputs of a benchmark folder: every requested run's rows gathered from its state file,
+"""The outputs of a benchmark folder: every requested (or earlier finished) run's rows gathered from its state file,
 ``results.json`` (settings, splits, curves with their picks, AULC, summary, notes),
 ``results.csv`` and ``learning_curve.png``.
 
@@ -25,10 +25,26 @@ from .resume import STATE_NAME, RunState, utc_now
 __all__ = ["collect", "write_outputs"]
 
 
-def collect(exp: Experiment) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[dict]]]]:
-    """Rows of every requested run (rounds 0..rounds), and the curves with their picks."""
-    rows, curves = [], {}
+def run_names(exp: Experiment) -> list[str]:
+    """The strategies and baselines to report: the requested ones, then any other whose run
+    of a requested seed is on disk (an earlier invocation of the same experiment, e.g. the
+    ceiling trained for seed 0 only: running more seeds without it must not drop it)."""
     names = [*exp.cfg.strategies, *exp.cfg.baselines]
+    found = set()
+    if exp.runs_dir.is_dir():
+        seeds = {f"s{s}" for s in exp.cfg.seeds}
+        for state in exp.runs_dir.glob(f"*/{STATE_NAME}"):
+            name, _, seed = state.parent.name.rpartition("_")
+            if name and seed in seeds and name not in names:
+                found.add(name)
+    return names + sorted(found)
+
+
+def collect(exp: Experiment) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[dict]]]]:
+    """Rows of every run to report (:func:`run_names`; rounds 0..rounds), and the curves with
+    their picks."""
+    rows, curves = [], {}
+    names = run_names(exp)
     for name in names:
         for seed in exp.cfg.seeds:
             path = exp.run_dir(name, seed) / STATE_NAME
@@ -78,7 +94,7 @@ def write_outputs(exp: Experiment, *, plot: bool = True
         if second is not None:
             observer[str(seed)] = second
         path = exp.run_dir("full", seed) / STATE_NAME
-        if "full" in cfg.baselines and path.is_file():
+        if path.is_file():
             st = RunState(path, "baseline", "full", seed).data
             if st.get("plateau"):
                 plateau[str(seed)] = {"rounds": st["plateau"],
@@ -113,7 +129,7 @@ def write_outputs(exp: Experiment, *, plot: bool = True
     }
     files = {"json": cfg.out / "results.json", "csv": cfg.out / "results.csv",
              **({"png": cfg.out / "learning_curve.png"} if plot else {})}
-    order = {n: i for i, n in enumerate([*cfg.strategies, *cfg.baselines])}
+    order = {n: i for i, n in enumerate(run_names(exp))}
     rows.sort(key=lambda r: (order.get(r["strategy"], 99), r["seed"], r["round"]))
     write_json(files["json"], doc)
     write_csv(files["csv"], rows)

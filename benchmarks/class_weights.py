@@ -90,6 +90,7 @@ def run_one(data: Path, seed: int, arm: str, out: Path, steps: int) -> dict:
             "boxes_2": len(b2), "dice_1pct": d1, "dice_2pct": d2, "steps": steps,
             "weights": [s1.result.class_weights, s2.result.class_weights],
             "logit_bias": [s1.result.logit_bias, s2.result.logit_bias],
+            "calibration": [s1.result.calibration, s2.result.calibration],
             "seconds": round(time.perf_counter() - t0, 1)}
 
 

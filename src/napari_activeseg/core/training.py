@@ -83,6 +83,8 @@ class TrainResult:
     #: the shift added to each class's logit after the round (None: not calibrated; see
     #: :func:`calibrate_logit_bias`), already in ``state_dict``
     logit_bias: tuple[float, ...] | None = None
+    #: what the calibration saw (:func:`fit_logit_bias`'s ``info``), None when not calibrated
+    calibration: dict[str, Any] | None = None
 
     def build_model(self) -> UNet:
         model = UNet(self.model_config)
@@ -236,9 +238,17 @@ def auto_class_weights(sampler: _PatchSampler, n_outputs: int, power: float, *,
 
 
 def fit_logit_bias(logits: np.ndarray, target: np.ndarray, *, grid=_CALIB_GRID,
-                   min_gain: float = _CALIB_MIN_GAIN, sweeps: int = 2) -> np.ndarray:
-    """Per-class logit shifts that maximise the mean foreground Dice of ``argmax(logits +
-    shift)`` against ``target`` (pooled over the pixels; classes >= 1 present in either map).
+                   min_gain: float = _CALIB_MIN_GAIN, sweeps: int = 2,
+                   info: dict | None = None) -> np.ndarray:
+    """Per-class logit shifts that correct a class called too rarely or too often: among the
+    shifts that bring no class's predicted share of the pixels further from its true share,
+    the one that maximises the mean foreground Dice of ``argmax(logits + shift)`` against
+    ``target`` (pooled over the pixels; classes >= 1 present in either map).
+
+    The share condition keeps the fit to what a logit shift can mend, a prior the model has
+    wrong (a thin class it ranks right but never calls): a class already called as often as it
+    occurs, in the wrong places, is not called more often to catch a few more of its pixels
+    (on a few labelled boxes that fits the boxes, not the images).
 
     Coordinate search over ``grid`` (background stays at 0), ``sweeps`` passes; ties go to the
     smaller shift. A result that gains less than ``min_gain`` Dice over no shift is all zeros:
@@ -248,24 +258,31 @@ def fit_logit_bias(logits: np.ndarray, target: np.ndarray, *, grid=_CALIB_GRID,
     ----------
     logits : (N, C) float array
     target : (N,) int array in [0, C)
+    info : dict, optional
+        Filled with what the fit saw: ``dice_before``/``dice_after`` (on these pixels),
+        ``true_share`` and ``pred_share`` (per class, before the shift), ``pixels``.
     """
     logits = np.asarray(logits, np.float32)
     target = np.asarray(target, np.int64)
     n, c = logits.shape
-    true_n = np.bincount(target, minlength=c)[:c]
-
-    def score(shift):
-        pred = np.argmax(logits + shift, axis=1)
-        pred_n = np.bincount(pred, minlength=c)
-        tp = np.bincount(pred[pred == target], minlength=c)
-        scores = [2 * tp[k] / (pred_n[k] + true_n[k]) for k in range(1, c)
-                  if pred_n[k] + true_n[k] > 0]
-        return float(np.mean(scores)) if scores else 1.0
-
     shift = np.zeros(c, np.float32)
     if c < 2 or n == 0:
         return shift
-    base = best = score(shift)
+    true_n = np.bincount(target, minlength=c)[:c]
+
+    def evaluate(sh):
+        pred = np.argmax(logits + sh, axis=1)
+        pred_n = np.bincount(pred, minlength=c)[:c]
+        tp = np.bincount(pred[pred == target], minlength=c)[:c]
+        scores = [2 * tp[k] / (pred_n[k] + true_n[k]) for k in range(1, c)
+                  if pred_n[k] + true_n[k] > 0]
+        return (float(np.mean(scores)) if scores else 1.0), pred_n
+
+    base, pred0 = evaluate(shift)
+    best, gap0 = base, np.abs(pred0 - true_n)
+    if info is not None:
+        info.update(pixels=int(n), true_share=[float(v) for v in true_n / n],
+                    pred_share=[float(v) for v in pred0 / n])
     order = np.argsort(np.abs(grid), kind="stable")  # small shifts first: ties keep them
     for _ in range(sweeps):
         moved = False
@@ -273,17 +290,20 @@ def fit_logit_bias(logits: np.ndarray, target: np.ndarray, *, grid=_CALIB_GRID,
             keep = shift[k]
             for d in np.asarray(grid, np.float32)[order]:
                 shift[k] = d
-                s = score(shift)
-                if s > best + 1e-9:
+                s, pred_n = evaluate(shift)
+                if s > best + 1e-9 and np.all(np.abs(pred_n - true_n) <= gap0):
                     best, keep, moved = s, d, True
             shift[k] = keep
         if not moved:
             break
-    return shift if best - base >= min_gain else np.zeros(c, np.float32)
+    taken = best - base >= min_gain
+    if info is not None:
+        info.update(dice_before=base, dice_after=best if taken else base)
+    return shift if taken else np.zeros(c, np.float32)
 
 
 def calibrate_logit_bias(model: UNet, sampler: _PatchSampler, val, device, *, seed: int = 0,
-                         n_crops: int = _CALIB_CROPS) -> np.ndarray:
+                         n_crops: int = _CALIB_CROPS, info: dict | None = None) -> np.ndarray:
     """Logit shifts (one per class) fitted on the held-back crops ``val`` when there are some,
     else on crops of the reviewed pixels centred uniformly on them (not foreground-weighted:
     the classes' shares are the data's), by :func:`fit_logit_bias`. ``model`` in eval mode."""
@@ -320,7 +340,9 @@ def calibrate_logit_bias(model: UNet, sampler: _PatchSampler, val, device, *, se
     if len(target) > _CALIB_PIXELS:
         idx = rng.choice(len(target), _CALIB_PIXELS, replace=False)
         logits, target = logits[idx], target[idx]
-    return fit_logit_bias(logits, target)
+    if info is not None:
+        info["on"] = "held-back crops" if val else "reviewed crops"
+    return fit_logit_bias(logits, target, info=info)
 
 
 def shift_logits(state: dict[str, torch.Tensor], shift: np.ndarray, mc: ModelConfig
@@ -604,10 +626,12 @@ class Trainer:
                 best_dice, best_state = final_dice, final_state
             final_state = best_state
         model.eval()
-        logit_bias = None
+        logit_bias, calibration = None, None
         if cfg.calibrate_bias and step > 0:
             model.load_state_dict(final_state)
-            shift = calibrate_logit_bias(model, sampler, val, device, seed=cfg.seed)
+            calibration = {}
+            shift = calibrate_logit_bias(model, sampler, val, device, seed=cfg.seed,
+                                         info=calibration)
             logit_bias = tuple(float(v) for v in shift)
             if np.any(shift):
                 final_state = shift_logits(final_state, shift, mc)
@@ -617,7 +641,7 @@ class Trainer:
             history=history, n_train_images=len(images),
             n_val_images=len(val_images) if val_images else 0,
             class_weights=None if weights is None else tuple(float(v) for v in weights.tolist()),
-            logit_bias=logit_bias,
+            logit_bias=logit_bias, calibration=calibration,
         )
 
     @staticmethod

@@ -250,8 +250,9 @@ def fit_logit_bias(logits: np.ndarray, target: np.ndarray, *, grid=_CALIB_GRID,
     occurs, in the wrong places, is not called more often to catch a few more of its pixels
     (on a few labelled boxes that fits the boxes, not the images).
 
-    Coordinate search over ``grid`` (background stays at 0), ``sweeps`` passes; ties go to the
-    smaller shift. A result that gains less than ``min_gain`` Dice over no shift is all zeros:
+    Coordinate search over ``grid``, every class in turn (background too: raising it is
+    lowering every other class at once), ``sweeps`` passes; ties go to the smaller shift; the
+    result is returned relative to background (``shift[0] == 0``, the class map unchanged). A result that gains less than ``min_gain`` Dice over no shift is all zeros:
     a model that already calls its classes right is left alone.
 
     Parameters
@@ -286,7 +287,7 @@ def fit_logit_bias(logits: np.ndarray, target: np.ndarray, *, grid=_CALIB_GRID,
     order = np.argsort(np.abs(grid), kind="stable")  # small shifts first: ties keep them
     for _ in range(sweeps):
         moved = False
-        for k in range(1, c):
+        for k in range(c):
             keep = shift[k]
             for d in np.asarray(grid, np.float32)[order]:
                 shift[k] = d
@@ -296,6 +297,7 @@ def fit_logit_bias(logits: np.ndarray, target: np.ndarray, *, grid=_CALIB_GRID,
             shift[k] = keep
         if not moved:
             break
+    shift -= shift[0]
     taken = best - base >= min_gain
     if info is not None:
         info.update(dice_before=base, dice_after=best if taken else base)

@@ -229,9 +229,10 @@ class TrainConfig(JsonConfig):
     # at every round; capped at MAX_AUTO_CLASS_WEIGHT); 0 = unweighted
     class_weight_power: float = 0.0
     # after a round, shift the classes' logits (the head's bias) so the class map agrees best
-    # with the reviewed pixels (held-back crops when there are some): a model trained on a
-    # few labels ranks a thin class right but under-calls it (core.training.calibrate_logit_bias)
-    calibrate_bias: bool = False
+    # with the reviewed pixels (held-back crops when there are some), never calling a class
+    # further from its true share: a model trained on a few labels ranks a thin class right
+    # but under-calls it (core.training.calibrate_logit_bias; docs/2026-12-02-calibration.md)
+    calibrate_bias: bool = True
     # augmentation
     flips: bool = True
     rot90: bool = True

@@ -434,8 +434,9 @@ class ActiveSegWidget(QWidget):
             elif self.objects.active:  # the objects layer's ids, the class map derived
                 self.objects.submit(self.current_id, whole=not self.review.boxes_mode)
             else:
-                self.session.submit_correction(self.current_id, labels, scribbles=layer_data(self.viewer, SCRIBBLES),
-                                               whole=not self.review.boxes_mode)
+                self.session.submit_correction(
+                    self.current_id, labels, scribbles=layer_data(self.viewer, SCRIBBLES),
+                    whole=not self.review.boxes_mode)
         except (ValueError, OSError) as exc:
             _notify("error", f"Not saved: {exc}")
             return

@@ -3,8 +3,9 @@
 ``Trainer.fit`` is a generator: it yields a :class:`TrainProgress` after every optimiser step
 and returns a :class:`TrainResult` (``result = yield from trainer.fit(...)``, or
 :func:`~napari_activeseg.core.progress.run_to_end`). The napari widget wraps it in a thread
-worker, the CLI in a progress bar; neither holds training logic of its own. :meth:`Trainer.request_stop` (thread-safe) ends the
-round after the step under way, and the result still holds the best weights seen so far.
+worker, the CLI in a progress bar; neither holds training logic of its own.
+:meth:`Trainer.request_stop` (thread-safe) ends the round after the step under way, and the
+result still holds the best weights seen so far.
 """
 
 from __future__ import annotations
@@ -252,8 +253,9 @@ def fit_logit_bias(logits: np.ndarray, target: np.ndarray, *, grid=_CALIB_GRID,
 
     Coordinate search over ``grid``, every class in turn (background too: raising it is
     lowering every other class at once), ``sweeps`` passes; ties go to the smaller shift; the
-    result is returned relative to background (``shift[0] == 0``, the class map unchanged). A result that gains less than ``min_gain`` Dice over no shift is all zeros:
-    a model that already calls its classes right is left alone.
+    result is returned relative to background (``shift[0] == 0``, the class map unchanged).
+    A result that gains less than ``min_gain`` Dice over no shift is all zeros: a model that
+    already calls its classes right is left alone.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
-"""The outputs of a benchmark folder: every requested (or earlier finished) run's rows gathered from its state file,
-``results.json`` (settings, splits, curves with their picks, AULC, summary, notes),
-``results.csv`` and ``learning_curve.png``.
+"""The outputs of a benchmark folder: every requested (or earlier finished) run's rows
+gathered from its state file, ``results.json`` (settings, splits, curves with their picks,
+AULC, summary, notes), ``results.csv`` and ``learning_curve.png``.
 
 Written after every run (without the plot) and at the end, so a folder always holds the results
 of what has finished. The row-level helpers (AULC, the CSV writer, the plot, the table) are in

@@ -339,8 +339,8 @@ class InferenceConfig(JsonConfig):
 # Under review: with the calibrated threshold (TrainConfig.calibrate_bias, on since
 # 2026-12-02) chase_db1 was re-run and entropy fell behind random boxes there on 3 of 3 seeds
 # (nAUC 0.485 vs 0.542); with the other four sets' earlier curves the rule would give random
-# (mean gain about -0.010). Those four are to be re-run with calibration before the default
-# moves (docs/2026-12-02-calibration.md).
+# (mean gain about -0.010); axondeepseg re-run with calibration is unchanged. dsb2018, wbc and
+# bbbc039 are to be re-run with it before the default moves (docs/2026-12-02-calibration.md).
 DEFAULT_STRATEGY = "entropy"
 
 

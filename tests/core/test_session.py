@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from napari_activeseg.core.config import (
     DEFAULT_STRATEGY,
@@ -68,6 +69,10 @@ def test_full_loop_submit_train_score_suggest(project):
     assert summary.saved and summary.model_version == s.model_version
     assert [m.version for m in project.models()] == [summary.model_version]
     assert len(project.rounds()) == 1
+    # the calibrated threshold (on by default) is recorded with the version, and is in it
+    state, _, meta = project.load_model(summary.model_version)
+    assert meta["logit_bias"] == list(summary.result.logit_bias) and meta["logit_bias"][0] == 0
+    assert torch.equal(state["head.bias"], summary.result.state_dict["head.bias"])
     # the model now predicts; entropy maps exist; the submitted image is not suggested again
     pred = s.predict(project.images()[1].id)
     assert pred.labels.shape == (48, 56) and "entropy" in pred.uncertainty

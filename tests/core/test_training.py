@@ -61,6 +61,8 @@ def test_stop_request_honoured_within_one_step(blob_set):
             t.join()
     assert steps[-1] == 3
     assert result.stop_reason == "stop_requested" and result.steps == 3
+    # the calibration (on by default) is skipped: a cancelled round is not published
+    assert trainer.train_config.calibrate_bias and result.logit_bias is None
 
 
 @pytest.mark.parametrize("how", ["finished", "abandoned"])

@@ -350,7 +350,7 @@ def calibrate_logit_bias(model: UNet, sampler: _PatchSampler, val, device, *, se
 
 
 def shift_logits(state: dict[str, torch.Tensor], shift: np.ndarray, mc: ModelConfig
-                     ) -> dict[str, torch.Tensor]:
+                 ) -> dict[str, torch.Tensor]:
     """``state`` with ``shift[c]`` added to class c's head bias (and to its boundary output:
     the folded logit ``logaddexp(interior, boundary)`` then moves by exactly ``shift[c]``)."""
     full = list(shift) + [shift[c] for c in mc.boundary_classes]
@@ -631,7 +631,8 @@ class Trainer:
             final_state = best_state
         model.eval()
         logit_bias, calibration = None, None
-        if cfg.calibrate_bias and step > 0:
+        # a cancelled round is not published: no forward passes for it after Cancel
+        if cfg.calibrate_bias and step > 0 and stop_reason != "stop_requested":
             model.load_state_dict(final_state)
             calibration = {}
             shift = calibrate_logit_bias(model, sampler, val, device, seed=cfg.seed,

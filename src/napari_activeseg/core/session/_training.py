@@ -230,6 +230,7 @@ class RoundRunner:
             "seconds": round(result.seconds, 2),
             "stop_reason": result.stop_reason,
             "best_val_dice": result.best_val_dice,
+            "logit_bias": result.logit_bias,  # the calibrated threshold (in the weights)
             "held_back_ids": held,
             "held_back_dice": dice[0],
             "history": result.history[-200:],

@@ -120,3 +120,24 @@ def test_an_uncertain_seam_through_one_object_flags_it_as_a_likely_split():
     ou = object_uncertainty(ids, _probs(fg))
     assert ou.core[0] > 0.9 and ou.inside[0] < 0.3 and ou.contact[0] == 0
     assert estimate_object_effort(ids, _probs(fg)).split_merge == (1,)
+
+
+def test_objects_strategy_drops_the_fragments_the_post_processing_drops():
+    fg = np.zeros((32, 32), np.float32)
+    fg[4:20, 4:20] = 1.0  # one confident object
+    fg[24:29, 24:29] = 0.6  # a doubtful 25-pixel fragment: over the per-image rule,
+    # under the floor
+    cand = Candidate("w", "w", probs=_probs(fg))
+    plain = get_strategy("objects")
+    floored = get_strategy("objects", min_area=30)
+    ids = np.zeros((32, 32), np.uint16)
+    ids[4:20, 4:20] = 1  # what the post-processing keeps under the floor
+    assert floored.candidate_score(cand) == pytest.approx(object_score(ids, _probs(fg)))
+    assert plain.candidate_score(cand) != pytest.approx(floored.candidate_score(cand))
+    assert get_strategy("objects").project_options(object_classes=(2,),
+                                                   min_object_area=20.0) == {
+        "object_classes": (2,), "min_area": 20.0}
+    assert get_strategy("entropy").project_options(object_classes=(2,),
+                                                   min_object_area=20.0) == {}
+    with pytest.raises(ValueError, match="min_area"):
+        get_strategy("objects", min_area=-1)

@@ -129,3 +129,33 @@ def test_with_a_model_the_objects_shown_carry_their_uncertainty(tmp_path):
         assert ou is not None and ou.ids.tolist() == present.tolist()
         assert ((ou.doubt >= 0) & (ou.doubt <= 1)).all()
         assert shown.effort is not None and shown.effort.total >= 0
+
+
+def test_the_objects_strategy_scores_the_projects_objects_above_the_models_floor(tmp_path):
+    from napari_activeseg.core.config import ModelConfig, TrainConfig
+    from napari_activeseg.core.progress import run_to_end
+
+    rng = np.random.default_rng(2)
+    arrays = {f"img{i}": rng.random(SHAPE).astype(np.float32) for i in range(2)}
+    with Project.create(tmp_path / "f", arrays=arrays,
+                        classes=["background", "membrane", "nucleus"],
+                        class_modes={"nucleus": "objects"}) as project:
+        session = ActiveLearningSession(
+            project, strategy="objects",
+            model_config=ModelConfig(in_channels=1, n_classes=3, width=4, depth=1),
+            train_config=TrainConfig(max_steps=2, batch_size=1, patch_size=32,
+                                     num_threads=1))
+        assert session.scoring_strategy.object_classes == (2,)  # not the membrane
+        assert session.scoring_strategy.min_area is None  # no model: no floor yet
+        ids = np.zeros(SHAPE, np.uint16)
+        for k, (y, x) in enumerate(((10, 10), (10, 30), (10, 50), (34, 10), (34, 30),
+                                    (34, 50)), start=1):
+            ids[disk((y, x), 5, shape=SHAPE)] = k  # six whole objects: a floor is decided
+        first = min(r.id for r in project.images())
+        session.submit_instances(first, ids)
+        run_to_end(session.train())
+        floor = session.model.config.min_object_area
+        assert floor is not None and floor > 0
+        assert session.scoring_strategy.min_area == pytest.approx(floor)
+        session.set_strategy("objects", min_area=1.0)  # the user's own value wins
+        assert session.scoring_strategy.min_area == 1.0

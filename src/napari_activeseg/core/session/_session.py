@@ -431,14 +431,35 @@ class ActiveLearningSession(LargeImageCalls, ObjectsCalls, SessionBase):
                 f"Image {image_id} is over the project's large_image_pixels: it is scored tile "
                 f"by tile and never {what}, or session.region_view(image_id, box) for a box.")
 
+    @property
+    def scoring_strategy(self) -> QueryStrategy:
+        """The strategy as the next scoring pass runs it: :attr:`strategy` with the options it
+        takes from the project and the current model where the user gave none
+        (``QueryStrategy.project_options``; e.g. ``objects`` cuts the project's object
+        classes and drops the model's fragments, as the objects layer does)."""
+        return self._scoring_strategy()[0]
+
+    def _scoring_strategy(self) -> tuple[QueryStrategy, dict[str, Any]]:
+        name, options = self._strategy_spec["name"], self._strategy_spec["options"]
+        derived = type(self.strategy).project_options(
+            object_classes=self.project.object_classes,
+            min_object_area=getattr(getattr(self.model, "config", None), "min_object_area",
+                                    None))
+        derived = {k: v for k, v in derived.items() if k not in options}
+        if not derived:
+            return self.strategy, options
+        options = {**options, **derived}
+        return get_strategy(name, **options), options
+
     def _scoring_inputs(self) -> ScoringInputs:
         version = self.model_version
         large = LargeImages(
             lambda i: self._cache.is_large(self.project, i),
             lambda i: self._cache.source(self.project, i, self._decided_config()),
             lambda i, overview: self._cache.keep_overview(i, version, overview))
-        return ScoringInputs(self.strategy, self._strategy_spec["name"],
-                             self._strategy_spec["options"], self.model, self.model_version,
+        strategy, options = self._scoring_strategy()
+        return ScoringInputs(strategy, self._strategy_spec["name"], options, self.model,
+                             self.model_version,
                              self.committee, self.inference_config, self.prepared, self.predict,
                              self.seed, large)
 

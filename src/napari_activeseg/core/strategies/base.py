@@ -146,6 +146,14 @@ class QueryStrategy:
                     names.append(p.name)
         return names
 
+    @classmethod
+    def project_options(cls, *, object_classes: Sequence[int] = (),
+                        min_object_area: float | None = None) -> dict[str, Any]:
+        """Options this strategy takes from the project and its model rather than from the
+        user (the session fills them in where the user left them out; a new model's value
+        changes the options, hence the scores' key). None here; see ``objects``."""
+        return {}
+
     @property
     def options(self) -> dict[str, Any]:
         """The options of this instance (for the query history and reproducibility)."""

@@ -259,13 +259,17 @@ def test_settings_form_shows_applies_and_saves_the_configs(widget, tmp_path):
     assert form.steps_field.value == TINY_TRAIN.max_steps
     assert form.time_field.value == 0  # no time budget: shown as 0, "no limit"
     assert form.mc_field.value == 2
+    assert form.calibrate_check.value is TINY_TRAIN.calibrate_bias
+    assert form.consistency_field.max == 10.0
     # ... and Apply hands the edited values to the session, which saves them in the project
     form.unet_width.value = 8
     form.steps_field.value = 0  # 0: no step limit ...
     form.time_field.value = 30  # ... then a time budget is needed
     form.mc_field.value = 3
+    form.calibrate_check.value = not TINY_TRAIN.calibrate_bias
     form.apply_btn.native.click()  # the Qt button under the magicgui one
     s = w.session
+    assert s.train_config.calibrate_bias is (not TINY_TRAIN.calibrate_bias)
     assert s.model_config.width == 8 and s.train_config.max_steps is None
     assert s.train_config.time_budget_s == 30
     assert s.inference_config.mc_samples == 3
@@ -273,6 +277,8 @@ def test_settings_form_shows_applies_and_saves_the_configs(widget, tmp_path):
     again = w.open_project(tmp_path / "proj")
     assert again.model_config.width == 8 and again.inference_config.mc_samples == 3
     assert form.unet_width.value == 8 and form.steps_field.value == 0
+    assert again.train_config.calibrate_bias is (not TINY_TRAIN.calibrate_bias)
+    assert form.calibrate_check.value is (not TINY_TRAIN.calibrate_bias)
 
 
 def _colour_pixels(widget, colour, tol=40):

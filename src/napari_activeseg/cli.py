@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .core.config import DEFAULT_STRATEGY  # plain dataclasses: keeps --help instant
+from .core.config import BENCHMARK_STRATEGIES  # plain dataclasses: keeps --help instant
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", required=True,
                        help="folder with images/ and masks/ holding files of the same names")
     bench.add_argument("--out", required=True, help="output folder (resumes a run found there)")
-    bench.add_argument("--strategies", default=f"random,{DEFAULT_STRATEGY}",
+    bench.add_argument("--strategies", default=",".join(BENCHMARK_STRATEGIES),
                        help="comma-separated query strategies")
     bench.add_argument("--seeds", default="3",
                        help="a count (3 = seeds 0,1,2) or a comma-separated list (0,4,7)")

@@ -84,12 +84,14 @@ def finished(data, tmp_path_factory):
 def test_the_default_run_compares_the_default_strategy_with_random(tmp_path):
     # one name decides what the GUI, the session and the benchmark use unless told otherwise
     from napari_activeseg.cli import build_parser
-    from napari_activeseg.core.config import DEFAULT_STRATEGY, QueryConfig
+    from napari_activeseg.core.config import CANDIDATE_STRATEGY, DEFAULT_STRATEGY, QueryConfig
 
     assert DEFAULT_STRATEGY == QueryConfig().strategy
-    assert BenchmarkConfig(data=tmp_path, out=tmp_path).strategies == ("random", DEFAULT_STRATEGY)
+    run = BenchmarkConfig(data=tmp_path, out=tmp_path).strategies
+    assert run[0] == "random" and DEFAULT_STRATEGY in run and CANDIDATE_STRATEGY in run
+    assert len(set(run)) == len(run)  # random as the default is run once
     args = build_parser().parse_args(["benchmark", "--data", "d", "--out", "o"])
-    assert args.strategies.split(",") == ["random", DEFAULT_STRATEGY]
+    assert args.strategies.split(",") == list(run)
 
 
 def test_end_to_end_writes_the_three_files(finished):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core.config import DEFAULT_STRATEGY
+from ..core.config import BENCHMARK_STRATEGIES
 from .report import BASELINES, DEFAULT_BASELINES
 
 __all__ = ["BenchmarkConfig", "parse_list", "parse_seeds"]
@@ -75,7 +75,7 @@ class BenchmarkConfig:
 
     data: Path
     out: Path
-    strategies: tuple[str, ...] = ("random", DEFAULT_STRATEGY)
+    strategies: tuple[str, ...] = BENCHMARK_STRATEGIES
     seeds: tuple[int, ...] = (0, 1, 2)
     initial: int = 4
     step: int = 8

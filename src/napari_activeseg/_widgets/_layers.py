@@ -4,6 +4,7 @@ what the dock reads back from them (the user's edits)."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,34 +57,73 @@ def _replace_image(viewer, raw: np.ndarray, name: str) -> bool:
         if same_kind and layer.metadata.get("activeseg_name") == name and \
                 layer.data.shape == data.shape:
             return False
-        if same_kind:  # set in place: adding a layer holds the GUI thread ~10x longer
-            layer.data = data
+        if same_kind:  # updated, not re-added: adding a layer holds the GUI thread ~10x longer
+            _write(layer, data)
         else:
             viewer.layers.remove(layer)
     if "image" not in viewer.layers:
-        viewer.add_image(data, name="image", rgb=rgb)
+        _owning(viewer.add_image(np.array(data, copy=True), name="image", rgb=rgb))
     viewer.layers["image"].metadata["activeseg_name"] = name
     viewer.layers["image"].reset_contrast_limits()
     return True
 
 
+#: layer -> a weak reference to the array it was given by the dock (a copy of its own)
+_OWNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _owning(layer):
+    """Remember that ``layer`` holds an array of its own (a copy), which :func:`_write` may
+    overwrite -- as long as nobody sets the layer's ``data`` to another array."""
+    _OWNED[layer] = weakref.ref(layer.data)
+    return layer
+
+
+def _owns(layer) -> bool:
+    ref = _OWNED.get(layer)
+    return ref is not None and ref() is layer.data
+
+
+def _write(layer, data: np.ndarray) -> None:
+    """``layer`` shows ``data``: written into the layer's own array when it has the same shape
+    and dtype, else set as a copy (which the layer then owns).
+
+    Setting a labels layer's ``data`` makes napari rebuild its colour map and shader program,
+    which software OpenGL recompiles at the next draw (~40 ms more than the draw itself on
+    this project's 2-core VM); writing in place and refreshing costs one plain draw. The
+    layer never holds an array of the session's, nor one a user or script set, so the write
+    changes nothing else."""
+    old = layer.data
+    if _owns(layer) and isinstance(old, np.ndarray) and \
+            old.shape == data.shape and old.dtype == data.dtype and old.flags.writeable:
+        old[...] = data
+        reset_history = getattr(layer, "_reset_history", None)  # napari's labels undo:
+        if reset_history is not None:  # its diffs belong to the pixels just replaced
+            reset_history()
+        layer.refresh()
+    else:
+        layer.data = np.array(data, copy=True)
+        _owning(layer)
+
+
 def _put(viewer, name: str, data: np.ndarray, add, *, contour: int = 0,
          editable: bool = False) -> None:
-    """Layer ``name`` shows ``data``: left alone when it shows it already, set in place
-    when it has the same dimensions (another shape too), else (re)added -- adding a layer holds
-    the GUI thread 0.3-1.5 s on a loaded 2-core CPU (benchmarks/gui_stall.py --profile)."""
+    """Layer ``name`` shows ``data``: left alone when it shows it already, updated by
+    :func:`_write` when it has the same dimensions (another shape too), else (re)added --
+    adding a layer holds the GUI thread 0.3-1.5 s on a loaded 2-core CPU
+    (benchmarks/gui_stall.py --profile)."""
     layer = next((ly for ly in viewer.layers if ly.name == name), None)
     if layer is not None and layer.data.ndim == data.ndim:
         if layer.data.shape != data.shape or not np.array_equal(layer.data, data):
-            layer.data = data
-    else:
-        if layer is not None:
-            viewer.layers.remove(layer)
-        layer = add(data)
-        if contour:
-            layer.contour = contour
-        if name not in (ANNOTATION, UNCERTAINTY):
-            layer.editable = editable
+            _write(layer, data)
+        return
+    if layer is not None:
+        viewer.layers.remove(layer)
+    layer = _owning(add(np.array(data, copy=True)))
+    if contour:
+        layer.contour = contour
+    if name not in (ANNOTATION, UNCERTAINTY):
+        layer.editable = editable
 
 
 def _show_boxes(viewer, boxes) -> None:
@@ -102,9 +142,13 @@ def _show_boxes(viewer, boxes) -> None:
         viewer.add_shapes(rects, shape_type="rectangle", name=REGIONS, **style)
         return
     layer = viewer.layers[REGIONS]
-    layer.selected_data = set(range(layer.nshapes))
-    layer.remove_selected()
-    layer.add_rectangles(rects, **style)
+    # refilled with its events blocked, then refreshed once: each removal and addition
+    # re-emits through napari's layer list (50 ms -> 15 ms for three boxes, no load)
+    with layer.events.blocker_all():
+        layer.selected_data = set(range(layer.nshapes))
+        layer.remove_selected()
+        layer.add_rectangles(rects, **style)
+    layer.refresh()
 
 
 def show_view(viewer, view, colors: Sequence[str], *, veil: bool) -> None:
@@ -131,9 +175,15 @@ def show_view(viewer, view, colors: Sequence[str], *, veil: bool) -> None:
     _put(viewer, UNCERTAINTY, shown, lambda d: viewer.add_image(
         d, name=UNCERTAINTY, colormap="inferno", blending="additive", opacity=0.6))
     layer = viewer.layers[UNCERTAINTY]
-    if placeholder != bool(layer.metadata.get("activeseg_placeholder")):
-        layer.visible = not placeholder  # a layer the user hid stays hidden
-        layer.metadata["activeseg_placeholder"] = placeholder
+    # the placeholder is drawn, transparent, rather than hidden: a layer's first draw compiles
+    # its shaders (software OpenGL: tens of ms), paid with the first view's instead of when
+    # the first model arrives while the user paints
+    if placeholder and not layer.metadata.get("activeseg_placeholder"):
+        layer.metadata["activeseg_opacity"] = layer.opacity
+        layer.opacity = 0.0
+    elif not placeholder and layer.metadata.get("activeseg_placeholder"):
+        layer.opacity = layer.metadata.pop("activeseg_opacity", 0.6)
+    layer.metadata["activeseg_placeholder"] = placeholder
     labels = view.labels.copy()
     _put(viewer, ANNOTATION, labels, lambda d: viewer.add_labels(
         d, name=ANNOTATION, colormap=class_colormap(colors), opacity=0.6))

@@ -231,7 +231,9 @@ def main(argv=None) -> int:
                 trainer.status.state == "training" or widget.session.model is not None):
             widget.suggest_next()
         if not submitted and opened and widget.current_id is not None:
-            viewer.layers[ANNOTATION].data = truth[widget.current_id].copy()
+            # painted as napari's brush paints: into the layer's own array
+            viewer.layers[ANNOTATION].data[...] = truth[widget.current_id]
+            viewer.layers[ANNOTATION].refresh()
             done["score"] = False
             widget.submit()
             submitted = True

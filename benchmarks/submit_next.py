@@ -116,7 +116,9 @@ def main(argv=None) -> int:
     for _ in range(subs if ok else 0):
         wait(lambda: not widget.workers, 600)  # the user corrects while the dock works
         layer = viewer.layers[ANNOTATION]
-        layer.data = truth[widget.current_id].copy()
+        # painted as napari's brush paints: into the layer's own array
+        layer.data[...] = truth[widget.current_id]
+        layer.refresh()
         opened.clear()
         t0 = time.perf_counter()
         widget.submit()

@@ -56,3 +56,22 @@ def test_speed_script_writes_its_keys(tmp_path, monkeypatch):
     assert set(data["submit_to_next_ms"]) == {"tiny"}
     tiny_run = data["submit_to_next_detail"]["tiny"]
     assert tiny_run["finished"] and len(tiny_run["submit_to_next_ms"]) == 2
+
+
+def test_vessel_width_measures_bars_and_bins_them():
+    import numpy as np
+
+    ns = runpy.run_path(str(ROOT / "benchmarks" / "vessel_width.py"))
+    mask = np.zeros((40, 60), np.uint8)
+    mask[5, 5:55] = 1  # a line 1 px thick
+    mask[20:27, 5:55] = 1  # a bar 7 px thick
+    width = ns["local_width"](mask)
+    assert width[5, 30] == 1.0
+    assert (width[20:27, 30] == 7.0).all()  # every pixel across the bar: its width
+    assert width[5, 30] < 3 <= 6 <= width[23, 30]
+    assert (width[mask == 0] == 0).all()
+    middle = slice(10, 50)  # away from the ends, where a skeleton stops short
+    line = ns["width_bin"](width[5, middle], [3, 6])
+    bar = ns["width_bin"](width[20:27, middle], [3, 6])
+    assert (line == 0).all()  # thin
+    assert (bar == 2).mean() > 0.95  # thick (a skeleton's spur may give a pixel less)

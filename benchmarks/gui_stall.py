@@ -11,7 +11,8 @@ re-scored for it. A 10 ms QTimer on the GUI thread ticks all along.
 Prints one JSON line: ``gui_max_stall_ms`` (the longest gap minus the 10 ms period, over the
 whole run), the longest gap by what was running (``train``, ``score``, ``suggest``, ``none``),
 the 99th percentile gap, ``gui_redraw_ms`` (the longest gap while the canvas redraws the run's
-layers with nothing changed and the workers idle: the floor this display sets on any update), ``model_lag_s`` (submission -> first published model trained on it,
+layers with nothing changed and the workers idle: the floor this display sets on any update),
+``model_lag_s`` (submission -> first published model trained on it,
 from :attr:`~napari_activeseg.core.session.ContinuousTrainer.model_lag_s`) and the rounds.
 
 Needs a display (run under ``xvfb-run -a`` on a headless machine). Usage::

@@ -23,9 +23,9 @@ from napari_activeseg.core.strategies import (
 )
 from napari_activeseg.core.strategies import diversity as div
 
-ALL = ["random", "entropy", "power_entropy", "margin", "least_confidence", "bald", "variance",
-       "tta", "ensemble", "coreset", "badge", "alges", "suggestive", "stratified",
-       "task_similarity", "objects"]
+ALL = ["random", "entropy", "power_entropy", "mixed_entropy", "margin", "least_confidence",
+       "bald", "variance", "tta", "ensemble", "coreset", "badge", "alges", "suggestive",
+       "stratified", "task_similarity", "objects"]
 
 
 # -- aggregation ------------------------------------------------------------------------------

@@ -116,3 +116,34 @@ def test_power_sampling_favours_high_scores_over_many_draws():
                for seed in range(200))
     # each pick is c8/c9 with probability >= 2 / 2.4: far above random's 2 / 10
     assert hits / 400 > 0.7
+
+
+def test_mixed_entropy_alternates_score_and_random_picks():
+    scores = [0.1, 0.2, 0.9, 0.4, 0.0, 0.3, 0.8, 0.05]
+    cands = _scored_candidates(scores)
+    s = get_strategy("mixed_entropy", seed=1, diversity="none")
+    assert s.random_fraction == 0.5
+    picks = s.select(cands, k=4, context=StrategyContext(round=1))
+    keys = [p.key for p in picks]
+    # positions 1 and 3 by entropy (c2 then c6, the two highest), 2 and 4 drawn at random
+    # from the rest; the same draw again for the same seed and round
+    assert keys[0] == "c2" and keys[2] == "c6" and len(set(keys)) == 4
+    assert "drawn at random" in picks[1].reason and "drawn at random" in picks[3].reason
+    assert [p.key for p in s.select(cands, k=4, context=StrategyContext(round=1))] == keys
+    # over seeds the random positions reach low-entropy windows that top-k never asks for
+    seen = {p.key for seed in range(30) for p in get_strategy(
+        "mixed_entropy", seed=seed, diversity="none").select(cands, k=4)[1::2]}
+    assert {"c4", "c7"} & seen
+    # one pick: always by score; the queue holds every candidate once, by score first
+    assert s.select(cands, k=1)[0].key == "c2"
+    queue = [p.key for p in s.rank(cands, context=StrategyContext(round=1))]
+    assert queue[0] == "c2" and sorted(queue) == sorted(c.key for c in cands)
+    assert sum("drawn at random" in p.reason
+               for p in s.rank(cands, context=StrategyContext(round=1))) == 4
+
+
+def test_random_fraction_is_checked():
+    with pytest.raises(ValueError, match="random_fraction"):
+        get_strategy("entropy", random_fraction=1.0)
+    with pytest.raises(ValueError, match="random_fraction"):
+        get_strategy("entropy", random_fraction=-0.1)

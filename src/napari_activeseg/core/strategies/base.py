@@ -73,6 +73,12 @@ class QueryStrategy:
         The exponent of ``"power"`` sampling (1: proportional to the score).
     diversity_pool : int >= 1
         k-center runs among the ``diversity_pool * k`` best-scoring candidates.
+    random_fraction : float in [0, 1)
+        Share of the picks drawn uniformly at random from the rest of the pool instead of by
+        score: every ``1 / random_fraction``-th pick of a batch (and of :meth:`rank`'s queue),
+        the first always by score. Uncertainty piles a batch onto one kind of window (on
+        retinal vessels: thick vessels near the optic disc, few thin ones); random picks keep
+        what is labelled representative of the pool. 0 (default) = every pick by score.
     cost_aware : bool
         Rank by score divided by the estimated correction cost (for regions, where effort
         differs a lot between windows). Set-selection strategies use the divided scores
@@ -115,6 +121,7 @@ class QueryStrategy:
         diversity: str = "kcenter",
         diversity_pool: int = 3,
         power_beta: float = 1.0,
+        random_fraction: float = 0.0,
         cost_aware: bool = False,
         cost_constant: float = 64.0,
         seed: int = 0,
@@ -127,6 +134,10 @@ class QueryStrategy:
         self.diversity = check_choice(diversity, DIVERSITIES, name="diversity")
         self.diversity_pool = check_positive(diversity_pool, name="diversity_pool", integer=True)
         self.power_beta = float(check_positive(power_beta, name="power_beta", allow_zero=True))
+        self.random_fraction = float(check_positive(random_fraction, name="random_fraction",
+                                                    allow_zero=True))
+        if not self.random_fraction < 1:
+            raise ValueError(f"random_fraction must be in [0, 1), got {random_fraction!r}.")
         self.cost_aware = _check_bool(cost_aware, "cost_aware")
         self.cost_constant = float(check_positive(cost_constant, name="cost_constant",
                                                   allow_zero=True))
@@ -315,7 +326,11 @@ class QueryStrategy:
         if scored is None:
             return []
         pool, raw, ranked, costs, ctx = scored
-        chosen = self._select_batch(pool, ranked, min(k, len(pool)), ctx)
+        k = min(k, len(pool))
+        n_random = _n_random(k, self.random_fraction)
+        chosen = self._select_batch(pool, ranked, k - n_random, ctx)
+        if n_random:
+            chosen = self._mix_random(chosen, len(pool), k, ctx.rng)
         return self._picks(pool, raw, ranked, costs, chosen)
 
     def rank(self, candidates: Sequence[Candidate],
@@ -331,12 +346,37 @@ class QueryStrategy:
             return []
         pool, raw, ranked, costs, ctx = scored
         if self._samples():
-            return self._picks(pool, raw, ranked, costs,
-                               self._select_batch(pool, ranked, len(pool), ctx))
-        first = self._select_batch(pool, ranked, 1, ctx)
-        top = first[0][0]
-        rest = [(int(i), "") for i in np.argsort(-ranked, kind="stable") if int(i) != top]
-        return self._picks(pool, raw, ranked, costs, first + rest)
+            order = self._select_batch(pool, ranked, len(pool), ctx)
+        else:
+            first = self._select_batch(pool, ranked, 1, ctx)
+            top = first[0][0]
+            order = first + [(int(i), "") for i in np.argsort(-ranked, kind="stable")
+                             if int(i) != top]
+        if self.random_fraction:
+            n_scored = len(pool) - _n_random(len(pool), self.random_fraction)
+            order = self._mix_random(order[:n_scored], len(pool), len(pool), ctx.rng)
+        return self._picks(pool, raw, ranked, costs, order)
+
+    def _mix_random(self, by_score: list[tuple[int, str]], n_pool: int, k: int,
+                    rng: np.random.Generator) -> list[tuple[int, str]]:
+        """``k`` picks: position ``j`` is a uniform draw from the candidates not picked yet
+        where ``floor((j + 1) f) > floor(j f)`` (``f = random_fraction``), else the next of
+        ``by_score``."""
+        f = self.random_fraction
+        taken = {i for i, _ in by_score}
+        left = rng.permutation([i for i in range(n_pool) if i not in taken]).tolist()
+        scored = iter(by_score)
+        out: list[tuple[int, str]] = []
+        for j in range(k):
+            if math.floor((j + 1) * f) > math.floor(j * f) and left:
+                out.append((int(left.pop()), f"drawn at random (random_fraction "
+                                              f"{format_number(f)}, seed {self.seed})"))
+            else:
+                nxt = next(scored, None)
+                if nxt is None:
+                    break
+                out.append(nxt)
+        return out
 
     def estimate_cost(self, n_candidates: int, *, pixels_per_image: int = 256 * 256) -> float:
         """Seconds this strategy's own scoring of ``n_candidates`` takes on a CPU, beyond the
@@ -439,6 +479,11 @@ class QueryStrategy:
         if k == 1 or self.diversity == "none":
             return [(int(i), "") for i in np.argsort(-scores, kind="stable")[:k]]
         return diverse_batch(pool, scores, k, pool_factor=self.diversity_pool)
+
+
+def _n_random(k: int, fraction: float) -> int:
+    """How many of ``k`` picks are random draws: ``floor(k * fraction)``."""
+    return int(math.floor(k * fraction)) if fraction else 0
 
 
 def _check_bool(value: Any, name: str) -> bool:

@@ -73,6 +73,20 @@ class PowerEntropyStrategy(EntropyStrategy):
 
 
 @register
+class MixedEntropyStrategy(EntropyStrategy):
+    """Entropy for half the picks, uniform random draws for the other half."""
+
+    name = "mixed_entropy"
+    description = ("Every other pick by predictive entropy (one pass), the others drawn at "
+                   "random from the rest of the pool: the uncertain windows are asked for, "
+                   "while what is labelled stays representative of the pool (uncertainty "
+                   "alone piles onto one kind of window).")
+
+    def __init__(self, *, random_fraction: float = 0.5, **options) -> None:
+        super().__init__(random_fraction=random_fraction, **options)
+
+
+@register
 class MarginStrategy(QueryStrategy):
     name = "margin"
     map_name = "margin"

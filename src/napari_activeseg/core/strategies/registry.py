@@ -12,9 +12,9 @@ __all__ = ["available_strategies", "describe_strategies", "get_strategy", "regis
 
 _REGISTRY: dict[str, type[QueryStrategy]] = {}
 # the order the GUI lists them in (cheap and classic first); others follow in registration order
-_ORDER = ("random", "entropy", "power_entropy", "margin", "least_confidence", "bald", "variance",
-          "tta", "ensemble", "coreset", "badge", "alges", "suggestive", "stratified",
-          "task_similarity", "objects")
+_ORDER = ("random", "entropy", "power_entropy", "mixed_entropy", "margin", "least_confidence",
+          "bald", "variance", "tta", "ensemble", "coreset", "badge", "alges", "suggestive",
+          "stratified", "task_similarity", "objects")
 
 
 def register(cls: type[QueryStrategy]) -> type[QueryStrategy]:

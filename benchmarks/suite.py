@@ -26,7 +26,8 @@ listed). Multi-class sets add a table of per-class Dice and the mean over foregr
 
 The default region strategy is chosen by one rule for all datasets (:func:`pick_default`): the
 candidate with the largest mean, over datasets, of its paired (same seed) nAUC gain over
-``random``. The claims of issue 16 are then checked for it (:func:`claims`).
+``random``, if that gain is above twice its standard error over seeds and datasets. The
+claims of issue 16 are then checked for it (:func:`claims`).
 
 Resumable: each dataset's runner folder (``OUT/<dataset>/``) resumes where it stopped, and
 ``--seeds``, ``--strategies`` and ``--rounds`` may grow; ``--analyse-only`` rebuilds the tables
@@ -296,23 +297,52 @@ def _paired(a: Mapping[str, Any], b: Mapping[str, Any], key: str) -> list[float]
             and np.isfinite(a[s][key]) and np.isfinite(b[s][key])]
 
 
-def pick_default(analyses: Mapping[str, Mapping[str, Any]], *, baseline: str = "random"
-                 ) -> dict[str, Any]:
+#: A candidate takes the default only when its mean gain exceeds this many standard errors.
+NOISE_MARGIN_SE = 2.0
+
+
+def gain_standard_error(per_dataset: Mapping[str, Sequence[float]]) -> float:
+    """Standard error of the mean over datasets of the per-dataset mean paired gains.
+
+    Each dataset's mean of ``n_d`` seed gains has variance ``s_d² / n_d`` (``s_d²`` the sample
+    variance of its seed gains); the mean over ``D`` datasets has ``Σ s_d² / n_d / D²``. A
+    dataset with one seed borrows the variance pooled over the others; when no dataset has
+    two seeds the spread of the dataset means stands in (0 with one dataset: no estimate).
+    The seed-to-seed spread holds the run-to-run noise of a model-dependent strategy as well
+    (docs/2026-12-02-region-noise-and-mixing.md: entropy's per-seed gains move by up to 0.10
+    between re-runs of one seed on chase_db1_vessels)."""
+    groups = [np.asarray(list(v), float) for v in per_dataset.values() if len(v)]
+    if not groups:
+        return float("nan")
+    dof = sum(g.size - 1 for g in groups)
+    pooled = (sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / dof) if dof else None
+    if pooled is None:
+        means = np.asarray([g.mean() for g in groups])
+        return float(means.std(ddof=1) / math.sqrt(means.size)) if means.size > 1 else 0.0
+    var = sum((float(g.var(ddof=1)) if g.size > 1 else pooled) / g.size for g in groups)
+    return math.sqrt(var) / len(groups)
+
+
+def pick_default(analyses: Mapping[str, Mapping[str, Any]], *, baseline: str = "random",
+                 margin: float = NOISE_MARGIN_SE) -> dict[str, Any]:
     """The default region strategy: one rule for every dataset.
 
     The candidate (any strategy but ``baseline``) with the largest mean over datasets of its
-    mean paired nAUC gain over ``baseline`` (same seeds), provided that mean is above 0;
-    else ``baseline`` itself: a strategy that does not beat random picks on average has not
-    earned the default. Datasets where a candidate or the baseline is missing do not count
-    for it.
+    mean paired nAUC gain over ``baseline`` (same seeds), provided that mean is above
+    ``margin`` standard errors (:func:`gain_standard_error`); else ``baseline`` itself: a
+    strategy that does not beat random picks by more than the runs' own noise has not earned
+    the default (the rule without the margin flipped its answer on a re-run of one dataset).
+    Datasets where a candidate or the baseline is missing do not count for it.
 
     Returns
     -------
     dict
         ``default`` (None when no candidate has a paired measurement), ``gains`` (per
-        candidate: per dataset the mean gain, and the mean over datasets).
+        candidate: per dataset the mean gain), ``mean_gain`` and ``gain_se`` (per candidate,
+        over datasets), ``seeds_ahead`` (per candidate: paired seeds ahead / all).
     """
     gains: dict[str, dict[str, float]] = {}
+    seed_gains: dict[str, dict[str, list[float]]] = {}
     for ds, an in analyses.items():
         base = an["methods"].get(baseline)
         if not base:
@@ -323,12 +353,17 @@ def pick_default(analyses: Mapping[str, Mapping[str, Any]], *, baseline: str = "
             d = _paired(per_seed, base, "naulc")
             if d:
                 gains.setdefault(name, {})[ds] = float(np.mean(d))
+                seed_gains.setdefault(name, {})[ds] = d
     means = {n: float(np.mean(list(g.values()))) for n, g in gains.items()}
+    se = {n: gain_standard_error(seed_gains[n]) for n in gains}
+    ahead = {n: [sum(x > 0 for v in seed_gains[n].values() for x in v),
+                 sum(len(v) for v in seed_gains[n].values())] for n in gains}
     best = max(means, key=lambda n: means[n]) if means else None
-    default = best if best is None or means[best] > 0 else baseline
+    default = best if best is None or means[best] > max(0.0, margin * se[best]) else baseline
     return {"default": default, "best_candidate": best, "gains": gains, "mean_gain": means,
+            "gain_se": se, "seeds_ahead": ahead, "margin_se": margin,
             "rule": f"largest mean over datasets of the paired nAUC gain over {baseline}, "
-                    f"if above 0 (else {baseline})"}
+                    f"if above {margin:g} standard errors (else {baseline})"}
 
 
 def claims(an: Mapping[str, Any], default: str | None, *, baseline: str = "random"
@@ -475,8 +510,11 @@ def format_tables(suite: Mapping[str, Any]) -> str:
 
     default = suite["default"]
     out.append(f"\nDefault region strategy ({default['rule']}): **{default['default']}**; "
-               "mean gains: " + (", ".join(f"{n} {g:+.4f}" for n, g in
-                                           default["mean_gain"].items()) or "none measured"))
+               "mean gains: " + (", ".join(
+                   f"{n} {g:+.4f} ± {default.get('gain_se', {}).get(n, float('nan')):.4f}"
+                   + (" ({}/{} seeds ahead)".format(*default["seeds_ahead"][n])
+                      if n in default.get("seeds_ahead", {}) else "")
+                   for n, g in default["mean_gain"].items()) or "none measured"))
     lines = [["dataset", f"Dice @5 % / ceiling (≥ {CEILING_AT_5:g})",
               f"pool px to {100 * CEILING_TARGET:g} % of ceiling: default / random (ratio)",
               "U-Net − rf at the budgets (random's pixels)", "second observer"]]

@@ -152,6 +152,43 @@ def test_default_pick_and_claims_on_known_curves():
     assert "second_observer" not in c
 
 
+def test_gain_standard_error_known_answers():
+    # two datasets, 3 seeds each: variances 1e-4 and 4e-4 -> sqrt(1e-4/3 + 4e-4/3) / 2
+    se = suite.gain_standard_error({"a": [0.01, 0.02, 0.03], "b": [0.0, 0.02, 0.04]})
+    assert se == pytest.approx(math.sqrt(1e-4 / 3 + 4e-4 / 3) / 2)
+    # a one-seed dataset borrows the pooled variance of the others (here 1e-4)
+    se1 = suite.gain_standard_error({"a": [0.01, 0.02, 0.03], "b": [0.05]})
+    assert se1 == pytest.approx(math.sqrt(1e-4 / 3 + 1e-4 / 1) / 2)
+    # one seed everywhere: the spread of the dataset means
+    assert suite.gain_standard_error({"a": [0.01], "b": [0.03]}) == pytest.approx(
+        0.02 / math.sqrt(2) / math.sqrt(2))
+
+
+def _seeded(gains: list[float]) -> dict:
+    """An analysis with random and entropy on len(gains) seeds, entropy ahead by gains[s]."""
+    methods = {"random": {}, "entropy": {}}
+    for s, g in enumerate(gains):
+        methods["random"][str(s)] = {"naulc": 0.5}
+        methods["entropy"][str(s)] = {"naulc": 0.5 + g}
+    return {"methods": methods}
+
+
+def test_default_needs_a_gain_above_the_noise():
+    # mean +0.007 with seeds spread by +-0.08 on one set: within the noise, random keeps it
+    noisy = {"chase": _seeded([-0.06, 0.0, 0.10]), "axon": _seeded([0.01, 0.02, 0.015]),
+             "dsb": _seeded([0.02, 0.01, -0.03])}
+    pick = suite.pick_default(noisy)
+    assert pick["best_candidate"] == "entropy" and pick["mean_gain"]["entropy"] > 0
+    assert pick["mean_gain"]["entropy"] < 2 * pick["gain_se"]["entropy"]
+    assert pick["default"] == "random"
+    assert pick["seeds_ahead"]["entropy"] == [6, 9]
+    # the same mean gain with a tight spread takes the default
+    steady = {k: _seeded([0.011, 0.012, 0.013]) for k in ("a", "b", "c")}
+    assert suite.pick_default(steady)["default"] == "entropy"
+    # without the margin the noisy gain would have won
+    assert suite.pick_default(noisy, margin=0.0)["default"] == "entropy"
+
+
 def test_claims_say_when_random_never_gets_there_and_name_the_observer():
     doc = _doc(ceil=0.90, observer={"0": 0.777})  # target 0.81: random never reaches it
     doc["curves"]["entropy"]["0"]["dice"] = [0.40, 0.82, 0.85, 0.86]
@@ -217,7 +254,10 @@ def test_tiny_suite_writes_one_table_over_every_dataset(tiny_suite):
                    "mean of foreground classes", "Default region strategy"):
         assert needle in md, needle
     doc = json.loads((out / "suite.json").read_text())
-    assert doc["default"]["default"] == "entropy"  # the only candidate
+    pick = doc["default"]
+    assert pick["best_candidate"] == "entropy"  # the only candidate
+    ahead = pick["mean_gain"]["entropy"] > max(0.0, 2 * pick["gain_se"]["entropy"])
+    assert pick["default"] == ("entropy" if ahead else "random")
     for ds in ("binary", "three"):
         assert (out / ds / "learning_curve_pool.png").is_file()
         cfg = json.loads((out / ds / "config.json").read_text())

@@ -344,6 +344,43 @@ def test_fit_logit_bias_leaves_a_model_that_calls_its_classes_right_alone():
     assert np.all(fit_logit_bias(logits, target, min_gain=0.05) == 0.0)
 
 
+def _crops_case(under: int, n_groups: int = 6, px: int = 1000):
+    """`n_groups` crops of `px` pixels, 30 % foreground. The first `under` ones the model
+    ranks right but under-calls (foreground logit -2 on nuclei, -5 elsewhere: nothing
+    called); the others it calls right, with background logits spread over [-6, -1.5]
+    (a shift above 1.5 invents false positives there)."""
+    target = np.tile((np.arange(px) < 0.3 * px).astype(np.int64), n_groups)
+    groups = np.repeat(np.arange(n_groups), px)
+    fg = np.where(target == 1, 6.0, 0.0)
+    bg = target == 0
+    fg[bg] = np.tile(np.linspace(-6.0, -1.5, int(bg.sum()) // n_groups), n_groups)
+    low = groups < under
+    fg[low] = np.where(target[low] == 1, -2.0, -5.0)
+    return np.stack([np.zeros(target.size), fg], axis=1), target, groups
+
+
+def test_fit_logit_bias_with_groups_ignores_a_shift_only_a_few_failing_crops_want():
+    # two of six crops (another stain, say) want +2.25; the four the model calls right each
+    # lose to the false positives it brings. Pooled over the pixels the fit takes the shift
+    # (Dice 0.80 -> 0.89, the share closer); crop by crop 2 gain and 4 lose: no shift
+    logits, target, groups = _crops_case(under=2)
+    pooled = fit_logit_bias(logits, target)
+    assert pooled[1] > 2.0
+    by_crop = fit_logit_bias(logits, target, groups=groups)
+    assert np.all(by_crop == 0.0)
+
+
+def test_fit_logit_bias_with_groups_mends_a_prior_wrong_on_most_crops():
+    # five of six crops are under-called the same way (a thin class's prior): the shift stays
+    logits, target, groups = _crops_case(under=5)
+    shift = fit_logit_bias(logits, target, groups=groups)
+    assert 2.0 < shift[1] <= 4.0
+    low = groups < 5
+    assert dice_score((logits[low] + shift).argmax(1), target[low]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="groups"):
+        fit_logit_bias(logits, target, groups=groups[:10])
+
+
 def test_shift_logits_moves_the_folded_class_logits_by_exactly_the_shift():
     mc = ModelConfig(in_channels=1, n_classes=3, depth=2, width=8, boundary_classes=(1,))
     model = UNet(mc).eval()

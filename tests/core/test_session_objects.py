@@ -159,3 +159,30 @@ def test_the_objects_strategy_scores_the_projects_objects_above_the_models_floor
         assert session.scoring_strategy.min_area == pytest.approx(floor)
         session.set_strategy("objects", min_area=1.0)  # the user's own value wins
         assert session.scoring_strategy.min_area == 1.0
+
+
+def test_the_floor_decided_at_training_is_saved_with_the_model(tmp_path):
+    """A reopened project post-processes objects as the session that trained it did (the
+    floor used to live only in memory: reopened, a dsb2018 model kept every fragment)."""
+    from napari_activeseg.core.config import ModelConfig, TrainConfig
+    from napari_activeseg.core.progress import run_to_end
+
+    rng = np.random.default_rng(3)
+    arrays = {f"img{i}": rng.random(SHAPE).astype(np.float32) for i in range(2)}
+    labels = np.zeros(SHAPE, np.uint8)  # a semantic class: its connected pieces decide
+    for y, x in ((10, 10), (10, 30), (10, 50), (34, 10), (34, 30), (34, 50)):
+        labels[disk((y, x), 5, shape=SHAPE)] = 1
+    with Project.create(tmp_path / "p", arrays=arrays,
+                        classes=["background", "nucleus"]) as project:
+        session = ActiveLearningSession(
+            project, model_config=ModelConfig(in_channels=1, n_classes=2, width=4, depth=1),
+            train_config=TrainConfig(max_steps=2, batch_size=1, patch_size=32,
+                                     num_threads=1))
+        session.submit(min(r.id for r in project.images()), labels)
+        run_to_end(session.train())
+        floor = session.model.config.min_object_area
+        assert floor is not None and floor > 0
+        _, saved, _ = project.load_model(session.model_version)
+        assert saved.min_object_area == pytest.approx(floor)
+        reopened = ActiveLearningSession(project)
+        assert reopened.model.config.min_object_area == pytest.approx(floor)

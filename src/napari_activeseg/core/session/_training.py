@@ -240,7 +240,8 @@ class RoundRunner:
             {"best_val_dice": result.best_val_dice, "final_loss":
              result.history[-1]["loss"] if result.history else None, "steps": result.steps},
             {"train_s": round(result.seconds, 2), "round_s": round(time.perf_counter() - t0, 2)},
-            strategy_name=strategy_name, model=result.build_model())
+            strategy_name=strategy_name, model=result.build_model(),
+            config=result.model_config)
         self.committee = committee
         return RoundSummary(version, result, len(ids), n_pseudo, len(committee),
                             notes=notes, labelled_ids=ids, held_back_dice=dice[0],
@@ -373,9 +374,13 @@ class RoundRunner:
         return version
 
     def _install(self, state_dict, meta, seed, labelled_ids, metrics, wall_times, *,
-                 strategy_name: str, model: UNet | None = None) -> str:
-        """Save weights as a new version + round and make them the current model."""
-        config = self._model_config()
+                 strategy_name: str, model: UNet | None = None,
+                 config: ModelConfig | None = None) -> str:
+        """Save weights as a new version + round and make them the current model.
+
+        `config` is the one the weights were trained with (the round's, with the decisions
+        taken at training such as ``min_object_area``); default: the session's."""
+        config = config if config is not None else self._model_config()
         version = self.project.save_model(state_dict, config, meta)
         self.project.record_round(version, strategy_name, seed, labelled_ids, metrics,
                                   wall_times)

@@ -1,83 +1,105 @@
-"""More seed rules: h-maxima depth and a convexity gate (scratch, reads split_study's cache)."""
-import json, sys
+"""The distance watershed's seed rule (``core.instances.SEED_DYNAMIC``) scored offline on the
+test predictions of the models a ``benchmarks/objects.py`` run saved (semantic, ``random``).
+
+    # once per dataset: predict the test images of every saved model, and the object floor
+    # each round's session used (from that round's labels)
+    OMP_NUM_THREADS=1 python benchmarks/distance_split.py cache OUT/dsb2018_nuclei/runs \\
+        ../shared/data/dsb2018_nuclei CACHE
+    # object F1@0.5 / count error / splits / merges per saved model, per SEED_DYNAMIC value
+    OMP_NUM_THREADS=1 python benchmarks/distance_split.py eval - ../shared/data/dsb2018_nuclei CACHE
+    # the same rule on the true foreground of seed 0's test images
+    OMP_NUM_THREADS=1 python benchmarks/distance_split.py truth - ../shared/data/dsb2018_nuclei CACHE
+
+Figures: docs/2026-12-03-distance-split.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
 from pathlib import Path
+
 import numpy as np
-from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
-from skimage.morphology import h_maxima
-from skimage.measure import regionprops
-from skimage.segmentation import watershed
-import distance_split_cache as S
-from napari_activeseg.core import instances as I
+import torch
+from skimage.measure import label as connected
+
+from napari_activeseg.core import instances as ins
+from napari_activeseg.core.inference import predict
+from napari_activeseg.core.model import build_model
+from napari_activeseg.core.preprocess import apply_polarity
+from napari_activeseg.core.project import Project
 from napari_activeseg.evaluation.dataset import load_dataset, split_dataset
 from napari_activeseg.evaluation.objects import score_objects
 
-
-def split2(mask, min_area, h=0.0, sol=None):
-    comps, n = ndi.label(mask)
-    if not n:
-        return comps
-    dist = ndi.distance_transform_edt(mask).astype(np.float32)
-    inscribed = np.zeros(n + 1, np.float32)
-    np.maximum.at(inscribed, comps.ravel(), dist.ravel())
-    sized = inscribed[1:]
-    if min_area:
-        whole = np.bincount(comps.ravel(), minlength=n + 1)[1:] >= min_area
-        if whole.any():
-            sized = sized[whole]
-    radius = float(np.median(sized))
-    smooth = ndi.gaussian_filter(dist, sigma=max(1.0, radius / 4))
-    field = np.where(mask, smooth, 0)
-    peaks = peak_local_max(field, min_distance=max(2, round(radius / 2)), threshold_abs=0.5,
-                           exclude_border=False)
-    seeds = np.zeros(mask.shape, bool)
-    seeds[tuple(peaks.T)] = True
-    if h:
-        seeds &= ndi.binary_dilation(h_maxima(field, max(0.5, h * radius)).astype(bool),
-                                     iterations=1)
-    markers = ndi.label(seeds)[0]
-    multi = np.bincount(comps[seeds], minlength=n + 1) >= 2
-    multi[0] = False
-    if sol is not None:
-        for r in regionprops(comps):
-            if multi[r.label] and r.solidity >= sol:
-                multi[r.label] = False
-    if not multi.any():
-        return comps
-    region = multi[comps]
-    parts = watershed(-smooth, ndi.label(seeds & region)[0], mask=region)
-    return np.where(region, parts + n, comps)
+DYNAMICS = (0.0, 0.05, 0.1, 0.2)  # 0: seeds by their spacing alone (the rule before)
 
 
-V = {"current": lambda m, fl: I.instances_from_distance(m.astype(np.uint8), (1,), min_area=fl)[0],
-     "h0.05": lambda m, fl: S.drop(split2(m, fl, h=0.05), fl),
-     "h0.1": lambda m, fl: S.drop(split2(m, fl, h=0.1), fl),
-     "sol0.9": lambda m, fl: S.drop(split2(m, fl, sol=0.9), fl),
-     "sol0.95": lambda m, fl: S.drop(split2(m, fl, sol=0.95), fl),
-     "h0.05sol0.9": lambda m, fl: S.drop(split2(m, fl, h=0.05, sol=0.9), fl)}
+def cache(run_root: Path, data: Path, out: Path) -> None:
+    ds = load_dataset(data)
+    floors_file = out / "floors.json"
+    floors = json.loads(floors_file.read_text()) if floors_file.exists() else {}
+    for run in sorted(run_root.glob("random_s*")):
+        seed = int(run.name.split("_s")[1])
+        _, test = split_dataset(len(ds), seed=seed, test_fraction=0.3)
+        project = Project.open(run)
+        for info in project.models():
+            key = f"{data.name}_s{seed}_{info.version}"
+            state, mc, meta = project.load_model(info.version)
+            # models saved before af6747a lack the floor their session used: from the labels
+            pieces, reviewed = [], []
+            for image_id in meta["labelled_ids"]:
+                lab, rev = project.load_labels(image_id)
+                pieces.append(connected(np.asarray(lab), background=0, connectivity=1))
+                reviewed.append(rev)
+            floors[key] = mc.min_object_area or ins.min_object_area(pieces, reviewed)
+            f = out / f"{key}.npz"
+            if f.exists():
+                continue
+            model = build_model(mc)
+            model.load_state_dict(state)
+            model.eval()
+            preds = [predict(model, apply_polarity(ds.images[i], mc.polarity,
+                                                   margin=mc.polarity_margin),
+                             mode="single", maps=()).labels.astype(np.uint8) for i in test]
+            np.savez_compressed(f, *preds, test=np.asarray(test))
+            print("cached", f.name, flush=True)
+        project.close()
+    floors_file.write_text(json.dumps(floors, indent=1))
 
-if __name__ == "__main__":
-    name, out = sys.argv[1], Path("split_cache")
-    ds = load_dataset(f"/work/shared/data/{name}")
-    if sys.argv[2:] == ["truth"]:
-        pool, test = split_dataset(len(ds), seed=0, test_fraction=0.3)
-        truths = [ds.instances[i] for i in test]
-        fl = I.min_object_area([ds.instances[i] for i in pool[:28]])
-        row = {"file": f"{name}_truth"}
-        for v, fn in V.items():
-            s = score_objects([fn(t > 0, fl) for t in truths], truths)
-            row[v] = (round(s.f1_50, 4), round(s.count_error, 3), s.splits, s.merges)
-        print(json.dumps(row), flush=True)
-        sys.exit()
+
+def scores(preds, truths, floor) -> dict[str, list]:
+    row = {}
+    for h in DYNAMICS:
+        ins.SEED_DYNAMIC = h
+        found = [ins.instances_from_distance(p, (1,), min_area=floor)[0] for p in preds]
+        s = score_objects(found, truths)
+        row[f"h{h}"] = [round(s.f1_50, 4), round(s.count_error, 3), s.splits, s.merges]
+    return row
+
+
+def evaluate(data: Path, out: Path) -> None:
+    ds = load_dataset(data)
     floors = json.loads((out / "floors.json").read_text())
-    for f in sorted(out.glob(f"{name}_s*.npz")):
+    for f in sorted(out.glob(f"{data.name}_s*.npz")):
         z = np.load(f)
         test = z["test"]
-        fl = floors.get(f.stem) or None
-        preds = [z[f"arr_{j}"] for j in range(len(test))]
-        truths = [ds.instances[i] for i in test]
-        row = {"file": f.stem}
-        for v, fn in V.items():
-            s = score_objects([fn(p == 1, fl) for p in preds], truths)
-            row[v] = (round(s.f1_50, 4), round(s.count_error, 3), s.splits, s.merges)
-        print(json.dumps(row), flush=True)
+        preds = [(z[f"arr_{j}"] == 1).astype(np.uint8) for j in range(len(test))]
+        row = scores(preds, [ds.instances[i] for i in test], floors.get(f.stem))
+        print(json.dumps({"file": f.stem, **row}), flush=True)
+
+
+def truth(data: Path) -> None:
+    ds = load_dataset(data)
+    pool, test = split_dataset(len(ds), seed=0, test_fraction=0.3)
+    truths = [ds.instances[i] for i in test]
+    floor = ins.min_object_area([ds.instances[i] for i in pool[:28]])
+    row = scores([(t > 0).astype(np.uint8) for t in truths], truths, floor)
+    print(json.dumps({"file": f"{data.name}_truth", **row}), flush=True)
+
+
+if __name__ == "__main__":
+    cmd, runs, data, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+    out.mkdir(exist_ok=True, parents=True)
+    torch.set_num_threads(1)
+    {"cache": lambda: cache(runs, data, out), "eval": lambda: evaluate(data, out),
+     "truth": lambda: truth(data)}[cmd]()

@@ -234,7 +234,7 @@ def _split(mask: np.ndarray, min_area: float | None = None) -> np.ndarray:
     # floods, and the boundary output has usually separated the objects already)
     multi = np.bincount(comps[seeds], minlength=n + 1) >= 2
     multi[0] = False
-    if multi.any():
+    if multi.any() and SEED_DYNAMIC > 0:  # 0: the spacing alone (the rule before 2026-12-03)
         seeds &= _deep_maxima(field, comps, multi, max(0.5, SEED_DYNAMIC * radius))
         multi = np.bincount(comps[seeds], minlength=n + 1) >= 2
         multi[0] = False

@@ -186,3 +186,15 @@ def test_the_floor_decided_at_training_is_saved_with_the_model(tmp_path):
         assert saved.min_object_area == pytest.approx(floor)
         reopened = ActiveLearningSession(project)
         assert reopened.model.config.min_object_area == pytest.approx(floor)
+
+
+        # a model saved before the floor was kept (none in its config) gets the one its
+        # labelled images decide when the project is reopened, not none
+        state = {k: v.clone() for k, v in session.model.state_dict().items()}
+        version = project.save_model(state, saved.replace(min_object_area=None),
+                                     {"labelled_ids": session.project.labelled_ids()})
+        old = ActiveLearningSession(project)
+        assert old.model_version == version != session.model_version
+        assert old.model.config.min_object_area == pytest.approx(floor)
+        # the exports load a version by name: the same floor
+        assert project.load_unet(version)[0].config.min_object_area == pytest.approx(floor)

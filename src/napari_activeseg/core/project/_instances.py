@@ -28,6 +28,7 @@ check of ``instances/``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -271,6 +272,34 @@ class InstanceStore:
             ids = _read_ids(path, class_map.shape, f"The instance image of image {image_id} "
                             "cannot be used ({}); submit its objects again.")
         return self._on_class_map(ids, class_map, derive=derive), mask
+
+    def object_floor(self, image_ids: Iterable[int] | None = None) -> float | None:
+        """The smallest object worth keeping (:func:`~napari_activeseg.core.instances.
+        min_object_area`, which training decides and saves with the model) from the labelled
+        images ``image_ids`` (default: all; images labelled box by box are left out): their
+        objects when the project has object classes, else each class map's connected pieces.
+        """
+        from skimage.measure import label as connected
+
+        from ..instances import min_object_area
+
+        wanted = None if image_ids is None else {int(i) for i in image_ids}
+        pieces, reviewed = [], []
+        for image_id in self._labels.labelled_ids():
+            if (wanted is not None and image_id not in wanted) \
+                    or self._labels.regions.label_regions(image_id):
+                continue
+            if self._settings.object_classes:
+                loaded = self.load_instances(image_id)
+            else:
+                loaded = self._labels.load_labels(image_id)
+                if loaded is not None:
+                    loaded = (connected(np.asarray(loaded[0]), background=0, connectivity=1),
+                              loaded[1])
+            if loaded is not None:
+                pieces.append(loaded[0])
+                reviewed.append(loaded[1])
+        return min_object_area(pieces, reviewed)
 
     def _on_class_map(self, ids: np.ndarray, class_map: np.ndarray, *, derive: bool = True
                       ) -> np.ndarray:

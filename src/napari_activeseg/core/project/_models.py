@@ -171,6 +171,10 @@ class ModelStore:
     def __init__(self, store: _Store, settings: Settings) -> None:
         self._store = store
         self._settings = settings
+        #: ``object_floor(image_ids)``: the object floor the labelled images decide (the
+        #: project's :meth:`~._instances.InstanceStore.object_floor`), given to a model
+        #: saved before the floor was kept with it
+        self.object_floor: Callable[[Any], float | None] | None = None
 
     def _model_files(self) -> dict[str, dict[str, Path]]:
         """``{version: {"json": path, "weights": path}}`` of every version-named file."""
@@ -349,6 +353,8 @@ class ModelStore:
         state_dict : dict of str to tensor (CPU)
             Checked to fit ``UNet(model_config)``.
         model_config : ModelConfig
+            As saved; one saved without ``min_object_area`` gets the floor its labelled images
+            decide (:meth:`_with_floor`).
         meta : dict
             The meta saved with it, plus ``version``, ``created_at``, ``classes``, ``colors``.
 
@@ -368,7 +374,7 @@ class ModelStore:
                         f"No model version {version!r} in the project; saved versions: "
                         f"{', '.join(files) or 'none yet'}."
                     )
-                return self._load_version(version, files[version])
+                return self._with_floor(self._load_version(version, files[version]))
             if not files:
                 raise ProjectError(
                     f"Project {str(self._store.folder)!r} has no saved model yet; train one first."
@@ -392,8 +398,19 @@ class ModelStore:
                         f"Model {' / '.join(f.split(':')[0] for f in failures)} could not be "
                         f"used, so {candidate} was loaded instead. " + " ".join(failures)
                     ])  # fmt: skip
-                return loaded
+                return self._with_floor(loaded)
         raise ProjectError("No usable model in the project: " + " ".join(failures))
+
+    def _with_floor(self, loaded: tuple[dict[str, Any], ModelConfig, dict]
+                    ) -> tuple[dict[str, Any], ModelConfig, dict]:
+        """A model saved without an object floor (before it was kept with the model) gets the
+        one its labelled images decide now, as training would have: the images its meta lists
+        that are still labelled, else every labelled image. Nothing is written."""
+        state, config, meta = loaded
+        if config.min_object_area is not None or self.object_floor is None:
+            return loaded
+        floor = self.object_floor(meta.get("labelled_ids") or None)
+        return state, config.replace(min_object_area=floor), meta
 
     def load_unet(self, version: str | None = None, *, device: Any = "cpu") -> tuple[Any, dict]:
         """A ready :class:`~napari_activeseg.core.model.UNet` (eval mode) and its meta.

@@ -96,6 +96,7 @@ class Project:
         self._import = MaskImport(store, self._settings, self._catalog, self._labels)
         self._instances = InstanceStore(store, self._settings, self._catalog, self._labels,
                                         self._drafts)
+        self._models.object_floor = self._instances.object_floor
 
     # ------------------------------------------------------------------ create / open / close
 
@@ -337,6 +338,7 @@ class Project:
     import_masks = _forward("_import", MaskImport.import_masks)
     submit_instances = _forward("_instances", InstanceStore.submit_instances)
     load_instances = _forward("_instances", InstanceStore.load_instances)
+    object_floor = _forward("_instances", InstanceStore.object_floor)
     instances_path = _forward("_instances", InstanceStore.instances_path)
     save_objects_draft = _forward("_instances", InstanceStore.save_objects_draft)
     load_objects_draft = _forward("_instances", InstanceStore.load_objects_draft)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import ModelConfig, TrainConfig
 from ..inference import Prediction
-from ..instances import boundary_target, min_object_area
+from ..instances import boundary_target
 from ..model import UNet
 from ..project import Project, ProjectError, ProjectWarning
 from ..strategies import (
@@ -163,10 +163,10 @@ class RoundRunner:
             raise ValueError("Nothing to train on yet: submit labels for at least one image.")
         on_start()
         ids = list(dict.fromkeys([i for i, _, _ in labelled] + [i for i, _ in boxes]))
-        # each labelled image's stored objects, read once for the floor and the targets
+        # each labelled image's stored objects, for the targets
         objects = {i: self.project.load_instances(i) for i, _, _ in labelled} \
             if self.project.object_classes else {}
-        floor = self._object_floor(labelled, objects)
+        floor = self.project.object_floor()  # from every labelled image, held back or not
         held = held_back_ids(labelled, cfg) if publish_if_better else []
         val = ([prepared(i) for i in held],
                [lab for i, lab, _ in labelled if i in held]) if held else (None, None)
@@ -255,21 +255,6 @@ class RoundRunner:
             return [lab for _, lab, _ in labelled]
         return [boundary_target(lab, objects[i][0], cfg.n_classes, cfg.boundary_classes)
                 for i, lab, _ in labelled]
-
-    @staticmethod
-    def _object_floor(labelled, objects) -> float | None:
-        """The smallest object the model's instance post-processing keeps
-        (:func:`core.instances.min_object_area`), from every labelled image's objects: the
-        stored instances of the object classes, else the connected pieces of each class."""
-        from skimage.measure import label as connected
-
-        pieces, reviewed = [], []
-        for image_id, lab, rev in labelled:
-            inst = objects.get(image_id)
-            pieces.append(inst[0] if inst is not None else
-                          connected(np.asarray(lab), background=0, connectivity=1))
-            reviewed.append(rev)
-        return min_object_area(pieces, reviewed)
 
     def _judge(self, result: TrainResult, val, cfg: TrainConfig, n_labelled: int,
                notes: list[str]) -> tuple[tuple[float | None, float | None], bool]:

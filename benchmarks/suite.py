@@ -588,6 +588,8 @@ def run_suite(data_root: Path, out: Path, settings: SuiteSettings, *,
     """Run (or resume) every dataset, then write ``suite.json`` and ``suite.md``.
 
     A dataset that fails is reported in the table and the log; the others still run.
+    ``datasets``: run only these; the others already in ``out`` (a ``results.json``) are
+    analysed again and kept in the tables, so re-running one dataset drops none.
 
     Returns
     -------
@@ -599,9 +601,15 @@ def run_suite(data_root: Path, out: Path, settings: SuiteSettings, *,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     folders = find_datasets(Path(data_root), datasets)
+    if datasets:  # the other datasets this folder already holds stay in the tables
+        named = {f.name for f in folders}
+        folders = sorted(folders + [
+            f for f in find_datasets(Path(data_root))
+            if f.name not in named and (out / f.name / "results.json").is_file()])
     plans, analyses, docs = {}, {}, {}
     for folder in folders:
         ds = folder.name
+        run_it = not analyse_only and (not datasets or ds in datasets)
         try:
             cfg, plan = dataset_config(folder, out / ds, settings)
             plans[ds] = plan
@@ -609,7 +617,7 @@ def run_suite(data_root: Path, out: Path, settings: SuiteSettings, *,
                   f"(mean window {plan['window_area']:.0f} px), pool {plan['pool_pixels']} px; "
                   f"initial {plan['initial']} + {plan['rounds']} x {plan['step']} boxes "
                   f"(~{100 * plan['planned_fraction']:.1f} % of the pool)", file=log, flush=True)
-            if not analyse_only:
+            if run_it:
                 t0 = time.perf_counter()
                 bar = BenchmarkBar(log, interval_s=60.0)
                 try:

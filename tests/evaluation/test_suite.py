@@ -305,6 +305,15 @@ def test_tiny_suite_resumes_without_training_and_analyses_only(tiny_suite):
     only = suite.run_suite(base / "data", base / "out", settings, analyse_only=True,
                            log=io.StringIO())
     assert suite.format_tables(only) == suite.format_tables(result)
+    # re-running one dataset keeps the other's figures in the tables
+    one = suite.run_suite(base / "data", base / "out", settings, datasets=["three"],
+                          log=io.StringIO())
+    assert {p: p.stat().st_mtime_ns for p in (base / "out").rglob("benchmark_state.json")
+            } == before
+    assert set(one["datasets"]) == {"binary", "three"}
+    assert suite.format_tables(one) == suite.format_tables(result)
+    assert set(json.loads((base / "out" / "suite.json").read_text())["datasets"]) == {
+        "binary", "three"}
 
 
 # ------------------------------------------------------------------------ the ceiling's plateau

@@ -184,7 +184,7 @@ def show_view(viewer, view, colors: Sequence[str], *, veil: bool) -> None:
     elif not placeholder and layer.metadata.get("activeseg_placeholder"):
         layer.opacity = layer.metadata.pop("activeseg_opacity", 0.6)
     layer.metadata["activeseg_placeholder"] = placeholder
-    labels = view.labels.copy()
+    labels = view.labels  # _put copies what a layer keeps: the view's array is never shown
     _put(viewer, ANNOTATION, labels, lambda d: viewer.add_labels(
         d, name=ANNOTATION, colormap=class_colormap(colors), opacity=0.6))
     shape = labels.shape

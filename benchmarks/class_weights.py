@@ -10,7 +10,10 @@ boxes and differs only in how the classes are balanced (``--arms``):
   the round's patches, ``core.training.auto_class_weights``);
 - ``cal``: ``TrainConfig.calibrate_bias`` (after the round, the classes' logits are shifted so
   the class map agrees best with the reviewed pixels, ``core.training.calibrate_logit_bias``);
-- ``p+cal``: both.
+- ``p+cal``: both;
+- ``ssl`` (``ssl400``: 400 steps), e.g. ``cal+ssl``: a self-supervised warm-up of 200 steps on
+  the pool before round 1 (``ActiveLearningSession.pretrain``, ``core.pretrain``); ``sslenc``:
+  the same, keeping only the encoder's warm-up weights.
 
     round 1   1 % boxes, from scratch     <- Dice at 1 %
     round 2   2 % boxes, warm start       <- Dice at 2 %
@@ -48,9 +51,20 @@ def parse_arm(arm: str) -> dict:
     for part in arm.split("+"):
         if part == "cal":
             kw["calibrate_bias"] = True
+        elif part.startswith("ssl"):  # the self-supervised warm-up: run by run_one
+            continue
         else:
             kw["class_weight_power"] = float(part)
     return kw
+
+
+def pretrain_steps(arm: str) -> int:
+    """``"ssl"``/``"sslenc"`` -> 200 warm-up steps (``session.pretrain``), ``"ssl400"`` -> 400;
+    else 0."""
+    for part in arm.split("+"):
+        if part.startswith("ssl"):
+            return int(part.removeprefix("sslenc").removeprefix("ssl") or 200)
+    return 0
 
 
 def run_one(data: Path, seed: int, arm: str, out: Path, steps: int) -> dict:
@@ -78,6 +92,11 @@ def run_one(data: Path, seed: int, arm: str, out: Path, steps: int) -> dict:
         by_name = {r.name: r.id for r in project.images()}
         session = ActiveLearningSession(project, train_config=train, strategy="random",
                                         seed=seed)
+        warm = pretrain_steps(arm)
+        warm_s = None
+        if warm:
+            keep = "encoder" if "sslenc" in arm else "all"
+            warm_s = round(session.pretrain(steps=warm, keep=keep).seconds, 1)
         _submit(session, ds, by_name, b1)
         s1 = run_to_end(session.train())
         d1 = _dice(session, ds, test)
@@ -91,6 +110,7 @@ def run_one(data: Path, seed: int, arm: str, out: Path, steps: int) -> dict:
             "weights": [s1.result.class_weights, s2.result.class_weights],
             "logit_bias": [s1.result.logit_bias, s2.result.logit_bias],
             "calibration": [s1.result.calibration, s2.result.calibration],
+            "pretrain_steps": warm, "pretrain_s": warm_s,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 

@@ -406,6 +406,30 @@ class ActiveLearningSession(LargeImageCalls, ObjectsCalls, SessionBase):
         finally:
             self._job_lock.release()
 
+    def pretrain(self, *, steps: int = 200, max_images: int = 64, keep: str = "all") -> Any:
+        """Self-supervised warm-up on the pool (:func:`core.pretrain.pretrain`, masked-block
+        reconstruction of up to ``max_images`` pool images, drawn by the session's seed) for
+        the first round to start from; returns its :class:`~core.pretrain.PretrainResult`.
+        Ignored once a model exists (rounds warm-start from it)."""
+        from ..pretrain import pretrain
+
+        self._begin_job("pre-training")
+        try:
+            ids = [r.id for r in self.project.images()  # a large image: not whole in memory
+                   if not self._cache.is_large(self.project, r.id)]
+            rng = np.random.default_rng(self.seed)
+            if len(ids) > max_images:
+                ids = sorted(rng.choice(ids, max_images, replace=False).tolist())
+            cfg = self.train_config
+            result = pretrain(self.model_config, [self.prepared(i) for i in ids], steps=steps,
+                              patch_size=cfg.patch_size, batch_size=cfg.batch_size, lr=cfg.lr,
+                              seed=self.seed, device=cfg.device, num_threads=cfg.num_threads,
+                              keep=keep, stop=self._stop)
+            self._rounds.initial_state = result.state_dict
+            return result
+        finally:
+            self._job_lock.release()
+
     def adopt_model(self, state_dict: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
                     ) -> str:
         """Make trained weights the current model, recorded as a round on the labelled set.

@@ -97,6 +97,9 @@ class RoundRunner:
         self.model_version: str | None = None
         self.committee: list[UNet] = []
         self._trainer: Trainer | None = None
+        #: weights the first round starts from while there is no model (the self-supervised
+        #: warm-up, core.pretrain); None: a fresh initialisation
+        self.initial_state: dict[str, Any] | None = None
 
     def load_saved(self) -> ModelConfig | None:
         """Make the newest saved model that fits the images current; returns its config, or
@@ -191,7 +194,7 @@ class RoundRunner:
                                                pseudo_config, prepared, predict, notes)
         unlabelled = unlabelled_pixels(self.project, labelled, images, reviewed, prepared,
                                        cfg, cfg.seed + round_no)
-        init = None if self.model is None else self.model.state_dict()
+        init = self.initial_state if self.model is None else self.model.state_dict()
         model_config = self._model_config().replace(min_object_area=floor)
         self._trainer = Trainer(model_config, cfg.replace(seed=cfg.seed + round_no))
         if self._stop.is_set():

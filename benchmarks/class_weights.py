@@ -13,7 +13,8 @@ boxes and differs only in how the classes are balanced (``--arms``):
 - ``p+cal``: both;
 - ``ssl`` (``ssl400``: 400 steps), e.g. ``cal+ssl``: a self-supervised warm-up of 200 steps on
   the pool before round 1 (``ActiveLearningSession.pretrain``, ``core.pretrain``); ``sslenc``:
-  the same, keeping only the encoder's warm-up weights.
+  the same, keeping only the encoder's warm-up weights;
+- ``rf``: no U-Net; the suite's random forest fitted on the same boxes.
 
     round 1   1 % boxes, from scratch     <- Dice at 1 %
     round 2   2 % boxes, warm start       <- Dice at 2 %
@@ -67,6 +68,39 @@ def pretrain_steps(arm: str) -> int:
     return 0
 
 
+def _forest(ds, data, seed, test, size, pool_px, *budgets) -> dict:
+    """The ``rf`` arm: the suite's random forest (``evaluation.rf``, the benchmark's sample
+    cap) fitted on the same boxes at each budget, scored on the same test images."""
+    from napari_activeseg.core.review import box_mask
+    from napari_activeseg.evaluation.config import BenchmarkConfig
+    from napari_activeseg.evaluation.dataset import mean_dice
+    from napari_activeseg.evaluation.rf import RandomForestSegmenter
+
+    t0, dice = time.perf_counter(), []
+    cap = BenchmarkConfig.__dataclass_fields__["rf_samples"].default
+    for chosen, _ in budgets:
+        per_image: dict[int, list] = {}
+        for i, box in chosen:
+            per_image.setdefault(i, []).append(box)
+        imgs, labs, revs = [], [], []
+        for i, boxes in per_image.items():
+            rev = box_mask(ds.masks[i].shape, boxes)
+            imgs.append(ds.images[i])
+            labs.append(np.where(rev, ds.masks[i], 0).astype(ds.masks[i].dtype))
+            revs.append(rev)
+        forest = RandomForestSegmenter(
+            seed=seed, max_samples_per_image=max(1, min(20000, cap // len(imgs)))).fit(
+            imgs, labs, revs, n_classes=ds.n_classes)
+        preds = [forest.predict(ds.images[i]) for i in test]
+        dice.append(float(mean_dice(preds, [ds.masks[i] for i in test], ds.n_classes)))
+    (b1, px1), (b2, px2) = budgets
+    return {"dataset": data.name, "seed": seed, "arm": "rf", "region_size": size,
+            "pool_px": int(pool_px), "px_1": int(px1), "px_2": int(px2), "boxes_1": len(b1),
+            "boxes_2": len(b2), "dice_1pct": dice[0], "dice_2pct": dice[1], "steps": None,
+            "weights": [None, None], "logit_bias": [None, None],
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def run_one(data: Path, seed: int, arm: str, out: Path, steps: int) -> dict:
     from napari_activeseg.core.config import TrainConfig
     from napari_activeseg.core.progress import run_to_end
@@ -82,6 +116,8 @@ def run_one(data: Path, seed: int, arm: str, out: Path, steps: int) -> dict:
     windows = _boxes(ds, pool, size, np.random.default_rng(seed))
     b1, px1 = _upto(windows, 0.01 * pool_px)
     b2, px2 = _upto(windows, 0.02 * pool_px)
+    if arm == "rf":
+        return _forest(ds, data, seed, test, size, pool_px, (b1, px1), (b2, px2))
     classes = ("background", *(f"class {k}" for k in range(1, ds.n_classes)))
     train = TrainConfig(max_steps=steps, time_budget_s=None, seed=seed, **parse_arm(arm))
     folder = out / "runs" / f"{data.name}_s{seed}_{arm}"

@@ -1,9 +1,11 @@
-"""Experiment (issue 16): does the U-Net gain from the random forest's filters as extra inputs?
+"""Experiment (issue 16): does the U-Net gain from the random forest's filters or its calls?
 
 The forest (``evaluation/rf.py``) beats the U-Net on chase_db1 at 1-2 % of the pool's pixels
 (docs/2026-12-03-chase-forest.md). This gives the U-Net multi-scale filter responses of the
 image's mean channel as extra input channels -- Gaussian smoothing and both Hessian eigenvalues at
-sigma 1, 2, 4 (9 channels, each standardised per image) -- and compares it, paired, with the
+sigma 1, 2, 4 (9 channels, each standardised per image) -- (``--arms filters``), or trains it also on the forest's confident calls on the pool
+(``--arms rfteach``: the forest fitted on the boxes, each pool pixel it calls with probability
+>= 0.8 labelled so, the boxes keeping the truth), and compares each, paired, with the
 plain input: the same random boxes (1 % then 2 % of the pool, drawn as
 ``benchmarks/class_weights.py`` draws them), the same steps, the same seed, the same test images.
 Straight through ``core.training.Trainer`` (no project): calibration as the defaults.
@@ -46,6 +48,35 @@ def filter_channels(image: np.ndarray) -> np.ndarray:
     return np.concatenate([image, np.stack(extra).astype(np.float32)])
 
 
+#: A forest's call counts as a label where its probability is at least this.
+TEACH_CONFIDENCE = 0.8
+
+
+def _taught(ds, pool, per, imgs, labs, revs, seed):
+    """The ``rfteach`` arm: the suite's forest fitted on the boxes, its confident calls
+    (:data:`TEACH_CONFIDENCE`) added as labels on the boxed images' other pixels and on every
+    other pool image; the boxes' own pixels keep the truth."""
+    from napari_activeseg.evaluation.rf import RandomForestSegmenter
+
+    forest = RandomForestSegmenter(seed=seed, max_samples_per_image=max(
+        1, min(20000, 80_000 // len(imgs)))).fit(imgs, labs, revs, n_classes=ds.n_classes)
+    out_i, out_l, out_r = [], [], []
+    boxed = list(per)
+    for i in pool:
+        proba = forest.predict_proba(ds.images[i])
+        call, sure = proba.argmax(0), proba.max(0) >= TEACH_CONFIDENCE
+        if i in per:
+            k = boxed.index(i)
+            lab = np.where(revs[k], labs[k], call)
+            rev = revs[k] | sure
+        else:
+            lab, rev = call, sure
+        out_i.append(ds.images[i])
+        out_l.append(lab.astype(np.int64))
+        out_r.append(rev)
+    return out_i, out_l, out_r
+
+
 def run(data: Path, seed: int, arm: str, steps: int) -> dict:
     from napari_activeseg.core.config import ModelConfig, TrainConfig
     from napari_activeseg.core.inference import predict
@@ -82,6 +113,8 @@ def run(data: Path, seed: int, arm: str, steps: int) -> dict:
             imgs.append(image(i))
             labs.append(np.where(rev, ds.masks[i], 0).astype(np.int64))
             revs.append(rev)
+        if arm == "rfteach":  # the forest's confident calls on the pool as extra labels
+            imgs, labs, revs = _taught(ds, pool, per, imgs, labs, revs, seed)
         cfg = TrainConfig(max_steps=steps, time_budget_s=None, seed=seed + k)
         res = run_to_end(Trainer(mc, cfg).fit(imgs, labs, revs, init_state=init))
         init = res.state_dict

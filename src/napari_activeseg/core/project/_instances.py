@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
+from skimage.measure import label as connected
 from skimage.segmentation import relabel_sequential
 
 from .. import _store_files as sf
 from .. import atomic
 from ..imageio import read_labels, write_tiff
+from ..object_floor import min_object_area
 from ..validation import check_labels, check_mask
 from ._records import ProjectError
 from ._store import INSTANCES_DIR
@@ -279,10 +281,6 @@ class InstanceStore:
         images ``image_ids`` (default: all; images labelled box by box are left out): their
         objects when the project has object classes, else each class map's connected pieces.
         """
-        from skimage.measure import label as connected
-
-        from ..instances import min_object_area
-
         wanted = None if image_ids is None else {int(i) for i in image_ids}
         pieces, reviewed = [], []
         for image_id in self._labels.labelled_ids():

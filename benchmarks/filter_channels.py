@@ -3,7 +3,8 @@
 The forest (``evaluation/rf.py``) beats the U-Net on chase_db1 at 1-2 % of the pool's pixels
 (docs/2026-12-03-chase-forest.md). This gives the U-Net multi-scale filter responses of the
 image's mean channel as extra input channels -- Gaussian smoothing and both Hessian eigenvalues at
-sigma 1, 2, 4 (9 channels, each standardised per image) -- (``--arms filters``), or trains it also on the forest's confident calls on the pool
+sigma 1, 2, 4 (9 channels, each standardised per image; ``--arms filters``) -- or trains it
+also on the forest's confident calls on the pool
 (``--arms rfteach``: the forest fitted on the boxes, each pool pixel it calls with probability
 >= 0.8 labelled so, the boxes keeping the truth), and compares each, paired, with the
 plain input: the same random boxes (1 % then 2 % of the pool, drawn as

@@ -57,7 +57,8 @@ from .project import CLASS_MODES as MODES
 from .project import INSTANCE_FORMULATIONS as FORMULATIONS
 
 __all__ = [
-    "FORMULATIONS", "MIN_AREA_FRACTION", "MIN_AREA_OBJECTS", "MIN_SIZE_FRACTION", "MODES", "SEED_DYNAMIC",
+    "FORMULATIONS", "MIN_AREA_FRACTION", "MIN_AREA_OBJECTS", "MIN_SIZE_FRACTION", "MODES",
+    "SEED_DYNAMIC",
     "InstancePrediction", "boundary_target", "fold_labels", "fold_probabilities",
     "instances_from_boundary", "instances_from_distance", "min_object_area",
     "predict_instances",

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from semi_supervised import _boxes, _dice, _submit, _upto, paired_table  # noqa: E402
+from semi_supervised import (  # noqa: E402
+    _boxes, _dice, _submit, _upto, boxed_set, fit_forest, paired_table)
 
 
 def parse_arm(arm: str) -> dict:
@@ -69,28 +70,14 @@ def pretrain_steps(arm: str) -> int:
 
 
 def _forest(ds, data, seed, test, size, pool_px, *budgets) -> dict:
-    """The ``rf`` arm: the suite's random forest (``evaluation.rf``, the benchmark's sample
-    cap) fitted on the same boxes at each budget, scored on the same test images."""
-    from napari_activeseg.core.review import box_mask
-    from napari_activeseg.evaluation.config import BenchmarkConfig
+    """The ``rf`` arm: the suite's random forest fitted on the same boxes at each budget,
+    scored on the same test images."""
     from napari_activeseg.evaluation.dataset import mean_dice
-    from napari_activeseg.evaluation.rf import RandomForestSegmenter
 
     t0, dice = time.perf_counter(), []
-    cap = BenchmarkConfig.__dataclass_fields__["rf_samples"].default
     for chosen, _ in budgets:
-        per_image: dict[int, list] = {}
-        for i, box in chosen:
-            per_image.setdefault(i, []).append(box)
-        imgs, labs, revs = [], [], []
-        for i, boxes in per_image.items():
-            rev = box_mask(ds.masks[i].shape, boxes)
-            imgs.append(ds.images[i])
-            labs.append(np.where(rev, ds.masks[i], 0).astype(ds.masks[i].dtype))
-            revs.append(rev)
-        forest = RandomForestSegmenter(
-            seed=seed, max_samples_per_image=max(1, min(20000, cap // len(imgs)))).fit(
-            imgs, labs, revs, n_classes=ds.n_classes)
+        _, imgs, labs, revs = boxed_set(ds, chosen)
+        forest = fit_forest(ds, imgs, labs, revs, seed)
         preds = [forest.predict(ds.images[i]) for i in test]
         dice.append(float(mean_dice(preds, [ds.masks[i] for i in test], ds.n_classes)))
     (b1, px1), (b2, px2) = budgets

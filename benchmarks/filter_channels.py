@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from semi_supervised import _boxes, _upto  # noqa: E402
+from semi_supervised import _boxes, _upto, boxed_set, fit_forest  # noqa: E402
 
 SIGMAS = (1.0, 2.0, 4.0)
 
@@ -57,10 +57,7 @@ def _taught(ds, pool, per, imgs, labs, revs, seed):
     """The ``rfteach`` arm: the suite's forest fitted on the boxes, its confident calls
     (:data:`TEACH_CONFIDENCE`) added as labels on the boxed images' other pixels and on every
     other pool image; the boxes' own pixels keep the truth."""
-    from napari_activeseg.evaluation.rf import RandomForestSegmenter
-
-    forest = RandomForestSegmenter(seed=seed, max_samples_per_image=max(
-        1, min(20000, 80_000 // len(imgs)))).fit(imgs, labs, revs, n_classes=ds.n_classes)
+    forest = fit_forest(ds, imgs, labs, revs, seed)
     out_i, out_l, out_r = [], [], []
     boxed = list(per)
     for i in pool:
@@ -82,7 +79,6 @@ def run(data: Path, seed: int, arm: str, steps: int) -> dict:
     from napari_activeseg.core.config import ModelConfig, TrainConfig
     from napari_activeseg.core.inference import predict
     from napari_activeseg.core.progress import run_to_end
-    from napari_activeseg.core.review import box_mask
     from napari_activeseg.core.strategies.regions import auto_region_size
     from napari_activeseg.core.training import Trainer
     from napari_activeseg.evaluation.dataset import load_dataset, mean_dice, split_dataset
@@ -105,15 +101,7 @@ def run(data: Path, seed: int, arm: str, steps: int) -> dict:
     out, init, t0 = {}, None, time.perf_counter()
     for k, frac in enumerate((0.01, 0.02)):
         chosen, _ = _upto(windows, frac * pool_px)
-        per: dict[int, list] = {}
-        for i, box in chosen:
-            per.setdefault(i, []).append(box)
-        imgs, labs, revs = [], [], []
-        for i, boxes in per.items():
-            rev = box_mask(ds.masks[i].shape, boxes)
-            imgs.append(image(i))
-            labs.append(np.where(rev, ds.masks[i], 0).astype(np.int64))
-            revs.append(rev)
+        per, imgs, labs, revs = boxed_set(ds, chosen, image)
         if arm == "rfteach":  # the forest's confident calls on the pool as extra labels
             imgs, labs, revs = _taught(ds, pool, per, imgs, labs, revs, seed)
         cfg = TrainConfig(max_steps=steps, time_budget_s=None, seed=seed + k)

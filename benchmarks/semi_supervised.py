@@ -62,13 +62,46 @@ def _upto(windows, budget_px):
     return chosen, px
 
 
-def _submit(session, ds, by_name, chosen):
-    from napari_activeseg.core.review import box_mask
-
+def _by_image(chosen) -> dict[int, list]:
+    """``[(index, box), ...]`` -> ``{index: [box, ...]}`` in first-seen order."""
     per_image: dict[int, list] = {}
     for i, box in chosen:
         per_image.setdefault(i, []).append(box)
+    return per_image
+
+
+def boxed_set(ds, chosen, image=None):
+    """The training set of the boxes ``chosen``: ``(per_image, images, labels, reviewed)``,
+    the truth inside each image's boxes and 0 (unreviewed) elsewhere; ``image(i)`` the
+    network input of dataset image ``i`` (default: ``ds.images[i]``)."""
+    from napari_activeseg.core.review import box_mask
+
+    per_image = _by_image(chosen)
+    imgs, labs, revs = [], [], []
     for i, boxes in per_image.items():
+        rev = box_mask(ds.masks[i].shape, boxes)
+        imgs.append(ds.images[i] if image is None else image(i))
+        labs.append(np.where(rev, ds.masks[i], 0).astype(np.int64))
+        revs.append(rev)
+    return per_image, imgs, labs, revs
+
+
+def fit_forest(ds, imgs, labs, revs, seed):
+    """The suite's random forest (``evaluation.rf``, the benchmark's cap on sampled pixels)
+    fitted on a boxed training set."""
+    from napari_activeseg.evaluation.config import BenchmarkConfig
+    from napari_activeseg.evaluation.rf import RandomForestSegmenter
+
+    cap = BenchmarkConfig.__dataclass_fields__["rf_samples"].default
+    return RandomForestSegmenter(
+        seed=seed, max_samples_per_image=max(1, min(20000, cap // len(imgs)))).fit(
+        imgs, labs, revs, n_classes=ds.n_classes)
+
+
+def _submit(session, ds, by_name, chosen):
+    from napari_activeseg.core.review import box_mask
+
+    for i, boxes in _by_image(chosen).items():
         mask = ds.masks[i]
         session.submit(by_name[ds.names[i]], mask, box_mask(mask.shape, boxes))
 

@@ -8,7 +8,7 @@ also on the forest's confident calls on the pool
 (``--arms rfteach``: the forest fitted on the boxes, each pool pixel it calls with probability
 >= 0.8 labelled so, the boxes keeping the truth), and compares each, paired, with the
 plain input: the same random boxes (1 % then 2 % of the pool, drawn as
-``benchmarks/class_weights.py`` draws them), the same steps, the same seed, the same test images.
+``benchmarks/box_arms.py`` draws them), the same steps, the same seed, the same test images.
 Straight through ``core.training.Trainer`` (no project): calibration as the defaults.
 
     OMP_NUM_THREADS=1 python benchmarks/filter_channels.py --data ../shared/data/chase_db1_vessels \

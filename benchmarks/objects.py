@@ -27,6 +27,10 @@ The U-Net runs first and Cellpose later (on a CPU a Cellpose step costs ~20 U-Ne
     OMP_NUM_THREADS=1 python benchmarks/objects.py --out bench_out/objects --baselines ''
     OMP_NUM_THREADS=2 python benchmarks/objects.py --out bench_out/objects --runs semantic
 
+One seed of Cellpose at 4 images costs ~35 min of one CPU thread: ``--rounds 0`` stops there
+and ``--seeds 1,`` picks a seed, so several processes (each on its own copy of the U-Net's
+folder) can share the cores.
+
 A reduced run on a busy CPU (one seed, 35 images, a fifth held out, few steps)::
 
     OMP_NUM_THREADS=1 python benchmarks/objects.py --out bench_out/objects_reduced \
@@ -116,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=DATA)
     p.add_argument("--seeds", default="3", help="a count or a comma-separated list")
     p.add_argument("--steps", type=int, default=125, help="optimiser steps per round")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds after the first (3: 4 / 12 / 20 / 28 images; 0: the 4-image "
+                        "point only, e.g. for Cellpose on a CPU; more later resume)")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--test-fraction", type=float, default=0.3)
     p.add_argument("--device", default="auto")
@@ -137,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = BenchmarkConfig(
                 data=args.data_root / name, out=args.out / (name + ("_objects" * objects)),
                 strategies=("random",), baselines=baselines, objects=objects,
-                seeds=parse_seeds(args.seeds), initial=AT[0], step=8, rounds=3,
+                seeds=parse_seeds(args.seeds), initial=AT[0], step=8, rounds=args.rounds,
                 steps=args.steps, max_images=args.max_images,
                 test_fraction=args.test_fraction, device=args.device)
             t0 = time.perf_counter()

@@ -27,7 +27,7 @@ The U-Net runs first and Cellpose later (on a CPU a Cellpose step costs ~20 U-Ne
     OMP_NUM_THREADS=1 python benchmarks/objects.py --out bench_out/objects --baselines ''
     OMP_NUM_THREADS=2 python benchmarks/objects.py --out bench_out/objects --runs semantic
 
-One seed of Cellpose at 4 images costs ~35 min of one CPU thread: ``--rounds 0`` stops there
+One Cellpose round (125 steps) costs ~17 min of one CPU thread here: ``--rounds 0`` stops there
 and ``--seeds 1,`` picks a seed, so several processes (each on its own copy of the U-Net's
 folder) can share the cores.
 

@@ -12,7 +12,10 @@ images in both, drawn by the seed):
     the same number of optimiser steps per round (``evaluation/cellpose_baseline.py``);
 ``OUT/<dataset>_objects``
     ``--objects``: the U-Net in the product's instance mode, trained on the instance labels
-    with its boundary output (``inst_*``, ``boundary``).
+    with its boundary output (``inst_*``, ``boundary``);
+``OUT/<dataset>_distance_head`` (``--runs distance_head``)
+    the same with a distance output as well (``ModelConfig.distance_head``: each object's
+    normalised distance to its edge, seeds and watershed from it; ``distance_head``).
 
 This script reads object F1 at IoU 0.5, mean AP and the count error back at 4 / 12 / 28
 labelled images and writes ``OUT/objects.json`` and a markdown table ``OUT/objects.md`` (mean ±
@@ -62,6 +65,8 @@ DATA = Path("/work/shared/data")
 METHODS = (("U-Net + connected components", "semantic", "random", "cc"),
            ("U-Net + distance watershed", "semantic", "random", "inst"),
            ("U-Net instance mode (boundary head)", "objects", "random", "inst"),
+           ("U-Net instance mode (boundary + distance head)", "distance_head", "random",
+            "inst"),
            ("Cellpose from scratch", "semantic", "cellpose", "inst"))
 AT = (4, 12, 28)
 
@@ -130,19 +135,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="baselines of the semantic run ('' = none; added later, they resume "
                         "into the same folders)")
     p.add_argument("--runs", default="semantic,objects",
-                   help="which of the two runs to make (both by default)")
+                   help="which runs to make: semantic, objects (boundary head), "
+                        "distance_head (boundary + distance head); default the first two")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
     results, meta = {}, {}
     for name in parse_list(args.datasets):
         runs = {}
-        for run, objects, baselines in (("semantic", False, parse_list(args.baselines)),
-                                        ("objects", True, ())):
+        for run, objects, baselines, suffix, model in (
+                ("semantic", False, parse_list(args.baselines), "", {}),
+                ("objects", True, (), "_objects", {}),
+                ("distance_head", True, (), "_distance_head", {"distance_head": True})):
             if run not in parse_list(args.runs):
                 continue
             cfg = BenchmarkConfig(
-                data=args.data_root / name, out=args.out / (name + ("_objects" * objects)),
+                data=args.data_root / name, out=args.out / (name + suffix), model=model,
                 strategies=("random",), baselines=baselines, objects=objects,
                 seeds=parse_seeds(args.seeds), initial=AT[0], step=8, rounds=args.rounds,
                 steps=args.steps, max_images=args.max_images,

@@ -13,7 +13,7 @@ from napari_activeseg.core import instances as ins
 from napari_activeseg.core.config import ModelConfig, TrainConfig
 from napari_activeseg.core.model import UNet, fold_logits
 from napari_activeseg.core.progress import run_to_end
-from napari_activeseg.core.project import Project, ProjectError
+from napari_activeseg.core.project import Project, ProjectError, ProjectWarning
 from napari_activeseg.core.session import ActiveLearningSession
 
 
@@ -286,3 +286,120 @@ def test_new_projects_take_the_distance_formulation_older_ones_keep_boundary(tmp
         session = ActiveLearningSession(
             project, model_config=ModelConfig(in_channels=1, n_classes=2, width=4, depth=2))
         assert session.model_config.boundary_classes == (1,)
+
+
+# --------------------------------------------------------------------------- distance head
+
+
+def test_distance_target_known_answer():
+    """Each object's distance to its own edge over its largest: 1 at the centre, 0 on its
+    boundary (also where it touches the other object) and outside."""
+    ids = np.zeros((7, 12), np.uint16)
+    ids[1:6, 1:6], ids[1:6, 6:11] = 1, 2  # two touching 5x5 squares
+    target = ins.boundary_target((ids > 0).astype(np.uint8), ids, 2, (1,))
+    d = ins.distance_target(target, 2, (1,))
+    assert d.shape == (1, 7, 12) and d.dtype == np.float32
+    # interior 3x3 of each square: centre 2 px from the non-interior, the rest 1 px
+    expected = np.zeros((7, 12), np.float32)
+    expected[2:5, 2:5] = expected[2:5, 7:10] = 0.5
+    expected[3, 3] = expected[3, 8] = 1.0
+    np.testing.assert_allclose(d[0], expected)
+    # a batch gives one target per crop; flipping the crop flips the target
+    batch = ins.distance_target(np.stack([target, target[:, ::-1]]), 2, (1,))
+    np.testing.assert_allclose(batch[1, 0], d[0][:, ::-1])
+
+
+def _distance_outputs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs = perfect_probs(ids)
+    return probs, ins.distance_target(np.argmax(probs, 0), 2, (1,))
+
+
+@pytest.mark.parametrize("touching", [True, False])
+def test_distance_head_splits_two_touching_discs(touching):
+    ids = two_discs(touching)
+    probs, dist = _distance_outputs(ids)
+    out, classes = ins.instances_from_distance_head(probs, dist, 2, (1,))
+    assert out.dtype == np.uint16 and out.max() == 2 and list(classes) == [0, 1, 1]
+    for k in (1, 2):  # each true disc is (nearly) one predicted object
+        inside = out[ids == k]
+        assert np.mean(inside == np.bincount(inside).argmax()) > 0.95
+    # a low, flat regression (a short round) still seeds each disc at its own centre
+    out2, _ = ins.instances_from_distance_head(probs, dist * 0.3, 2, (1,))
+    assert out2.max() == 2
+
+
+def test_distance_head_keeps_one_disc_one_object():
+    ids = two_discs(False)
+    ids[ids == 2] = 0
+    probs, dist = _distance_outputs(ids)
+    out, _ = ins.instances_from_distance_head(probs, dist, 2, (1,))
+    assert out.max() == 1 and np.array_equal(out > 0, ids > 0)
+    with pytest.raises(ValueError, match="channels"):
+        ins.instances_from_distance_head(probs, np.concatenate([dist, dist]), 2, (1,))
+
+
+def test_distance_loss_ignores_unreviewed_pixels():
+    from napari_activeseg.core.losses import distance_loss
+
+    logits = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    target = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])
+    ignore = torch.tensor([[[False, True], [True, True]]])
+    loss = distance_loss(logits, target, ignore)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(np.log(2.0))  # BCE of sigmoid(0) = 0.5 against 1
+    assert logits.grad[0, 0, 0, 0] < 0 and torch.all(logits.grad[0, 0].flatten()[1:] == 0)
+
+
+def test_model_with_distance_outputs_and_its_prediction():
+    cfg = ModelConfig(in_channels=1, n_classes=2, width=4, depth=2, boundary_classes=(1,),
+                      distance_head=True)
+    assert (cfg.n_targets, cfg.n_outputs) == (3, 4)
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    assert ModelConfig(n_classes=2, distance_head=True).n_outputs == 2  # no object class
+    model = UNet(cfg).eval()
+    image = _scene(0)[0][None]
+    with torch.no_grad():
+        full = model.forward_full(torch.from_numpy(image)[None])[0]
+        assert model(torch.from_numpy(image)[None]).shape[1] == 2
+    pred = ins.predict_instances(model, image)
+    # the tiled prediction carries the classes' softmax and the distances' sigmoid exactly
+    np.testing.assert_allclose(
+        pred.probs, ins.fold_probabilities(torch.softmax(full[:3], 0).numpy(), 2, (1,)),
+        atol=1e-5)
+    assert pred.instances.dtype == np.uint16 and pred.count == len(pred.object_class) - 1
+
+
+def test_short_training_of_the_distance_head_counts_touching_discs(tmp_path):
+    """A project with the "distance_head" formulation trains the boundary and distance
+    outputs from submitted instance images, and its objects count the touching discs far
+    better than connected components of the same prediction."""
+    scenes = [_scene(s) for s in range(5)]
+    with Project.create(tmp_path / "p", arrays={f"s{i}": im for i, (im, _) in enumerate(scenes)},
+                        classes=["background", "nucleus"],
+                        class_modes={"nucleus": "objects"},
+                        settings={"instance_formulation": "distance_head"}) as project:
+        records = sorted(project.images(), key=lambda r: r.name)
+        session = ActiveLearningSession(
+            project, model_config=ModelConfig(in_channels=1, n_classes=2, width=8, depth=2,
+                                              dropout=0.0),
+            train_config=TrainConfig(max_steps=150, time_budget_s=None, batch_size=4,
+                                     patch_size=64, lr=3e-3, num_threads=1))
+        assert session.model_config.boundary_classes == (1,)
+        assert session.model_config.distance_outputs == 1
+        for rec, (_, ids) in zip(records[:4], scenes[:4], strict=True):
+            session.submit(rec.id, None, instances=ids)
+        run_to_end(session.train())
+        assert session.model.config.distance_head
+        pred = session.predict_instances(records[4].id)
+        truth = int(scenes[4][1].max())
+        components = ndi.label(pred.labels == 1)[1]
+        assert abs(components - truth) >= 2  # the touching pairs merge
+        assert abs(pred.count - truth) <= abs(components - truth) - 2
+        # back to the plain distance watershed: a semantic model from scratch
+        project.set_setting("instance_formulation", "distance")
+    with Project.open(tmp_path / "p") as project, \
+            pytest.warns(ProjectWarning, match="boundary outputs"):
+        session = ActiveLearningSession(
+            project, model_config=ModelConfig(in_channels=1, n_classes=2, width=8, depth=2))
+    assert session.model_config.boundary_classes == ()
+    assert not session.model_config.distance_outputs and session.model is None

@@ -126,6 +126,12 @@ class ModelConfig(JsonConfig):
         channel ``n_classes + j``. ``forward`` folds each back into its class (the
         semantic probabilities everything else uses); ``forward_full`` keeps them. Empty
         (default) = a semantic model.
+    distance_head : bool
+        With ``boundary_classes``: one more output per object class after the boundaries,
+        regressing each object's normalised distance to its own edge (1 at its centre, 0 on
+        its boundary; :func:`core.instances.distance_target`), learned from the same target
+        and used to seed and split the objects
+        (:func:`core.instances.instances_from_distance_head`). Ignored without object classes. Default False (and models saved before it existed).
     min_object_area : float or None
         Objects smaller than this many pixels are dropped by the instance post-processing
         (:func:`core.instances.min_object_area`): decided at training from the labelled
@@ -149,6 +155,7 @@ class ModelConfig(JsonConfig):
     polarity_margin: float | None = 0.25
     norm: str = "group"
     boundary_classes: tuple[int, ...] = ()
+    distance_head: bool = False
     min_object_area: float | None = None
 
     @classmethod
@@ -187,9 +194,21 @@ class ModelConfig(JsonConfig):
                f"min_object_area must be >= 0 pixels or None, got {self.min_object_area!r}.")
 
     @property
-    def n_outputs(self) -> int:
-        """Output channels of the head: the classes plus one boundary per object class."""
+    def n_targets(self) -> int:
+        """Values of the integer training target: the classes plus one boundary per object
+        class (the outputs trained by the segmentation loss)."""
         return self.n_classes + len(self.boundary_classes)
+
+    @property
+    def distance_outputs(self) -> int:
+        """Distance outputs (one per object class with :attr:`distance_head`, else 0)."""
+        return len(self.boundary_classes) if self.distance_head else 0
+
+    @property
+    def n_outputs(self) -> int:
+        """Output channels of the head: the classes, one boundary per object class, then
+        one distance per object class with :attr:`distance_head`."""
+        return self.n_targets + self.distance_outputs
 
     @property
     def multiple(self) -> int:

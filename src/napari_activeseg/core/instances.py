@@ -43,8 +43,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.morphology import h_maxima
@@ -59,8 +62,9 @@ from .project import INSTANCE_FORMULATIONS as FORMULATIONS
 __all__ = [
     "FORMULATIONS", "MIN_AREA_FRACTION", "MIN_AREA_OBJECTS", "MIN_SIZE_FRACTION", "MODES",
     "SEED_DYNAMIC",
-    "InstancePrediction", "boundary_target", "fold_labels", "fold_probabilities",
-    "instances_from_boundary", "instances_from_distance", "min_object_area",
+    "InstancePrediction", "boundary_target", "distance_target", "fold_labels",
+    "fold_probabilities", "instances_from_boundary", "instances_from_distance",
+    "instances_from_distance_head", "min_object_area",
     "predict_instances",
 ]
 
@@ -109,6 +113,40 @@ def boundary_target(labels: np.ndarray, instances: np.ndarray, n_classes: int,
     for j, c in enumerate(boundary_classes):
         target[edge & (labels == c)] = n_classes + j
     return target
+
+
+def distance_target(target: np.ndarray, n_classes: int, boundary_classes: Sequence[int]
+                    ) -> np.ndarray:
+    """The distance outputs' training target (``ModelConfig.distance_head``) from a
+    :func:`boundary_target` (or a batch of them): for object class ``boundary_classes[j]``,
+    channel j holds every object's distance to its own edge (its inner boundary, where two
+    objects touch too), divided by that object's largest distance: 1 at its centre, falling
+    to 0 on its boundary and outside. Each object is a connected region of its class's
+    interior (the boundaries carve touching objects apart), so the target can be derived
+    from a training crop after augmentation: flips and rotations commute with it, and an
+    object cut by the crop's edge is normalised by what of it the crop holds.
+
+    Returns
+    -------
+    (len(boundary_classes), H, W) float32 ndarray, or (N, len(boundary_classes), H, W) for
+    an (N, H, W) batch.
+    """
+    target = np.asarray(target)
+    if target.ndim == 3:
+        return np.stack([distance_target(t, n_classes, boundary_classes) for t in target])
+    out = np.zeros((len(boundary_classes), *target.shape), np.float32)
+    for j, c in enumerate(boundary_classes):
+        interior = target == c
+        if not interior.any():
+            continue
+        comps, n = ndi.label(interior)
+        # distance to the nearest pixel that is not interior (boundary, other class) + the
+        # half pixel to the edge; normalised per object
+        dist = ndi.distance_transform_edt(interior).astype(np.float32)
+        peak = np.asarray(ndi.maximum(dist, comps, np.arange(1, n + 1)), np.float32)
+        top = np.concatenate([[1.0], np.maximum(peak, 1.0)]).astype(np.float32)
+        out[j] = np.where(interior, dist / top[comps], 0.0)
+    return out
 
 
 def fold_labels(target: np.ndarray, n_classes: int, boundary_classes: Sequence[int]
@@ -292,6 +330,53 @@ def _grow(cores: np.ndarray, foreground: np.ndarray, elevation: np.ndarray) -> n
     return np.where(inside, cores, grown)
 
 
+def instances_from_distance_head(probs: np.ndarray, distance: np.ndarray, n_classes: int,
+                                 boundary_classes: Sequence[int], *,
+                                 min_size: float | None = None, min_area: float | None = None
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Objects from a model with distance outputs (``ModelConfig.distance_head``).
+
+    For each object class: the foreground is where the folded class map says the class; the
+    seeds are the connected regions of it whose predicted normalised distance
+    (:func:`distance_target`) is above one half, the inner half of every object, which the
+    network has learned to keep apart where objects touch; they grow back over the
+    foreground by a watershed on the distance (falling towards the edges). A foreground
+    region no seed reaches is one object (a small object whose predicted centre stays
+    under one half). Returns like :func:`instances_from_boundary`.
+
+    Parameters
+    ----------
+    probs : (n_classes + len(boundary_classes), H, W) float ndarray
+        Probabilities of the classes and boundaries (softmax of those outputs).
+    distance : (len(boundary_classes), H, W) float ndarray
+        The predicted normalised distances (sigmoid of the distance outputs), in [0, 1].
+    """
+    probs = np.asarray(probs, np.float32)
+    distance = np.asarray(distance, np.float32)
+    k = len(boundary_classes)
+    if probs.shape[0] != n_classes + k or distance.shape[0] != k:
+        raise ValueError(f"probs has {probs.shape[0]} and distance {distance.shape[0]} "
+                         f"channels; a model with {n_classes} classes and {k} object "
+                         f"class(es) gives {n_classes + k} and {k}.")
+    folded = fold_probabilities(probs, n_classes, boundary_classes)
+    best = folded.max(axis=0)
+    per_class = []
+    for j, c in enumerate(boundary_classes):
+        fg = folded[c] >= best
+        d = distance[j]
+        comps, n = ndi.label(fg)
+        if not n:
+            per_class.append((c, comps))
+            continue
+        # the inner half of each object, relative to the highest distance of its foreground
+        # region (a short round's regression is low everywhere)
+        top = np.concatenate([[np.inf], np.asarray(
+            ndi.maximum(d, comps, np.arange(1, n + 1)), np.float32)])
+        cores, _ = ndi.label(fg & (d > 0.5 * top[comps]))
+        per_class.append((c, _drop_small(_grow(cores, fg, 1.0 - d), min_size, min_area)))
+    return _combine(per_class, probs.shape[1:])
+
+
 def instances_from_distance(labels: np.ndarray, object_classes: Sequence[int], *,
                             min_size: float | None = None, min_area: float | None = None
                             ) -> tuple[np.ndarray, np.ndarray]:
@@ -334,7 +419,12 @@ class InstancePrediction:
 
 
 class _AllOutputs(nn.Module):
-    """A U-Net whose ``forward`` keeps the boundary outputs (for the tiled predictor)."""
+    """A U-Net whose ``forward`` keeps the boundary outputs (for the tiled predictor).
+
+    With distance outputs, what it returns are log-probabilities whose softmax (what the
+    tiled predictor takes) is ``[p / 2, d / (2k), (1 - d) / (2k)]``: ``p`` the softmax of
+    the classes and boundaries, ``d`` the sigmoid of the k distance outputs; one pass yields
+    both (:func:`_split_outputs` undoes it)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -342,7 +432,22 @@ class _AllOutputs(nn.Module):
         self.config = model.config
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_full(x)
+        out = self.model.forward_full(x)
+        k = self.config.distance_outputs
+        if not k:
+            return out
+        out = out.float()
+        n = self.config.n_targets
+        half, share = math.log(2.0), math.log(2.0 * k)
+        d = out[:, n:]
+        return torch.cat([torch.log_softmax(out[:, :n], dim=1) - half,
+                          F.logsigmoid(d) - share, F.logsigmoid(-d) - share], dim=1)
+
+
+def _split_outputs(probs: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """(class and boundary probabilities, distances) from what :class:`_AllOutputs` gave."""
+    n, k = cfg.n_targets, cfg.distance_outputs
+    return probs[:n] * 2.0, np.clip(probs[n:n + k] * (2.0 * k), 0.0, 1.0)
 
 
 def predict_instances(model: nn.Module, image: np.ndarray, *,
@@ -363,9 +468,15 @@ def predict_instances(model: nn.Module, image: np.ndarray, *,
     floor = getattr(cfg, "min_object_area", None)
     if bc:
         pred = predict(_AllOutputs(model), image, mode="single", maps=(), config=config)
-        ids, classes = instances_from_boundary(pred.probs, cfg.n_classes, bc,
-                                               min_size=min_size, min_area=floor)
-        probs = fold_probabilities(pred.probs, cfg.n_classes, bc)
+        full = pred.probs
+        if getattr(cfg, "distance_outputs", 0):
+            full, dist = _split_outputs(full, cfg)
+            ids, classes = instances_from_distance_head(full, dist, cfg.n_classes, bc,
+                                                        min_size=min_size, min_area=floor)
+        else:
+            ids, classes = instances_from_boundary(full, cfg.n_classes, bc,
+                                                   min_size=min_size, min_area=floor)
+        probs = fold_probabilities(full, cfg.n_classes, bc)
     else:
         if not object_classes:
             raise ValueError("This model has no boundary output: say which classes are "

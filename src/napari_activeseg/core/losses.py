@@ -30,6 +30,7 @@ import torch.nn.functional as F
 __all__ = [
     "cross_entropy_masked",
     "dice_score",
+    "distance_loss",
     "per_class_dice",
     "segmentation_loss",
     "soft_dice_loss",
@@ -284,6 +285,27 @@ def soft_dice_loss(
         raise ValueError(f"eps must be > 0 to avoid 0/0 on empty classes, got eps={eps}.")
     target, valid, weights = _check_inputs(logits, target, ignore, class_weights)
     return _soft_dice(logits, target, valid, weights, float(eps), include_background)
+
+
+def distance_loss(logits: torch.Tensor, target: torch.Tensor,
+                  ignore: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy of the distance outputs (``ModelConfig.distance_head``) against
+    their soft target in [0, 1] (:func:`core.instances.distance_target`), averaged over the
+    reviewed pixels (``ignore`` True = not reviewed) and the channels.
+
+    Parameters
+    ----------
+    logits, target : (N, K, H, W) float tensors
+    ignore : (N, H, W) bool tensor, optional
+    """
+    if logits.shape != target.shape:
+        raise ValueError(f"distance logits {tuple(logits.shape)} and target "
+                         f"{tuple(target.shape)} differ in shape.")
+    per = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
+    if ignore is None:
+        return per.mean()
+    keep = (~ignore).unsqueeze(1).to(per.dtype)
+    return (per * keep).sum() / (keep.sum() * per.shape[1]).clamp_min(1.0)
 
 
 def segmentation_loss(

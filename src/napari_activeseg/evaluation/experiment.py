@@ -160,7 +160,9 @@ class Experiment:
                 class_modes={self.classes[1]: "objects"} if self.cfg.objects else None,
                 # --objects measures the boundary head (the distance formulation is the
                 # semantic run's inst_* columns)
-                settings={"instance_formulation": "boundary"} if self.cfg.objects else None)
+                settings={"instance_formulation": "distance_head"
+                          if self.model_config.distance_head else "boundary"}
+                if self.cfg.objects else None)
         return project
 
     def submitted_instances(self, name: str, reviewed) -> np.ndarray | None:

@@ -87,15 +87,17 @@ def instance_mode(model, image: np.ndarray, labels: np.ndarray, config=None
     Returns
     -------
     (instances, method) or None
-        ``method`` is ``"boundary"`` (a model with boundary outputs) or ``"distance"``.
+        ``method`` is ``"boundary"`` (a model with boundary outputs), ``"distance_head"``
+        (and distance outputs) or ``"distance"``.
     """
     mod = _instances_module()
     if mod is None:
         return None
     boundary = tuple(getattr(getattr(model, "config", None), "boundary_classes", ()) or ())
     if boundary and hasattr(mod, "predict_instances"):
+        head = getattr(model.config, "distance_outputs", 0)
         return np.asarray(mod.predict_instances(model, image, config=config).instances), \
-            "boundary"
+            "distance_head" if head else "boundary"
     if hasattr(mod, "instances_from_distance"):
         classes = tuple(int(c) for c in np.unique(labels) if c > 0) or (1,)
         floor = getattr(getattr(model, "config", None), "min_object_area", None)

@@ -38,7 +38,7 @@ _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
 #: Per-class modes: "area" (semantic, the default) and "objects" (one id per object).
 CLASS_MODES = ("area", "objects")
 #: How a network yields objects (core.instances).
-INSTANCE_FORMULATIONS = ("boundary", "distance")
+INSTANCE_FORMULATIONS = ("boundary", "distance", "distance_head")
 #: The formulation a new project records: "distance", ahead of or level with "boundary" on
 #: both nuclei sets at 3 seeds (docs/2026-12-01-objects.md).
 DEFAULT_INSTANCE_FORMULATION = "distance"

@@ -11,7 +11,7 @@ from ..strategies.regions import auto_region_size
 
 # the ModelConfig fields that make a different network: changing one starts a fresh model
 ARCHITECTURE_FIELDS = ("in_channels", "n_classes", "depth", "width", "polarity", "norm",
-                       "boundary_classes")
+                       "boundary_classes", "distance_head")
 
 
 def saved_config(project: Project, cls, key: str):
@@ -30,20 +30,26 @@ def default_model_config(project: Project) -> ModelConfig:
 
     return ModelConfig(in_channels=project.channels, n_classes=project.n_classes,
                        polarity=decide_project_polarity(project),
-                       boundary_classes=boundary_classes(project))
+                       boundary_classes=boundary_classes(project),
+                       distance_head=project.instance_formulation == "distance_head")
 
 
 def boundary_classes(project: Project) -> tuple[int, ...]:
-    """The classes that get a boundary output: the object classes, with the "boundary"
-    formulation (:mod:`core.instances`); none with "distance" or no object class."""
-    return project.object_classes if project.instance_formulation == "boundary" else ()
+    """The classes that get a boundary output: the object classes, with the "boundary" and
+    "distance_head" formulations (:mod:`core.instances`); none with "distance" or no object
+    class."""
+    return project.object_classes \
+        if project.instance_formulation in ("boundary", "distance_head") else ()
 
 
 def with_object_classes(project: Project, config: ModelConfig) -> ModelConfig:
-    """``config`` with the boundary outputs the project's class modes ask for."""
+    """``config`` with the boundary (and distance) outputs the project's class modes and
+    formulation ask for."""
     wanted = boundary_classes(project)
-    return config if config.boundary_classes == wanted else config.replace(
-        boundary_classes=wanted)
+    head = project.instance_formulation == "distance_head"
+    if config.boundary_classes == wanted and config.distance_head == head:
+        return config
+    return config.replace(boundary_classes=wanted, distance_head=head)
 
 
 def for_device(config):

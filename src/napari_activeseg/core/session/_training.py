@@ -115,6 +115,9 @@ class RoundRunner:
             if cfg.boundary_classes != want.boundary_classes:
                 return (f"it has boundary outputs for classes {list(cfg.boundary_classes)} but "
                         f"the project's object classes ask for {list(want.boundary_classes)}")
+            if cfg.distance_outputs != want.distance_outputs:
+                return ("its distance outputs do not match the project's instance "
+                        "formulation")
             return None
 
         try:

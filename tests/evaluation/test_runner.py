@@ -314,6 +314,21 @@ def test_a_run_begun_under_other_network_defaults_is_not_continued(data, tmp_pat
         run_to_end(run_benchmark(cfg))
 
 
+def test_a_run_pinned_before_a_network_field_existed_resumes(data, tmp_path):
+    """A ModelConfig field added after a folder was begun, at its default, is the network
+    the folder was made with: the run resumes; the field at another value is refused."""
+    out = tmp_path / "out"
+    cfg = _config(data, out, strategies=("random",), baselines=(), rounds=0)
+    run_to_end(run_benchmark(cfg))
+    pinned = json.loads((out / "config.json").read_text())
+    del pinned["resolved_model"]["distance_head"]  # as written before the field existed
+    (out / "config.json").write_text(json.dumps(pinned))
+    run_to_end(run_benchmark(cfg))  # resumes
+    with pytest.raises(ValueError, match=r"other settings.*distance_head"):
+        run_to_end(run_benchmark(_config(data, out, strategies=("random",), baselines=(),
+                                         rounds=0, model={"distance_head": True})))
+
+
 # ------------------------------------------------------------------------ regions
 
 

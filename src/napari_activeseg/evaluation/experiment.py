@@ -158,8 +158,9 @@ class Experiment:
                 folder, images=[self.ds.root / "images" / n for n in names],
                 classes=self.classes, skip_unreadable=False,
                 class_modes={self.classes[1]: "objects"} if self.cfg.objects else None,
-                # --objects measures the boundary head (the distance formulation is the
-                # semantic run's inst_* columns)
+                # --objects measures the boundary head, with the model's distance_head the
+                # boundary + distance head (the distance formulation is the semantic run's
+                # inst_* columns)
                 settings={"instance_formulation": "distance_head"
                           if self.model_config.distance_head else "boundary"}
                 if self.cfg.objects else None)

@@ -84,6 +84,15 @@ def check_resume(cfg: BenchmarkConfig) -> None:
             old = None
         if isinstance(old, dict):
             dflt = BenchmarkConfig.IDENTITY_DEFAULTS
+            if isinstance(old.get("resolved_model"), dict):
+                # a field ModelConfig gained since has its default in the older run: the
+                # network was made as that default makes it
+                from ..core.config import ModelConfig
+
+                fresh = ModelConfig().to_dict()
+                old["resolved_model"] = {**{k: v for k, v in fresh.items()
+                                            if k in ident["resolved_model"]},
+                                         **old["resolved_model"]}
             diff = [f"{k}: {old.get(k, dflt.get(k))!r} -> {ident[k]!r}" for k in ident
                     if old.get(k, dflt.get(k)) != ident[k]]
             if diff:

@@ -7,7 +7,10 @@ model's outputs.
     # boundary output apart, and the predicted distance, both as uint8) and keep the floor
     OMP_NUM_THREADS=1 python benchmarks/distance_head_seeds.py cache \\
         OUT/dsb2018_nuclei_distance_head/runs ../shared/data/dsb2018_nuclei CACHE
-    # object F1@0.5 / count error / splits / merges per saved model and rule
+    # the same for the boundary head's or the semantic run's models (folders
+    # OUT/<set>_objects, OUT/<set>; a last argument "0,1" keeps those seeds)
+    # object F1@0.5 / count error / splits / merges per saved model and rule (a last
+    # argument "dist,rel" keeps those rules)
     OMP_NUM_THREADS=1 python benchmarks/distance_head_seeds.py eval - \\
         ../shared/data/dsb2018_nuclei CACHE
 
@@ -37,16 +40,20 @@ from napari_activeseg.evaluation.dataset import load_dataset, split_dataset
 from napari_activeseg.evaluation.objects import score_objects
 
 
-def cache(run_root: Path, data: Path, out: Path) -> None:
+def cache(run_root: Path, data: Path, out: Path, seeds: str = "") -> None:
     ds = load_dataset(data)
+    tag = "_" + run_root.parent.name.split("_", 2)[-1] if run_root.parent.name.count("_") > 1 \
+        else ""
     floors_file = out / "floors.json"
     floors = json.loads(floors_file.read_text()) if floors_file.exists() else {}
     for run in sorted(run_root.glob("random_s*")):
         seed = int(run.name.split("_s")[1])
+        if seeds and str(seed) not in seeds.split(","):
+            continue
         _, test = split_dataset(len(ds), seed=seed, test_fraction=0.3)
         project = Project.open(run, read_only=True)
         for info in project.models():
-            key = f"{data.name}_s{seed}_{info.version}"
+            key = f"{data.name}{tag}_s{seed}_{info.version}"
             state, mc, _ = project.load_model(info.version)
             floors[key] = mc.min_object_area
             f = out / f"{key}.npz"
@@ -59,7 +66,10 @@ def cache(run_root: Path, data: Path, out: Path) -> None:
             for i in test:
                 image = apply_polarity(ds.images[i], mc.polarity, margin=mc.polarity_margin)
                 full = predict(ins._AllOutputs(model), image, mode="single", maps=()).probs
-                probs, dist = ins._split_outputs(full, mc)
+                if mc.distance_outputs:
+                    probs, dist = ins._split_outputs(full, mc)
+                else:  # a boundary or semantic model: only the "dist" rule means anything
+                    probs, dist = full, np.zeros((1, *full.shape[1:]), np.float32)
                 arrays += [probs.argmax(0).astype(np.uint8),
                            np.round(dist[0] * 255).astype(np.uint8)]
             np.savez_compressed(f, *arrays, test=np.asarray(test))
@@ -96,10 +106,10 @@ RULES = {
 }
 
 
-def evaluate(data: Path, out: Path) -> None:
+def evaluate(data: Path, out: Path, rules: str = "") -> None:
     ds = load_dataset(data)
     floors = json.loads((out / "floors.json").read_text())
-    for f in sorted(out.glob(f"{data.name}_s*.npz")):
+    for f in sorted(out.glob(f"{data.name}*_s*.npz")):
         z = np.load(f)
         test = z["test"]
         cls3 = [z[f"arr_{2 * j}"] for j in range(len(test))]
@@ -107,6 +117,8 @@ def evaluate(data: Path, out: Path) -> None:
         truths = [ds.instances[i] for i in test]
         row = {}
         for name, rule in RULES.items():
+            if rules and name not in rules.split(","):
+                continue
             s = score_objects([rule(c, d, floors.get(f.stem)) for c, d in zip(cls3, dist)],
                               truths)
             row[name] = [round(s.f1_50, 4), round(s.count_error, 3), s.splits, s.merges]
@@ -117,4 +129,5 @@ if __name__ == "__main__":
     cmd, runs, data, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
     out.mkdir(exist_ok=True, parents=True)
     torch.set_num_threads(1)
-    {"cache": lambda: cache(runs, data, out), "eval": lambda: evaluate(data, out)}[cmd]()
+    seeds = sys.argv[5] if len(sys.argv) > 5 else ""
+    {"cache": lambda: cache(runs, data, out, seeds), "eval": lambda: evaluate(data, out, seeds)}[cmd]()

@@ -119,3 +119,27 @@ def test_a_cancel_pressed_while_a_job_waits_for_the_session_cancels_it(tmp_path)
         # no cancel: a queued job runs once the session is free
         summary = run_to_end(after_session_jobs(s, s.train)())
         assert summary is not None and summary.saved and summary.result.steps == 20
+
+
+_FRESH_WARM_UP = """
+import pint
+from napari_activeseg._widgets._common import WARM_UP_DONE, warm_up_torch
+
+warm_up_torch()
+# what pint holds the moment the call returns, before the warm-up thread has made a layer
+print(type(pint.get_application_registry().get()).__name__)
+assert WARM_UP_DONE.wait(300)
+"""
+
+
+def test_the_warm_up_builds_the_unit_registry_before_its_thread_makes_layers():
+    """pint builds its registry lazily and not thread-safely: the warm-up thread's layers must
+    find it built, or a layer the GUI thread adds meanwhile fails ("'pixel' is not defined").
+    A fresh process: in this one an earlier test has built it already."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _FRESH_WARM_UP], capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[0] == "UnitRegistry", proc.stdout

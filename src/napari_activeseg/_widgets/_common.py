@@ -56,6 +56,7 @@ def warm_up_torch() -> None:
     if _WARMED_UP.is_set():
         return
     _WARMED_UP.set()
+    build_unit_registry()  # here, before the thread below makes its layers
 
     def run():
         background_priority()
@@ -81,6 +82,24 @@ def warm_up_torch() -> None:
         WARM_UP_DONE.set()
 
     threading.Thread(target=run, name="activeseg-warm-up", daemon=True).start()
+
+
+def build_unit_registry() -> None:
+    """Build pint's application registry now, on the calling (GUI) thread.
+
+    napari gives every new layer units from it (``pint.get_application_registry().pixel``),
+    and pint builds it lazily on first use, not thread-safely: the lazy object becomes a
+    registry first and loads its unit definitions after, so a layer made on the GUI thread
+    while another thread runs that build fails with "'pixel' is not defined in the unit
+    registry". The warm-up thread's layers did just that: the first suggestion's
+    ``add_image`` aborted 3 runs in 6 of ``benchmarks/submit_next.py --tiny``. ~0.1-0.3 s,
+    once per process; nothing when napari has made a layer already."""
+    try:
+        import pint
+
+        pint.get_application_registry().pixel  # noqa: B018 - the lookup builds it
+    except Exception:  # noqa: BLE001, S110 - a napari without units, or another pint
+        pass
 
 
 def freeze_long_lived() -> None:
